@@ -1,0 +1,234 @@
+"""The config.yaml contract: pydantic models, loading, and validation errors with key paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RESERVED_TIER_NAMES = frozenset({"recserve", "casserve", "quality"})
+POLICY_NAMES = ("recserve", "casserve")
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt key is an error with its path, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_hops: int = Field(4, ge=1, le=32)
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_json_depth: int = Field(64, ge=4, le=1000)
+
+
+class AuthConfig(_Strict):
+    api_keys_env: str | None = "RECSERVE_API_KEYS"
+    admin_key_env: str | None = "RECSERVE_ADMIN_KEY"
+
+    def client_keys(self) -> tuple[str, ...]:
+        """Client keys from the environment; empty means the gateway is open."""
+        raw = os.environ.get(self.api_keys_env or "", "") if self.api_keys_env else ""
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+class LocalTierConfig(_Strict):
+    """A tier this machine runs itself with llama.cpp (`recserve tiers up`)."""
+
+    model: str
+    port: int = Field(ge=1, le=65535)
+    threads: int = Field(1, ge=1, le=256)
+    ctx_size: int = Field(2048, ge=256)
+    parallel: int = Field(1, ge=1, le=64)
+
+
+class TierConfig(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    base_url: str
+    model: str = Field(min_length=1)
+    provider: Literal["openai", "litellm"] = "openai"
+    api_key_env: str | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(64, ge=1)
+    queue_timeout_s: float = Field(0.5, ge=0)
+    min_budget_s: float = Field(0.0, ge=0)
+    local: LocalTierConfig | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_TIER_NAMES:
+            raise ValueError(f"'{value}' is reserved for a policy name")
+        return value
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class RecServePolicyConfig(_Strict):
+    beta: Fraction | dict[str, Fraction] = 0.3
+    window: int = Field(10000, ge=1, le=1_000_000)
+
+
+class CasServePolicyConfig(_Strict):
+    thresholds: dict[str, Probability] = Field(default_factory=dict)
+    default_threshold: Probability = 0.8
+
+
+class PolicyConfig(_Strict):
+    default: str = "recserve"
+    recserve: RecServePolicyConfig = RecServePolicyConfig()
+    casserve: CasServePolicyConfig = CasServePolicyConfig()
+    tool_requests: str | None = None
+
+
+class ConfidenceConfig(_Strict):
+    top_logprobs: int = Field(5, ge=1, le=20)
+
+
+class WindowsConfig(_Strict):
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field("recserve", min_length=1)
+
+
+class StreamingConfig(_Strict):
+    mode: Literal["buffered", "early"] = "buffered"
+    decide_after_tokens: int = Field(8, ge=1)
+
+
+class GatewayConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    tiers: list[TierConfig] = Field(min_length=1)
+    policy: PolicyConfig = PolicyConfig()
+    confidence: ConfidenceConfig = ConfidenceConfig()
+    windows: WindowsConfig = WindowsConfig()
+    streaming: StreamingConfig = StreamingConfig()
+    embeddings_tier: str | None = None
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        names = [t.name for t in self.tiers]
+        errors: list[str] = []
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                errors.append(f"tiers.{i}.name: duplicate tier name '{name}'")
+            seen.add(name)
+        if self.policy.default not in (*POLICY_NAMES, *names):
+            errors.append(
+                f"policy.default: '{self.policy.default}' is neither a policy "
+                f"({', '.join(POLICY_NAMES)}) nor a tier ({', '.join(names)})"
+            )
+        beta = self.policy.recserve.beta
+        if isinstance(beta, dict):
+            errors += _unknown_tiers("policy.recserve.beta", beta, seen)
+            errors += [
+                f"policy.recserve.beta.{n}: missing (every tier but the last needs a beta)"
+                for n in names[:-1]
+                if n not in beta
+            ]
+        errors += _unknown_tiers("policy.casserve.thresholds", self.policy.casserve.thresholds, seen)
+        for key in ("tool_requests",):
+            value = getattr(self.policy, key)
+            if value is not None and value not in seen:
+                errors.append(f"policy.{key}: unknown tier '{value}'")
+        if self.embeddings_tier is not None and self.embeddings_tier not in seen:
+            errors.append(f"embeddings_tier: unknown tier '{self.embeddings_tier}'")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def tier(self, name: str) -> TierConfig:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+    def beta_for(self, tier: str) -> float:
+        beta = self.policy.recserve.beta
+        return beta[tier] if isinstance(beta, dict) else beta
+
+    def threshold_for(self, tier: str) -> float:
+        cas = self.policy.casserve
+        return cas.thresholds.get(tier, cas.default_threshold)
+
+
+def _unknown_tiers(path: str, mapping: dict[str, Any], known: set[str]) -> list[str]:
+    return [f"{path}.{k}: unknown tier '{k}'" for k in mapping if k not in known]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `errors` holds one 'key.path: message' line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of sections"])
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate config.yaml; every problem becomes a ConfigError line, never a traceback."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"(file): cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, ["(file): not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
+    return parse_config(data, source)
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not _is_union_branch(p)]
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+            # Cross-reference errors already carry their own key paths.
+            if not loc:
+                lines.extend(message.split("; "))
+                continue
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{'.'.join(loc) or '(top level)'}: {message}")
+    return lines
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic names the union member it tried ("float", "dict[str,...]"); not a key in the file.
+    return isinstance(part, str) and ("[" in part or part in {"float", "int", "str", "constrained-float"})

@@ -1,0 +1,78 @@
+"""The seams of the decision logic. Score apart from decision: estimators return a number,
+policies compare it, stores remember. Nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Task = Literal["classification", "generation"]
+TASKS: tuple[Task, ...] = ("classification", "generation")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the alternatives the tier reported."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WindowKey:
+    """Identifies one sliding window: windows are kept per policy, tier and task."""
+
+    policy: str
+    tier: str
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStep:
+    """What a window said after one confidence was appended."""
+
+    threshold: float  # the window's beta-quantile after the append
+    length: int  # entries in the window after the append and trim
+    fallback: bool = False  # True when the shared store was unreachable and a local window answered
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A policy's verdict on one tier's answer."""
+
+    escalate: bool
+    threshold: float | None  # None while the window is too short to judge (cold start)
+    window_length: int = 0
+    fallback: bool = False  # the window consulted was a local stand-in for the shared one
+
+
+class ConfidenceEstimator(Protocol):
+    """Turns one choice's token logprobs into a confidence in [0, 1], or None when unusable."""
+
+    def __call__(self, tokens: Sequence[TokenLogprob], labels: Sequence[str] | None) -> float | None: ...
+
+
+class WindowStore(Protocol):
+    """Remembers recent confidences per window and answers the beta-quantile, atomically per step."""
+
+    async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
+        """Append `confidence`, drop the oldest beyond `size`, return the beta-quantile of what remains."""
+        ...
+
+    async def snapshot(self, key: WindowKey) -> list[float]:
+        """The window's confidences, oldest first (for inspection; not on the request path)."""
+        ...
+
+    async def reset(self, key: WindowKey | None = None) -> None:
+        """Empty one window, or all of them."""
+        ...
+
+
+class ThresholdPolicy(Protocol):
+    """Decides whether a non-final tier keeps an answer of the given confidence."""
+
+    name: str
+
+    async def decide(self, tier: str, task: str, confidence: float) -> Decision: ...

@@ -1,0 +1,20 @@
+"""CasServe, the paper's baseline: the same cascade with a fixed threshold per tier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from policies.base import Decision
+
+
+class CasServePolicy:
+    """Escalate iff confidence < the tier's fixed threshold."""
+
+    name = "casserve"
+
+    def __init__(self, threshold_for: Callable[[str], float]) -> None:
+        self._threshold_for = threshold_for
+
+    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
+        threshold = self._threshold_for(tier)
+        return Decision(confidence < threshold, threshold)

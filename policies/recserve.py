@@ -1,0 +1,25 @@
+"""RecServe's rule: escalate when a confidence falls below its window's beta-quantile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from policies.base import Decision, WindowKey, WindowStore
+
+
+class RecServePolicy:
+    """Append first, then escalate iff the window holds more than one value and confidence < quantile."""
+
+    name = "recserve"
+
+    def __init__(self, store: WindowStore, beta_for: Callable[[str], float], window: int) -> None:
+        self._store = store
+        self._beta_for = beta_for
+        self._window = window
+
+    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
+        step = await self._store.step(WindowKey(self.name, tier, task), confidence, self._window,
+                                      self._beta_for(tier))
+        if step.length <= 1:
+            return Decision(False, None, step.length, step.fallback)
+        return Decision(confidence < step.threshold, step.threshold, step.length, step.fallback)
