@@ -214,8 +214,13 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 def _format_errors(exc: ValidationError) -> list[str]:
     lines: list[str] = []
+    reported: set[str] = set()
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"] if not _is_union_branch(p)]
+        # A union (beta: number or map) fails once per member; the first failure says enough.
+        if ".".join(loc) in reported:
+            continue
+        reported.add(".".join(loc))
         message = err["msg"]
         if message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")

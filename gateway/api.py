@@ -1,0 +1,139 @@
+"""The /v1 routes: thin adapters from HTTP to the cascade and back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from gateway.backends import LOOP_STATUS, TierFault, TierRejected
+from gateway.cascade import CascadeFailed, CascadeRequest, render_path, run_cascade
+from gateway.errors import (
+    InvalidRequest,
+    LoopDetected,
+    NotFound,
+    UpstreamFailed,
+    UpstreamTimeout,
+    from_validation_error,
+)
+from gateway.intake import check_api_key, read_json_body, request_id_for
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
+from gateway.runtime import Runtime
+from gateway.shaping import HOPS_HEADER, TASK_HEADER, client_body, forward_body, resolve_task, result_headers
+
+log = logging.getLogger("recserve.access")
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    return await _complete(request, runtime, "chat/completions", ChatCompletionRequest)
+
+
+@router.post("/completions")
+async def completions(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    return await _complete(request, runtime, "completions", CompletionRequest)
+
+
+@router.get("/models")
+async def list_models(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    check_api_key(request, runtime.client_keys)
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "recserve"} for m in runtime.model_ids()]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    request_id = _begin(request, runtime)
+    name = runtime.config.embeddings_tier
+    if name is None:
+        raise NotFound("No embeddings tier is configured (set `embeddings_tier`).", code="model_not_found")
+    raw, _ = await _read(request, runtime, EmbeddingRequest)
+    tier = next(t for t in runtime.tiers if t.config.name == name)
+    try:
+        reply = await tier.backend.send("embeddings", raw, timeout_s=tier.config.timeout_s, headers={})
+    except TierFault as fault:
+        raise UpstreamFailed(f"tier '{name}' failed: {fault.message}") from None
+    except TierRejected as rejected:
+        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
+    body = {**reply.body, "model": tier.config.model}
+    return JSONResponse(body, headers={"x-recserve-tier": name, "x-request-id": request_id})
+
+
+def _begin(request: Request, runtime: Runtime) -> str:
+    request_id = request_id_for(request)
+    request.state.request_id = request_id
+    check_api_key(request, runtime.client_keys)
+    return request_id
+
+
+async def _read(request: Request, runtime: Runtime, schema: type[Model]) -> tuple[dict[str, Any], Model]:
+    """The body as the raw dict we forward, and as the validated model we reason about."""
+    server = runtime.config.server
+    raw = await read_json_body(request, server.max_body_bytes, server.max_json_depth)
+    try:
+        return raw, schema.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def _complete(request: Request, runtime: Runtime, route: Route,
+                    schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> JSONResponse:
+    started = time.monotonic()
+    request_id = _begin(request, runtime)
+    hops = _incoming_hops(request, runtime.config.server.max_hops)
+    raw, parsed = await _read(request, runtime, schema)
+    if parsed.stream:
+        raise InvalidRequest("Streaming is not supported by this gateway version; send stream=false.",
+                             param="stream", code="unsupported_value")
+    selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
+    task = resolve_task(parsed, request.headers.get(TASK_HEADER))
+    labels = parsed.recserve.labels if parsed.recserve else None
+    body = forward_body(raw, route, runtime.config.confidence.top_logprobs)
+    cascade_request = CascadeRequest(
+        route=route, body=body, task=task, labels=labels,
+        deadline=started + runtime.config.server.request_timeout_s,
+        forward_headers={HOPS_HEADER: str(hops + 1), "x-request-id": request_id},
+        count_prompt_tokens=lambda: runtime.tokens.count(body),
+    )
+    try:
+        result = await run_cascade(cascade_request, selected.tiers, selected.policy)
+    except CascadeFailed as failed:
+        error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
+        raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
+                                                "x-recserve-task": task}) from None
+    except TierRejected as rejected:
+        if rejected.status == LOOP_STATUS:
+            raise LoopDetected(rejected.message, code=rejected.code or "loop_detected") from None
+        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
+    headers = result_headers(result, task, request_id)
+    log.info("%s %s model=%s path=%s confidence=%s %.1fms", request_id, route, parsed.model,
+             headers["x-recserve-path"], headers["x-recserve-confidence"], (time.monotonic() - started) * 1e3)
+    return JSONResponse(client_body(result, route, raw), headers=headers)
+
+
+def _incoming_hops(request: Request, max_hops: int) -> int:
+    """Hops this request already made through chained gateways; refuse once the limit is reached."""
+    raw = request.headers.get(HOPS_HEADER, "0")
+    try:
+        hops = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"Header {HOPS_HEADER} must be an integer.") from None
+    if hops >= max_hops:
+        raise LoopDetected(f"Hop limit reached: this request already passed {hops} gateways "
+                           f"(server.max_hops = {max_hops}); is there a loop in the tier chain?")
+    return hops
+

@@ -1,0 +1,181 @@
+"""How the gateway talks to a tier: one Backend per tier, one pooled HTTP client each.
+
+`provider: openai` covers every OpenAI-compatible endpoint (llama.cpp, vLLM, OpenAI, another
+RecServe gateway) over httpx. `provider: litellm` adapts the other providers; litellm is imported
+only when such a tier exists, because its import alone costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.config import TierConfig
+from gateway.protocol import Route
+
+# Tier statuses that are the request's own fault: the client gets them back as a 400.
+_CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
+LOOP_STATUS = 508
+
+
+@dataclass(frozen=True, slots=True)
+class TierReply:
+    """A tier's successful answer: parsed JSON body plus the response headers we care about."""
+
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+class TierFault(Exception):
+    """The tier could not answer (timeout, connection, 5xx, 429, garbage): a reason to escalate."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # timeout | connect | status | invalid
+        self.message = message
+        self.status = status
+
+
+class TierRejected(Exception):
+    """The tier refused the request itself (a 4xx caused by the client's input, or an upstream 508)."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class Backend(Protocol):
+    """Sends one request body to one tier."""
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        """Return the tier's answer, or raise TierFault / TierRejected."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class OpenAICompatibleBackend:
+    """Any OpenAI-compatible HTTP endpoint, over one pooled keep-alive client."""
+
+    def __init__(self, tier: TierConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        headers = {"content-type": "application/json"}
+        key = tier.api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        self._model = tier.model
+        self._client = httpx.AsyncClient(
+            base_url=tier.base_url + "/",
+            headers=headers,
+            transport=transport,
+            timeout=tier.timeout_s,
+            limits=httpx.Limits(max_connections=max(tier.max_concurrency, 1) * 2,
+                                max_keepalive_connections=max(tier.max_concurrency, 1)),
+        )
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        started = time.perf_counter()
+        try:
+            payload = json.dumps({**body, "model": self._model}).encode()
+            response = await self._client.post(route, content=payload, headers=dict(headers), timeout=timeout_s)
+        except httpx.TimeoutException as exc:
+            raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
+        except httpx.HTTPError as exc:
+            raise TierFault("connect", f"{type(exc).__name__}: {exc}") from exc
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise _status_error(response.status_code, response.content)
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise TierFault("invalid", "answer is not JSON") from exc
+        if not isinstance(answer, dict):
+            raise TierFault("invalid", "answer is not a JSON object")
+        return TierReply(answer, response.headers, elapsed)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _status_error(status: int, content: bytes) -> Exception:
+    message, param, code = _upstream_error_fields(content)
+    if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
+        return TierRejected(status, message or f"tier rejected the request ({status})", param, code)
+    return TierFault("status", f"HTTP {status}" + (f": {message}" if message else ""), status)
+
+
+def _upstream_error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:
+    try:
+        error = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        return None, None, None
+    if isinstance(error, str):
+        return error[:500], None, None
+    if not isinstance(error, dict):
+        return None, None, None
+    message, param, code = error.get("message"), error.get("param"), error.get("code")
+    return (
+        str(message)[:500] if message is not None else None,
+        param if isinstance(param, str) else None,
+        code if isinstance(code, str) else None,
+    )
+
+
+class LiteLLMBackend:
+    """A non-OpenAI provider through litellm; `tier.model` is litellm's model string."""
+
+    def __init__(self, tier: TierConfig) -> None:
+        # litellm fetches a price map from the internet at import unless told to use its bundled copy.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        self._litellm = litellm
+        self._tier = tier
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        litellm = self._litellm
+        arguments = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        arguments.update(model=self._tier.model, api_base=self._tier.base_url, timeout=timeout_s,
+                         api_key=self._tier.api_key() or "not-needed", num_retries=0,
+                         max_retries=0, extra_headers=dict(headers))
+        call = {"chat/completions": litellm.acompletion, "completions": litellm.atext_completion,
+                "embeddings": litellm.aembedding}[route]
+        started = time.perf_counter()
+        try:
+            response = await call(**arguments)
+        except litellm.exceptions.Timeout as exc:
+            raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
+        except litellm.exceptions.APIConnectionError as exc:
+            raise TierFault("connect", str(exc)[:500]) from exc
+        except litellm.exceptions.OpenAIError as exc:  # litellm's other errors all carry status_code
+            status = int(getattr(exc, "status_code", 0) or 0)
+            message = str(getattr(exc, "message", exc))[:500]
+            if status in _CLIENT_FAULT_STATUSES:
+                raise TierRejected(status, message) from exc
+            raise TierFault("status" if status else "invalid", message, status or None) from exc
+        payload = response.model_dump(exclude_none=False)
+        hidden = getattr(response, "_hidden_params", {}) or {}
+        upstream_headers = hidden.get("additional_headers") or {}
+        return TierReply(payload, {str(k).lower(): str(v) for k, v in upstream_headers.items()},
+                         time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def build_backend(tier: TierConfig, transport: httpx.AsyncBaseTransport | None = None) -> Backend:
+    if tier.provider == "litellm":
+        return LiteLLMBackend(tier)
+    return OpenAICompatibleBackend(tier, transport)

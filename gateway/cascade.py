@@ -1,0 +1,213 @@
+"""The request's journey up the tiers: call a tier, estimate its confidence, let the policy decide,
+then return the answer or offload it one tier up. Returns the answer plus a trace of every hop."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.backends import Backend, TierFault, TierRejected, TierReply
+from gateway.config import TierConfig
+from gateway.protocol import Route
+from policies.base import Task, ThresholdPolicy
+from policies.confidence import response_confidence
+
+Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed"]
+# Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
+_NO_ANSWER = frozenset({"fault", "busy", "skipped", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A tier as the cascade uses it: its config, its backend and its concurrency gate."""
+
+    config: TierConfig
+    backend: Backend
+    gate: asyncio.Semaphore
+    level: int  # position among the configured tiers; 0 is the lowest (the device)
+
+
+@dataclass(slots=True)
+class Hop:
+    """What happened at one tier."""
+
+    tier: str
+    outcome: Outcome
+    confidence: float | None = None
+    threshold: float | None = None
+    reason: str | None = None  # no_confidence | busy | timeout | connect | status | invalid | budget
+    upstream_path: str | None = None  # a chained RecServe gateway's own path
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeRequest:
+    """Everything the cascade needs about one request, already validated."""
+
+    route: Route
+    body: dict[str, Any]  # what tiers receive: extension stripped, logprobs on
+    task: Task
+    labels: Sequence[str] | None
+    deadline: float  # time.monotonic() by which the whole cascade must be done
+    forward_headers: Mapping[str, str]
+    count_prompt_tokens: Callable[[], int]
+
+
+@dataclass(slots=True)
+class CascadeResult:
+    reply: TierReply
+    tier: TierConfig
+    hops: list[Hop]
+    confidence: float | None
+    threshold: float | None
+    uplink_tokens: int
+    degraded: bool = False
+    window_fallback: bool = False
+
+    @property
+    def path(self) -> str:
+        return render_path(self.hops)
+
+
+def render_path(hops: Sequence[Hop]) -> str:
+    """`device>edge`; a tier that gave no answer is marked `device!>edge`, a chained path nested."""
+    parts: list[str] = []
+    for i, hop in enumerate(hops):
+        text = hop.tier + (f"[{hop.upstream_path}]" if hop.upstream_path else "")
+        if hop.outcome in _NO_ANSWER:
+            text += "!"
+        parts.append(text)
+        if i < len(hops) - 1:
+            parts.append(">")
+    return "".join(parts)
+
+
+class CascadeFailed(Exception):
+    """No tier could answer. `timed_out` tells a deadline from a fault; hops show what was tried."""
+
+    def __init__(self, message: str, hops: list[Hop], timed_out: bool) -> None:
+        super().__init__(message)
+        self.hops = hops
+        self.timed_out = timed_out
+
+
+@dataclass(slots=True)
+class _Journey:
+    """Mutable bookkeeping of one cascade run."""
+
+    hops: list[Hop] = field(default_factory=list)
+    best: tuple[TierReply, Tier, float | None, float | None] | None = None
+    uplink_tokens: int = 0
+    window_fallback: bool = False
+    last_fault: str = ""
+    timed_out: bool = False
+
+
+async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy) -> CascadeResult:
+    """Ask each tier in turn, lowest first, and return the first answer the policy keeps.
+
+    The last tier never escalates. A fault at a lower tier escalates; a fault at the last tier
+    returns the best lower answer (degraded), else raises CascadeFailed. TierRejected (the request's
+    own fault, or an upstream loop) propagates at once: no other tier would answer it differently.
+    """
+    journey = _Journey()
+    for index, tier in enumerate(tiers):
+        final = index == len(tiers) - 1
+        name = tier.config.name
+        remaining = request.deadline - time.monotonic()
+        if remaining <= 0 or remaining < tier.config.min_budget_s:
+            journey.hops.append(Hop(name, "skipped", reason="budget"))
+            journey.timed_out = True
+            continue
+        reply = await _call(request, tier, final, remaining, journey)
+        if reply is None:
+            continue
+        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
+        upstream = reply.headers.get("x-recserve-path")
+        if final:
+            journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
+            return _result(reply, tier, journey, confidence, None)
+        if confidence is None:
+            journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream))
+            journey.best = (reply, tier, None, None)
+            continue
+        decision = await policy.decide(name, request.task, confidence)
+        journey.window_fallback |= decision.fallback
+        if decision.escalate:
+            journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, upstream_path=upstream))
+            journey.best = (reply, tier, confidence, decision.threshold)
+            continue
+        journey.hops.append(Hop(name, "accepted", confidence, decision.threshold, upstream_path=upstream))
+        return _result(reply, tier, journey, confidence, decision.threshold)
+    if journey.best is not None:
+        reply, tier, confidence, threshold = journey.best
+        return _result(reply, tier, journey, confidence, threshold, degraded=True)
+    raise CascadeFailed(journey.last_fault or "no tier could answer in time", journey.hops, journey.timed_out)
+
+
+async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: float,
+                journey: _Journey) -> TierReply | None:
+    """One tier call under its concurrency gate; None (with the hop recorded) when it gave no answer."""
+    name = tier.config.name
+    # A lower tier that is saturated is the congestion case: offload rather than queue. The last
+    # tier has nowhere to send the request, so it queues until the deadline.
+    wait = remaining if final else min(tier.config.queue_timeout_s, remaining)
+    try:
+        async with asyncio.timeout(wait):
+            await tier.gate.acquire()
+    except TimeoutError:
+        outcome: Outcome = "failed" if final else "busy"
+        journey.hops.append(Hop(name, outcome, reason="busy"))
+        journey.last_fault = f"tier '{name}' was busy"
+        journey.timed_out = final
+        return None
+    try:
+        remaining = request.deadline - time.monotonic()
+        timeout_s = min(tier.config.timeout_s, remaining)
+        reply = await tier.backend.send(request.route, request.body, timeout_s=max(timeout_s, 0.001),
+                                        headers=request.forward_headers)
+    except TierFault as fault:
+        if tier.level > 0:
+            journey.uplink_tokens += request.count_prompt_tokens()
+        journey.hops.append(Hop(name, "failed" if final else "fault", reason=fault.kind))
+        journey.last_fault = f"tier '{name}' failed: {fault.message}"
+        journey.timed_out = fault.kind == "timeout" and timeout_s >= remaining
+        return None
+    except TierRejected:
+        raise
+    finally:
+        tier.gate.release()
+    if tier.level > 0:
+        journey.uplink_tokens += _prompt_tokens(reply.body, request.count_prompt_tokens)
+    journey.uplink_tokens += _upstream_uplink(reply.headers)
+    return reply
+
+
+def _prompt_tokens(body: Mapping[str, Any], count: Callable[[], int]) -> int:
+    usage = body.get("usage")
+    if isinstance(usage, Mapping):
+        tokens = usage.get("prompt_tokens")
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
+            return tokens
+    return count()
+
+
+def _upstream_uplink(headers: Mapping[str, str]) -> int:
+    # A chained RecServe gateway reports what it shipped further up; the totals add up.
+    raw = headers.get("x-recserve-uplink-tokens")
+    try:
+        value = int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
+    return max(value, 0)
+
+
+def _result(reply: TierReply, tier: Tier, journey: _Journey, confidence: float | None,
+            threshold: float | None, degraded: bool = False) -> CascadeResult:
+    if confidence is not None and not math.isfinite(confidence):
+        confidence = None
+    return CascadeResult(reply, tier.config, journey.hops, confidence, threshold, journey.uplink_tokens,
+                         degraded, journey.window_fallback)

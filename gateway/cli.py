@@ -1,0 +1,83 @@
+"""`recserve serve | config check | tiers`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+
+def _load_or_report(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"config error in {exc.source}:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return 2
+    import uvicorn
+
+    from gateway.app import create_app
+
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=host, port=port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.path)
+    if config is None:
+        return 2
+    names = " > ".join(t.name for t in config.tiers)
+    print(f"{args.path}: OK ({len(config.tiers)} tiers: {names}; default policy {config.policy.default})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recserve", description="RecServe multi-tier LLM gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default="config.yaml")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve)
+
+    config = commands.add_parser("config", help="config tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file")
+    check.add_argument("path")
+    check.set_defaults(handler=_config_check)
+
+    commands.add_parser("tiers", help="start/stop/inspect the local llama.cpp tiers (tiers --help)",
+                        add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["tiers"]:
+        # The local-tier commands own their own argument parsing.
+        from gateway.local.commands import main as tiers_main
+
+        return tiers_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

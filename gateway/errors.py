@@ -1,0 +1,159 @@
+"""The gateway's error hierarchy and the one place that turns errors into OpenAI's error JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("recserve.errors")
+
+
+class GatewayError(Exception):
+    """An error with an HTTP status, rendered as `{"error": {message, type, param, code}}`."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "tier_failed"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "upstream_error"
+    code = "timeout"
+
+
+class LoopDetected(GatewayError):
+    status = 508
+    type = "invalid_request_error"
+    code = "loop_detected"
+
+
+def from_validation_error(exc: ValidationError) -> InvalidRequest:
+    """The first schema violation, named by its field path the way OpenAI names params."""
+    err = exc.errors(include_url=False)[0]
+    param = _param_path(err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif kind == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {err['msg']}."
+    return InvalidRequest(message, param=param, code="invalid_value" if kind != "missing" else "missing")
+
+
+def _param_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for piece in loc:
+        if isinstance(piece, int):
+            parts.append(f"[{piece}]")
+        elif isinstance(piece, str) and not _is_type_branch(piece):
+            parts.append(("." if parts else "") + piece)
+    return "".join(parts) or "body"
+
+
+def _is_type_branch(piece: str) -> bool:
+    # pydantic names the union member it tried ("str", "list[str]", "constrained-int"): not a field.
+    return piece in {"str", "int", "float", "bool"} or "[" in piece or piece.startswith(("constrained", "function-"))
+
+
+def error_response(error: GatewayError, request_id: str | None = None) -> JSONResponse:
+    headers = dict(error.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape; an unexpected one is logged, never shown as a traceback."""
+
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            error: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}",
+                                   status=405, code="method_not_allowed")
+        else:
+            error = InvalidRequest(str(exc.detail), status=exc.status_code)
+        return error_response(error)
+
+    async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(InvalidRequest(f"Invalid request: {exc}"))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", None)
+        log.exception("unexpected error handling %s (request %s)", request.url.path, request_id)
+        return error_response(GatewayError(f"Internal error; request id {request_id}", code="internal_error"),
+                              request_id)
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_request_validation)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,104 @@
+"""Everything a running gateway holds: tiers with their clients, policies, the window store.
+Built once per app in its lifespan; no module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from gateway.backends import build_backend
+from gateway.cascade import Tier
+from gateway.config import POLICY_NAMES, GatewayConfig
+from gateway.errors import NotFound
+from gateway.tokens import PromptTokenCounter
+from policies.base import ThresholdPolicy, WindowStore
+from policies.casserve import CasServePolicy
+from policies.recserve import RecServePolicy
+from policies.stores.memory import MemoryWindowStore
+
+MODEL_PREFIX = "recserve"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which policy decides and which tiers it may use, for one model name."""
+
+    policy: ThresholdPolicy
+    tiers: list[Tier]
+
+
+@dataclass
+class Runtime:
+    config: GatewayConfig
+    tiers: list[Tier]
+    policies: dict[str, ThresholdPolicy]
+    store: WindowStore
+    tokens: PromptTokenCounter
+    client_keys: tuple[str, ...]
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None,
+                    store: WindowStore | None = None) -> Runtime:
+        closers: list[Callable[[], Awaitable[None]]] = []
+        if store is None:
+            store, close_store = await _build_store(config)
+            closers.append(close_store)
+        tiers: list[Tier] = []
+        for level, tier_config in enumerate(config.tiers):
+            backend = build_backend(tier_config, transport)
+            closers.append(backend.aclose)
+            tiers.append(Tier(tier_config, backend, asyncio.Semaphore(tier_config.max_concurrency), level))
+        policies: dict[str, ThresholdPolicy] = {
+            "recserve": RecServePolicy(store, config.beta_for, config.policy.recserve.window),
+            "casserve": CasServePolicy(config.threshold_for),
+        }
+        return cls(config, tiers, policies, store, PromptTokenCounter(), config.auth.client_keys(), closers)
+
+    async def aclose(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+
+    def model_ids(self) -> list[str]:
+        return [MODEL_PREFIX, *(f"{MODEL_PREFIX}/{p}" for p in POLICY_NAMES),
+                *(f"{MODEL_PREFIX}/{t.config.name}" for t in self.tiers)]
+
+    def route(self, model: str, *, uses_tools: bool = False) -> Route:
+        """`recserve` → the default policy; `recserve/<policy>`; `recserve/<tier>` pins one tier."""
+        if model == MODEL_PREFIX:
+            choice = self.config.policy.default
+        elif model.startswith(MODEL_PREFIX + "/"):
+            choice = model[len(MODEL_PREFIX) + 1:]
+        else:
+            raise self._unknown(model)
+        if choice in self.policies:
+            pinned = self.config.policy.tool_requests if uses_tools else None
+            if pinned is not None:
+                return self._pinned(pinned)
+            return Route(self.policies[choice], self.tiers)
+        for tier in self.tiers:
+            if tier.config.name == choice:
+                return self._pinned(choice)
+        raise self._unknown(model)
+
+    def _pinned(self, name: str) -> Route:
+        tier = next(t for t in self.tiers if t.config.name == name)
+        return Route(self.policies["recserve"], [tier])
+
+    def _unknown(self, model: str) -> NotFound:
+        return NotFound(f"The model '{model}' does not exist. Available: {', '.join(self.model_ids())}.",
+                        param="model", code="model_not_found")
+
+
+async def _build_store(config: GatewayConfig) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
+    if config.windows.store == "memory":
+        async def nothing_to_close() -> None:
+            return None
+
+        return MemoryWindowStore(), nothing_to_close
+    from policies.stores.factory import build_window_store  # written with the Redis store
+
+    return build_window_store(config.windows)

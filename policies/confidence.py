@@ -1,0 +1,171 @@
+"""Logprob parsing (every layout real servers return) and the task-specific confidence estimators.
+
+Parsers never raise on odd payloads: anything unusable becomes None ("no confidence"), which the
+cascade treats as a reason to escalate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from policies.base import Task, TokenLogprob
+
+# A logprob a hair above zero is float noise from the server; anything clearly positive is nonsense.
+_POSITIVE_NOISE = 1e-6
+
+
+def parse_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """Tokens of one choice from chat layout (`content[*]`), llama.cpp's completions (same layout)
+    or legacy completions (`tokens`/`token_logprobs`/`top_logprobs`). None when absent or malformed."""
+    if not isinstance(logprobs, Mapping):
+        return None
+    content = logprobs.get("content")
+    if isinstance(content, list):
+        return _parse_chat_layout(content)
+    tokens = logprobs.get("tokens")
+    values = logprobs.get("token_logprobs")
+    if isinstance(tokens, list) and isinstance(values, list):
+        return _parse_legacy_layout(tokens, values, logprobs.get("top_logprobs"))
+    return None
+
+
+def _parse_chat_layout(content: list[Any]) -> list[TokenLogprob] | None:
+    parsed: list[TokenLogprob] = []
+    for entry in content:
+        if not isinstance(entry, Mapping):
+            return None
+        token, logprob = entry.get("token"), _number(entry.get("logprob"))
+        if not isinstance(token, str) or logprob is None:
+            return None
+        top: list[tuple[str, float]] = []
+        raw_top = entry.get("top_logprobs")
+        if isinstance(raw_top, list):
+            for alt in raw_top:
+                if isinstance(alt, Mapping):
+                    alt_token, alt_logprob = alt.get("token"), _number(alt.get("logprob"))
+                    if isinstance(alt_token, str) and alt_logprob is not None:
+                        top.append((alt_token, alt_logprob))
+        parsed.append(TokenLogprob(token, logprob, tuple(top)))
+    return parsed
+
+
+def _parse_legacy_layout(tokens: list[Any], values: list[Any], tops: Any) -> list[TokenLogprob] | None:
+    if len(tokens) != len(values):
+        return None
+    tops_list = tops if isinstance(tops, list) else []
+    parsed: list[TokenLogprob] = []
+    for i, (token, raw) in enumerate(zip(tokens, values, strict=True)):
+        logprob = _number(raw)
+        if not isinstance(token, str) or logprob is None:
+            return None
+        alts = tops_list[i] if i < len(tops_list) else None
+        top: tuple[tuple[str, float], ...] = ()
+        if isinstance(alts, Mapping):
+            top = tuple(
+                (t, v) for t, v in ((t, _number(v)) for t, v in alts.items()) if isinstance(t, str) and v is not None
+            )
+        parsed.append(TokenLogprob(token, logprob, top))
+    return parsed
+
+
+def _number(value: Any) -> float | None:
+    # bool is an int subclass; a logprob of `true` is malformed, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _usable(logprob: float) -> float | None:
+    """A logprob as a probability's log in [-inf, 0], or None when it is NaN or clearly positive."""
+    if math.isnan(logprob) or logprob > _POSITIVE_NOISE:
+        return None
+    return min(logprob, 0.0)
+
+
+def generation_confidence(tokens: Sequence[TokenLogprob], labels: Sequence[str] | None = None) -> float | None:
+    """exp(mean token logprob): the inverse of the answer's normalised perplexity."""
+    if not tokens:
+        return None
+    total = 0.0
+    for token in tokens:
+        logprob = _usable(token.logprob)
+        if logprob is None:
+            return None
+        total += logprob
+    return math.exp(total / len(tokens))
+
+
+def classification_confidence(
+    tokens: Sequence[TokenLogprob], labels: Sequence[str] | None = None
+) -> float | None:
+    """Max-softmax over candidate labels, renormalised from the first answer token's alternatives.
+
+    The first token with visible text is the answer's first token (leading spaces or newlines are
+    formatting). Without labels, the top-1 probability of that token.
+    """
+    first = next((t for t in tokens if t.token.strip()), None)
+    if first is None:
+        return None
+    alternatives = first.top or ((first.token, first.logprob),)
+    if not labels:
+        best = max((lp for lp in (_usable(v) for _, v in alternatives) if lp is not None), default=None)
+        return math.exp(best) if best is not None else None
+    mass = _label_mass(alternatives, labels)
+    total = sum(mass.values())
+    if total <= 0.0:
+        return None  # the tier answered none of the labels
+    return max(mass.values()) / total
+
+
+def _label_mass(alternatives: Sequence[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
+    """Probability mass per label from the alternatives whose text starts that label.
+
+    We do not have the tier's tokenizer, so a label's "first token" is matched as a prefix: an
+    alternative matches a label it equals, or else the single label it is a prefix of (a prefix of
+    several labels is ambiguous and ignored). Variants of one label (" Yes", "yes") add up.
+    """
+    folded = [label.strip().casefold() for label in labels]
+    mass = dict.fromkeys(folded, 0.0)
+    for text, raw in alternatives:
+        logprob = _usable(raw)
+        key = text.strip().casefold()
+        if logprob is None or not key:
+            continue
+        if key in mass:
+            mass[key] += math.exp(logprob)
+            continue
+        candidates = [label for label in folded if label.startswith(key)]
+        if len(candidates) == 1:
+            mass[candidates[0]] += math.exp(logprob)
+    return mass
+
+
+ESTIMATORS = {"classification": classification_confidence, "generation": generation_confidence}
+
+
+def choice_confidence(task: Task, logprobs: Any, labels: Sequence[str] | None) -> float | None:
+    """Confidence of one choice's raw `logprobs` object under the task's estimator."""
+    tokens = parse_logprobs(logprobs)
+    if tokens is None:
+        return None
+    value = ESTIMATORS[task](tokens, labels)
+    if value is None or math.isnan(value):
+        return None
+    return min(max(value, 0.0), 1.0)
+
+
+def response_confidence(task: Task, choices: Any, labels: Sequence[str] | None) -> float | None:
+    """A response's confidence: the least confident of its choices (n > 1), None if any is unusable."""
+    if not isinstance(choices, list) or not choices:
+        return None
+    lowest: float | None = None
+    for choice in choices:
+        if not isinstance(choice, Mapping):
+            return None
+        value = choice_confidence(task, choice.get("logprobs"), labels)
+        if value is None:
+            return None
+        lowest = value if lowest is None else min(lowest, value)
+    return lowest
