@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh machine:
+#   make run   - install, start the three local llama.cpp tiers, serve the gateway on :8000
+#   make test  - install, run every test (the real-model suite included)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps run tiers-down test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Tests need a real redis-server (shared windows) and nginx (load-balancer topology).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: install
+	$(VENV)/bin/recserve tiers up --config $(CONFIG)
+	$(VENV)/bin/recserve serve --config $(CONFIG)
+
+tiers-down: install
+	$(VENV)/bin/recserve tiers down --config $(CONFIG)
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gateway policies tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m bench
