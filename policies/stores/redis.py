@@ -1,0 +1,168 @@
+"""Windows shared by every gateway replica, kept in Redis and stepped by one atomic Lua script.
+
+Layout of one window (all keys share the hash tag `{<namespace>:<policy>:<tier>:<task>}`, so a
+Redis Cluster keeps them in one slot and the script may touch them together):
+
+- `...}:z`    sorted set, score = confidence, member = sequence number (unique, so equal
+              confidences are all kept); ranks answer the quantile in O(log W).
+- `...}:fifo` list of members, oldest first; LPOP evicts in arrival order.
+- `...}:seq`  counter that hands out the members.
+
+The quantile arithmetic mirrors `policies.quantile.linear_quantile` operation for operation; Lua
+numbers are IEEE doubles, scores travel as round-tripping decimal strings, and the result comes back
+formatted with `%.17g`, so the threshold equals the memory store's and numpy's bit for bit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from policies.base import WindowKey, WindowStep
+from policies.quantile import quantile_fraction
+
+# KEYS: z, fifo, seq.  ARGV: confidence (repr string), size, q (repr string).
+# The confidence is passed to ZADD as the caller's string, never through a Lua number: Redis turns
+# Lua numbers into strings with "%.14g", which would round the score.
+STEP_SCRIPT: Final = """
+local size = tonumber(ARGV[2])
+local q = tonumber(ARGV[3])
+local member = string.format('%d', redis.call('INCR', KEYS[3]))
+redis.call('ZADD', KEYS[1], ARGV[1], member)
+local n = redis.call('RPUSH', KEYS[2], member)
+while n > size do
+  redis.call('ZREM', KEYS[1], redis.call('LPOP', KEYS[2]))
+  n = n - 1
+end
+n = redis.call('ZCARD', KEYS[1])
+local virtual = (n - 1) * q
+local below = math.floor(virtual)
+if below < 0 then below = 0 end
+if below > n - 1 then below = n - 1 end
+local above = math.min(below + 1, n - 1)
+local gamma = virtual - below
+local pair = redis.call('ZRANGE', KEYS[1], below, above, 'WITHSCORES')
+local a = tonumber(pair[2])
+local b = tonumber(pair[#pair])
+local diff = b - a
+local threshold
+if gamma >= 0.5 then
+  threshold = b - diff * (1 - gamma)
+else
+  threshold = a + diff * gamma
+end
+return {string.format('%.17g', threshold), n}
+"""
+
+# KEYS: z, fifo.  Scores are returned as Redis's own strings, so nothing is rounded on the way.
+SNAPSHOT_SCRIPT: Final = """
+local members = redis.call('LRANGE', KEYS[2], 0, -1)
+local out = {}
+for i, member in ipairs(members) do
+  out[i] = redis.call('ZSCORE', KEYS[1], member)
+end
+return out
+"""
+
+_SUFFIXES: Final = ("z", "fifo", "seq")
+DEFAULT_MAX_IN_FLIGHT: Final = 64
+
+
+def _escape(part: str) -> str:
+    # Percent-encode the characters that carry meaning in a key: braces would move the hash tag,
+    # colons would make `a:b` + `c` collide with `a` + `b:c`.
+    return (part.replace("%", "%25").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A"))
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def window_tag(namespace: str, key: WindowKey) -> str:
+    """The hash tag shared by one window's keys: `{<namespace>:<policy>:<tier>:<task>}`."""
+    parts = (namespace, key.policy, key.tier, key.task)
+    return "{" + ":".join(_escape(part) for part in parts) + "}"
+
+
+def window_keys(namespace: str, key: WindowKey) -> tuple[str, str, str]:
+    """The sorted-set, FIFO-list and sequence keys of one window, in the order the scripts take."""
+    tag = window_tag(namespace, key)
+    z, fifo, seq = (f"{tag}:{suffix}" for suffix in _SUFFIXES)
+    return z, fifo, seq
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class RedisWindowStore:
+    """A `WindowStore` whose windows live in Redis; one EVALSHA round trip per step.
+
+    Errors from Redis (connection refused, timeouts, auth) propagate: wrapping the store in
+    `FailoverWindowStore` is what turns them into local answers. The client is borrowed: whoever
+    built it closes it (see `policies.stores.factory`).
+    """
+
+    def __init__(self, client: Redis, namespace: str = "recserve",
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+        if not namespace:
+            raise ValueError("namespace must not be empty")
+        self._client = client
+        self._namespace = namespace
+        # redis-py's asyncio pool raises MaxConnectionsError instead of waiting once every
+        # connection is busy; a burst of requests would then look like an outage. Queue here instead,
+        # below the pool's limit (steps take ~0.1 ms, so the wait is short).
+        pool_limit = getattr(client.connection_pool, "max_connections", max_in_flight)
+        self._in_flight = asyncio.Semaphore(max(1, min(max_in_flight, int(pool_limit))))
+        # register_script sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a
+        # Redis restart or failover), so the script body crosses the network once per server.
+        self._step_script = client.register_script(STEP_SCRIPT)
+        self._snapshot_script = client.register_script(SNAPSHOT_SCRIPT)
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
+        if not math.isfinite(confidence):
+            raise ValueError(f"confidence must be finite, got {confidence!r}")
+        if size < 1:
+            raise ValueError(f"window size must be at least 1, got {size}")
+        # repr() is the shortest string that round-trips, so Redis's strtod and Lua's tonumber see
+        # exactly the double we hold.
+        async with self._in_flight:
+            reply = await self._step_script(
+                keys=window_keys(self._namespace, key),
+                args=(repr(float(confidence)), size, repr(quantile_fraction(beta))),
+            )
+        threshold, length = reply
+        return WindowStep(float(_text(threshold)), int(length))
+
+    async def snapshot(self, key: WindowKey) -> list[float]:
+        z, fifo, _ = window_keys(self._namespace, key)
+        async with self._in_flight:
+            scores = await self._snapshot_script(keys=(z, fifo))
+        return [float(_text(score)) for score in scores]
+
+    async def reset(self, key: WindowKey | None = None) -> None:
+        if key is not None:
+            await self._client.delete(*window_keys(self._namespace, key))
+            return
+        # Every window of this namespace starts with "{<namespace>:"; SCAN walks the keyspace in
+        # bounded batches instead of blocking Redis the way KEYS would.
+        pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*"
+        batch: list[Any] = []
+        async for name in self._client.scan_iter(match=pattern, count=500):
+            batch.append(name)
+            if len(batch) >= 500:
+                await self._client.delete(*batch)
+                batch.clear()
+        if batch:
+            await self._client.delete(*batch)
+
+    async def ping(self) -> bool:
+        """True when Redis answers; for readiness probes, not the request path."""
+        return bool(await self._client.ping())
