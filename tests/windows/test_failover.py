@@ -210,12 +210,13 @@ async def test_factory_end_to_end_with_real_clock(server: RedisServer,
 async def test_factory_memory_and_config_model() -> None:
     from gateway.config import WindowsConfig  # the real config model satisfies the factory's Protocol
 
-    store, close = build_window_store(WindowsConfig())
+    store, close = build_window_store(WindowsConfig(namespace="recserve"))
     assert isinstance(store, MemoryWindowStore)
     await close()
-    store, close = build_window_store(WindowsConfig(store="redis", redis_url="redis://127.0.0.1:1/0"))
+    refused = WindowsConfig(store="redis", redis_url="redis://127.0.0.1:1/0", namespace="f")
+    store, close = build_window_store(refused)
     assert isinstance(store, FailoverWindowStore)  # built without connecting: Redis may come later
     assert (await store.step(KEY, 0.5, 10, 0.3)).fallback
     await close()
     with pytest.raises(ValueError):
-        build_window_store(WindowsConfig(store="redis", redis_url="redis://h/0?bogus=1"))
+        build_window_store(WindowsConfig(store="redis", redis_url="redis://h/0?bogus=1", namespace="f"))

@@ -47,7 +47,7 @@ async def test_smaller_window_size_trims_at_once(redis_client: Redis) -> None:
 async def test_keys_share_one_cluster_slot_and_are_namespaced(redis_client: Redis) -> None:
     store = RedisWindowStore(redis_client, "prod-eu")
     await store.step(KEY, 0.4, 10, 0.3)
-    names = sorted(name.decode() for name in await redis_client.keys("*"))
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in await redis_client.keys("*"))
     assert names == [
         "{prod-eu:recserve:device:classification}:fifo",
         "{prod-eu:recserve:device:classification}:seq",
