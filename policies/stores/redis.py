@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from policies.base import WindowKey, WindowStep
 from policies.quantile import quantile_fraction
@@ -69,6 +71,7 @@ return out
 
 _SUFFIXES: Final = ("z", "fifo", "seq")
 DEFAULT_MAX_IN_FLIGHT: Final = 64
+DEFAULT_QUEUE_TIMEOUT_S: Final = 0.5
 
 
 def _escape(part: str) -> str:
@@ -106,17 +109,21 @@ class RedisWindowStore:
     built it closes it (see `policies.stores.factory`).
     """
 
-    def __init__(self, client: Redis, namespace: str = "recserve",
-                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, client: Redis, namespace: str = "recserve", *,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
         if not namespace:
             raise ValueError("namespace must not be empty")
         self._client = client
         self._namespace = namespace
         # redis-py's asyncio pool raises MaxConnectionsError instead of waiting once every
         # connection is busy; a burst of requests would then look like an outage. Queue here instead,
-        # below the pool's limit (steps take ~0.1 ms, so the wait is short).
+        # below the pool's limit (steps take ~0.1 ms, so the wait is short) — and not for long: when
+        # Redis hangs, requests queued behind the stuck ones must fail over too, not wait their turn
+        # to time out one batch after another.
         pool_limit = getattr(client.connection_pool, "max_connections", max_in_flight)
         self._in_flight = asyncio.Semaphore(max(1, min(max_in_flight, int(pool_limit))))
+        self._queue_timeout_s = queue_timeout_s
         # register_script sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a
         # Redis restart or failover), so the script body crosses the network once per server.
         self._step_script = client.register_script(STEP_SCRIPT)
@@ -133,19 +140,27 @@ class RedisWindowStore:
             raise ValueError(f"window size must be at least 1, got {size}")
         # repr() is the shortest string that round-trips, so Redis's strtod and Lua's tonumber see
         # exactly the double we hold.
-        async with self._in_flight:
-            reply = await self._step_script(
-                keys=window_keys(self._namespace, key),
-                args=(repr(float(confidence)), size, repr(quantile_fraction(beta))),
-            )
+        reply = await self._call(self._step_script, window_keys(self._namespace, key),
+                                 (repr(float(confidence)), size, repr(quantile_fraction(beta))))
         threshold, length = reply
         return WindowStep(float(_text(threshold)), int(length))
 
     async def snapshot(self, key: WindowKey) -> list[float]:
         z, fifo, _ = window_keys(self._namespace, key)
-        async with self._in_flight:
-            scores = await self._snapshot_script(keys=(z, fifo))
+        scores = await self._call(self._snapshot_script, (z, fifo), ())
         return [float(_text(score)) for score in scores]
+
+    async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            async with asyncio.timeout(self._queue_timeout_s):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            waited = self._queue_timeout_s
+            raise TimeoutError(f"Redis window store: no free connection within {waited}s") from None
+        try:
+            return await script(keys=keys, args=args)
+        finally:
+            self._in_flight.release()
 
     async def reset(self, key: WindowKey | None = None) -> None:
         if key is not None:

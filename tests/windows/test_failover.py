@@ -220,3 +220,26 @@ async def test_factory_memory_and_config_model() -> None:
     await close()
     with pytest.raises(ValueError):
         build_window_store(WindowsConfig(store="redis", redis_url="redis://h/0?bogus=1", namespace="f"))
+
+
+async def test_requests_queued_behind_a_hung_redis_fail_over_too(server: RedisServer,
+                                                                 connection: RedisConnection) -> None:
+    """With every permit held by a stuck call, the next steps give up waiting and answer locally."""
+    shared = RedisWindowStore(connection.client, "queue", max_in_flight=2, queue_timeout_s=0.1)
+    store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE)
+    await store.step(KEY, 0.5, 10, 0.3)
+    server.pause()
+    try:
+        steps = await asyncio.wait_for(
+            asyncio.gather(*(store.step(KEY, 0.5, 10, 0.3) for _ in range(10))), timeout=10)
+    finally:
+        server.resume()
+    assert all(step.fallback for step in steps)
+    server.pause()
+    try:
+        outcomes = await asyncio.gather(*(shared.step(KEY, 0.5, 10, 0.3) for _ in range(3)),
+                                        return_exceptions=True)
+    finally:
+        server.resume()
+    assert all(isinstance(outcome, REDIS_UNAVAILABLE) for outcome in outcomes)
+    assert sum("no free connection" in str(outcome) for outcome in outcomes) == 1
