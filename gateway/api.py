@@ -69,7 +69,7 @@ async def embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
         raise UpstreamFailed(f"tier '{name}' failed: {fault.message}") from None
     except TierRejected as rejected:
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
-    body = {**reply.body, "model": tier.config.model}
+    body = {**reply.body, "model": tier.config.served_model}
     return JSONResponse(body, headers={"x-recserve-tier": name, "x-request-id": request_id})
 
 

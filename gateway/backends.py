@@ -7,6 +7,7 @@ only when such a tier exists, because its import alone costs seconds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -139,27 +140,40 @@ class LiteLLMBackend:
         # litellm fetches a price map from the internet at import unless told to use its bundled copy.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
+        import openai
 
         self._litellm = litellm
+        self._openai = openai
         self._tier = tier
+        # litellm's text-completion path builds a new OpenAI client per call and never closes it,
+        # leaking a connection each time; for OpenAI-compatible endpoints we hand it one we own.
+        self._text_client = None
+        if tier.model.split("/", 1)[0] in ("openai", "text-completion-openai"):
+            self._text_client = openai.AsyncOpenAI(base_url=tier.base_url, api_key=tier.api_key() or "not-needed",
+                                                   max_retries=0, timeout=tier.timeout_s)
 
     async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
                    headers: Mapping[str, str]) -> TierReply:
         litellm = self._litellm
         arguments = {k: v for k, v in body.items() if k not in ("model", "stream")}
-        arguments.update(model=self._tier.model, api_base=self._tier.base_url, timeout=timeout_s,
+        # litellm caches one HTTP client per distinct timeout value: pass the tier's constant timeout
+        # and enforce the request's own (shrinking) budget around the call instead.
+        arguments.update(model=self._tier.model, api_base=self._tier.base_url, timeout=self._tier.timeout_s,
                          api_key=self._tier.api_key() or "not-needed", num_retries=0,
                          max_retries=0, extra_headers=dict(headers))
         call = {"chat/completions": litellm.acompletion, "completions": litellm.atext_completion,
                 "embeddings": litellm.aembedding}[route]
+        if route == "completions" and self._text_client is not None:
+            arguments["client"] = self._text_client
         started = time.perf_counter()
         try:
-            response = await call(**arguments)
-        except litellm.exceptions.Timeout as exc:
+            async with asyncio.timeout(timeout_s):
+                response = await call(**arguments)
+        except (TimeoutError, litellm.exceptions.Timeout) as exc:
             raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
         except litellm.exceptions.APIConnectionError as exc:
             raise TierFault("connect", str(exc)[:500]) from exc
-        except litellm.exceptions.OpenAIError as exc:  # litellm's other errors all carry status_code
+        except self._openai.OpenAIError as exc:  # litellm's other errors derive from openai's, with status_code
             status = int(getattr(exc, "status_code", 0) or 0)
             message = str(getattr(exc, "message", exc))[:500]
             if status in _CLIENT_FAULT_STATUSES:
@@ -172,7 +186,10 @@ class LiteLLMBackend:
                          time.perf_counter() - started)
 
     async def aclose(self) -> None:
-        return None
+        # litellm pools its HTTP clients process-wide; close them with the app that used them.
+        await self._litellm.close_litellm_async_clients()
+        if self._text_client is not None:
+            await self._text_client.close()
 
 
 def build_backend(tier: TierConfig, transport: httpx.AsyncBaseTransport | None = None) -> Backend:

@@ -79,6 +79,11 @@ class TierConfig(_Strict):
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
+    @property
+    def served_model(self) -> str:
+        """The model name clients see: litellm's provider prefix ("anthropic/") is routing, not a name."""
+        return self.model.split("/", 1)[-1] if self.provider == "litellm" else self.model
+
 
 class RecServePolicyConfig(_Strict):
     beta: Fraction | dict[str, Fraction] = 0.3

@@ -48,7 +48,7 @@ def client_body(result: CascadeResult, route: Route, raw: Mapping[str, Any]) -> 
     """The serving tier's answer as the client asked for it: its logprobs only if requested and
     trimmed to the requested count; `model` names the serving tier's model."""
     body = dict(result.reply.body)
-    body["model"] = result.tier.model
+    body["model"] = result.tier.served_model
     wanted = _wanted_top_logprobs(route, raw)
     choices = body.get("choices")
     if isinstance(choices, list):

@@ -48,6 +48,8 @@ class UvicornThread:
         self.host = host
         self.port = port or free_port(host)
         config.setdefault("log_level", "warning")
+        # uvloop fails to close a loop on a non-main thread while sockets linger (EBUSY).
+        config.setdefault("loop", "asyncio")
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, **config))
         self._thread: threading.Thread | None = None
 

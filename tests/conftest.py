@@ -1,0 +1,129 @@
+"""Shared fixtures: three scripted tiers (real HTTP servers on loopback) and gateways served by
+real uvicorn, driven with the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+from tests.support.scripted_tier import ThreadedTier
+from tests.support.servers import UvicornThread
+
+TIER_NAMES = ("device", "edge", "cloud")
+# An env var nobody sets: tests that need client keys set it themselves with monkeypatch.
+TEST_KEYS_ENV = "RECSERVE_TEST_CLIENT_KEYS"
+
+
+@pytest.fixture(scope="session")
+def tiers() -> Iterator[dict[str, ThreadedTier]]:
+    started = {name: ThreadedTier(name, f"{name}-model").start() for name in TIER_NAMES}
+    yield started
+    for tier in started.values():
+        tier.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tier_records(request: pytest.FixtureRequest) -> None:
+    if "tiers" in request.fixturenames:
+        for tier in request.getfixturevalue("tiers").values():
+            tier.clear()
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge config overrides; lists are replaced, mappings merged."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def tier_entry(tier: ThreadedTier, provider: str = "openai", **extra: Any) -> dict[str, Any]:
+    model = f"openai/{tier.model}" if provider == "litellm" else tier.model
+    return {"name": tier.name, "base_url": tier.base_url, "model": model, "provider": provider,
+            "timeout_s": 5, **extra}
+
+
+def base_config(tiers: dict[str, ThreadedTier], provider: str = "openai") -> dict[str, Any]:
+    return {
+        "auth": {"api_keys_env": TEST_KEYS_ENV, "admin_key_env": None},
+        "tiers": [tier_entry(tiers[name], provider) for name in TIER_NAMES],
+        "policy": {"default": "recserve", "recserve": {"beta": 0.3, "window": 10000},
+                   "casserve": {"thresholds": {"device": 0.8, "edge": 0.8}}},
+    }
+
+
+@dataclass
+class RunningGateway:
+    """A gateway in a real uvicorn server on loopback."""
+
+    url: str  # ends in /v1, as an SDK base_url
+    config: GatewayConfig
+
+    @property
+    def root(self) -> str:
+        return self.url.removesuffix("/v1")
+
+    def sdk(self, api_key: str = "unused", **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=api_key, max_retries=0, **options)
+
+
+GatewayStarter = Callable[..., RunningGateway]
+
+
+@pytest.fixture(params=["openai"])
+def provider(request: pytest.FixtureRequest) -> str:
+    """Which backend talks to the tiers; modules that must pass on both parametrize this."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def start_gateway(tiers: dict[str, ThreadedTier], provider: str) -> Iterator[GatewayStarter]:
+    servers: list[UvicornThread] = []
+
+    def start(overrides: dict[str, Any] | None = None, *, config: dict[str, Any] | None = None) -> RunningGateway:
+        data = config if config is not None else merge(base_config(tiers, provider), overrides or {})
+        parsed = parse_config(data)
+        server = UvicornThread(create_app(parsed)).start()
+        servers.append(server)
+        return RunningGateway(server.base_url + "/v1", parsed)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayStarter) -> RunningGateway:
+    return start_gateway()
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> Iterator[openai.OpenAI]:
+    with gateway.sdk() as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
+    """A raw HTTP client for what the SDK would refuse to send (bad bodies, wrong types)."""
+    with httpx.Client(base_url=gateway.root, timeout=30) as raw:
+        yield raw
+
+
+def ask(sdk: openai.OpenAI, prompt: str, model: str = "recserve", **kwargs: Any) -> tuple[Any, httpx.Headers]:
+    """A chat completion through the SDK; returns the parsed answer and the response headers."""
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": prompt}], **kwargs)
+    return raw.parse(), raw.headers
