@@ -176,14 +176,15 @@ class LiteLLMBackend:
         except self._openai.OpenAIError as exc:  # litellm's other errors derive from openai's, with status_code
             status = int(getattr(exc, "status_code", 0) or 0)
             message = str(getattr(exc, "message", exc))[:500]
-            if status in _CLIENT_FAULT_STATUSES:
+            if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
                 raise TierRejected(status, message) from exc
             raise TierFault("status" if status else "invalid", message, status or None) from exc
         payload = response.model_dump(exclude_none=False)
         hidden = getattr(response, "_hidden_params", {}) or {}
         upstream_headers = hidden.get("additional_headers") or {}
-        return TierReply(payload, {str(k).lower(): str(v) for k, v in upstream_headers.items()},
-                         time.perf_counter() - started)
+        # litellm keeps the provider's response headers under an "llm_provider-" prefix.
+        headers = {str(k).lower().removeprefix("llm_provider-"): str(v) for k, v in upstream_headers.items()}
+        return TierReply(payload, headers, time.perf_counter() - started)
 
     async def aclose(self) -> None:
         # litellm pools its HTTP clients process-wide; close them with the app that used them.
