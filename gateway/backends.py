@@ -142,7 +142,7 @@ class LiteLLMBackend:
         import litellm
         import openai
 
-        self._litellm = litellm
+        self._litellm: Any = litellm  # untyped library
         self._openai = openai
         self._tier = tier
         # litellm's text-completion path builds a new OpenAI client per call and never closes it,

@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import GatewayStarter, ask
+from tests.conftest import ask
 from tests.support.scripted_tier import ThreadedTier
 
 

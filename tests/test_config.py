@@ -38,7 +38,7 @@ def test_errors_name_their_key_paths() -> None:
 
 
 def test_cross_references_are_checked() -> None:
-    errors = errors_of({"tiers": TIERS + [TIERS[0]], "policy": {
+    errors = errors_of({"tiers": [*TIERS, TIERS[0]], "policy": {
         "default": "fog", "recserve": {"beta": {"device": 0.3, "mist": 0.2}},
         "casserve": {"thresholds": {"rain": 0.5}}, "tool_requests": "sky"}})
     assert "tiers.3.name: duplicate tier name 'device'" in errors

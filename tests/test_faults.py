@@ -83,9 +83,9 @@ def test_deadline_after_a_lower_answer_returns_it_degraded(start_gateway: Gatewa
 
 def test_min_budget_skips_a_tier_that_cannot_finish(start_gateway: GatewayStarter,
                                                     tiers: dict[str, ThreadedTier]) -> None:
-    gateway = start_gateway({"server": {"request_timeout_s": 2}, "policy": {"default": "casserve"},
-                             "tiers": [{"name": n, "base_url": tiers[n].base_url, "model": f"{n}-model",
-                                        "min_budget_s": 5 if n == "cloud" else 0} for n in ("device", "edge", "cloud")]})
+    entries = [{"name": n, "base_url": tiers[n].base_url, "model": f"{n}-model",
+                "min_budget_s": 5 if n == "cloud" else 0} for n in ("device", "edge", "cloud")]
+    gateway = start_gateway({"server": {"request_timeout_s": 2}, "policy": {"default": "casserve"}, "tiers": entries})
     with gateway.sdk() as sdk:
         _, headers = ask(sdk, "x [device:0.1][edge:0.2]")
     assert headers["x-recserve-path"] == "device>edge>cloud!"
