@@ -7,11 +7,11 @@ import time
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from gateway.backends import LOOP_STATUS, TierFault, TierRejected
-from gateway.cascade import CascadeFailed, CascadeRequest, render_path, run_cascade
+from gateway.cascade import CascadeFailed, CascadeRequest, TierCall, render_path, run_cascade, send_call
 from gateway.errors import (
     InvalidRequest,
     LoopDetected,
@@ -23,7 +23,16 @@ from gateway.errors import (
 from gateway.intake import check_api_key, read_json_body, request_id_for
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
 from gateway.runtime import Runtime
-from gateway.shaping import HOPS_HEADER, TASK_HEADER, client_body, forward_body, resolve_task, result_headers
+from gateway.shaping import (
+    HOPS_HEADER,
+    TASK_HEADER,
+    client_body,
+    forward_body,
+    resolve_task,
+    result_headers,
+    result_summary,
+)
+from gateway.streaming import StreamPlan, buffered_call, client_events, early_call, stream_body
 
 log = logging.getLogger("recserve.access")
 Model = TypeVar("Model", bound=BaseModel)
@@ -39,12 +48,12 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def chat_completions(request: Request, runtime: RuntimeDep) -> Response:
     return await _complete(request, runtime, "chat/completions", ChatCompletionRequest)
 
 
 @router.post("/completions")
-async def completions(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def completions(request: Request, runtime: RuntimeDep) -> Response:
     return await _complete(request, runtime, "completions", CompletionRequest)
 
 
@@ -91,26 +100,33 @@ async def _read(request: Request, runtime: Runtime, schema: type[Model]) -> tupl
 
 
 async def _complete(request: Request, runtime: Runtime, route: Route,
-                    schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> JSONResponse:
+                    schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> Response:
     started = time.monotonic()
     request_id = _begin(request, runtime)
     hops = _incoming_hops(request, runtime.config.server.max_hops)
     raw, parsed = await _read(request, runtime, schema)
-    if parsed.stream:
-        raise InvalidRequest("Streaming is not supported by this gateway version; send stream=false.",
-                             param="stream", code="unsupported_value")
     selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
     task = resolve_task(parsed, request.headers.get(TASK_HEADER))
     labels = parsed.recserve.labels if parsed.recserve else None
     body = forward_body(raw, route, runtime.config.confidence.top_logprobs)
+    call: TierCall = send_call
+    window_suffix = ""
+    if parsed.stream:
+        body = stream_body(body)
+        streaming = runtime.config.streaming
+        if streaming.mode == "early":
+            call, window_suffix = early_call(streaming.decide_after_tokens), f"@prefix{streaming.decide_after_tokens}"
+        else:
+            call = buffered_call
     cascade_request = CascadeRequest(
         route=route, body=body, task=task, labels=labels,
         deadline=started + runtime.config.server.request_timeout_s,
         forward_headers={HOPS_HEADER: str(hops + 1), "x-request-id": request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
+        window_suffix=window_suffix,
     )
     try:
-        result = await run_cascade(cascade_request, selected.tiers, selected.policy)
+        result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
     except CascadeFailed as failed:
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
@@ -120,6 +136,11 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
             raise LoopDetected(rejected.message, code=rejected.code or "loop_detected") from None
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
     headers = result_headers(result, task, request_id)
+    if parsed.stream:
+        plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
+                          cascade_request.count_prompt_tokens)
+        return StreamingResponse(client_events(plan), media_type="text/event-stream",
+                                 headers={**headers, "cache-control": "no-cache"})
     log.info("%s %s model=%s path=%s confidence=%s %.1fms", request_id, route, parsed.model,
              headers["x-recserve-path"], headers["x-recserve-confidence"], (time.monotonic() - started) * 1e3)
     return JSONResponse(client_body(result, route, raw), headers=headers)

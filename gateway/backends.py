@@ -11,12 +11,13 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
+from gateway import sse
 from gateway.config import TierConfig
 from gateway.protocol import Route
 
@@ -25,13 +26,29 @@ _CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
 LOOP_STATUS = 508
 
 
+async def _nothing_to_release() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TierReply:
-    """A tier's successful answer: parsed JSON body plus the response headers we care about."""
+    """A tier's successful answer: parsed JSON body plus the response headers we care about.
+
+    A streamed answer also carries its chunks read so far and, when it is still open, the live rest
+    (`tail`); `release` closes that stream. `body` then holds what confidence is computed from.
+    """
 
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    chunks: Sequence[dict[str, Any]] = ()
+    tail: AsyncIterator[dict[str, Any]] | None = None
+    release: Callable[[], Awaitable[None]] = _nothing_to_release
+
+    @property
+    def complete(self) -> bool:
+        """The whole answer is here (not a prefix of a stream still open)."""
+        return self.tail is None
 
 
 class TierFault(Exception):
@@ -55,12 +72,26 @@ class TierRejected(Exception):
         self.code = code
 
 
+@dataclass(frozen=True, slots=True)
+class TierStream:
+    """An open streamed answer: its chunks as dicts (TierFault if the stream breaks) and a closer."""
+
+    events: AsyncIterator[dict[str, Any]]
+    close: Callable[[], Awaitable[None]]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class Backend(Protocol):
     """Sends one request body to one tier."""
 
     async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
                    headers: Mapping[str, str]) -> TierReply:
         """Return the tier's answer, or raise TierFault / TierRejected."""
+        ...
+
+    async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                          headers: Mapping[str, str]) -> TierStream:
+        """Start a streamed answer (`body` has stream=true); faults before the stream opens raise."""
         ...
 
     async def aclose(self) -> None: ...
@@ -105,8 +136,41 @@ class OpenAICompatibleBackend:
             raise TierFault("invalid", "answer is not a JSON object")
         return TierReply(answer, response.headers, elapsed)
 
+    async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                          headers: Mapping[str, str]) -> TierStream:
+        payload = json.dumps({**body, "model": self._model}).encode()
+        request = self._client.build_request("POST", route, content=payload, headers=dict(headers),
+                                             timeout=timeout_s)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
+        except httpx.HTTPError as exc:
+            raise TierFault("connect", f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            raise _status_error(response.status_code, content)
+        return TierStream(_http_events(response), response.aclose, response.headers)
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _http_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for event in sse.parse_events(response.aiter_lines()):
+            yield event
+    except sse.StreamBroken as exc:
+        raise TierFault("invalid", str(exc)) from exc
+    except httpx.TimeoutException as exc:
+        raise TierFault("timeout", "stream stalled past the read timeout") from exc
+    except httpx.HTTPError as exc:
+        raise TierFault("connect", f"stream broke: {type(exc).__name__}") from exc
 
 
 def _status_error(status: int, content: bytes) -> Exception:
@@ -152,15 +216,34 @@ class LiteLLMBackend:
             self._text_client = openai.AsyncOpenAI(base_url=tier.base_url, api_key=tier.api_key() or "not-needed",
                                                    max_retries=0, timeout=tier.timeout_s)
 
-    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
-                   headers: Mapping[str, str]) -> TierReply:
-        litellm = self._litellm
+    def _arguments(self, body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
         arguments = {k: v for k, v in body.items() if k not in ("model", "stream")}
         # litellm caches one HTTP client per distinct timeout value: pass the tier's constant timeout
         # and enforce the request's own (shrinking) budget around the call instead.
         arguments.update(model=self._tier.model, api_base=self._tier.base_url, timeout=self._tier.timeout_s,
                          api_key=self._tier.api_key() or "not-needed", num_retries=0,
                          max_retries=0, extra_headers=dict(headers))
+        return arguments
+
+    def _translate(self, exc: BaseException, timeout_s: float) -> BaseException:
+        """litellm's exceptions as ours; anything we don't recognise is re-raised unchanged."""
+        litellm = self._litellm
+        if isinstance(exc, TimeoutError | litellm.exceptions.Timeout):
+            return TierFault("timeout", f"timed out after {timeout_s:.3g}s")
+        if isinstance(exc, litellm.exceptions.APIConnectionError):
+            return TierFault("connect", str(exc)[:500])
+        if isinstance(exc, self._openai.OpenAIError):  # litellm's other errors derive from openai's
+            status = int(getattr(exc, "status_code", 0) or 0)
+            message = str(getattr(exc, "message", exc))[:500]
+            if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
+                return TierRejected(status, message)
+            return TierFault("status" if status else "invalid", message, status or None)
+        return exc
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        litellm = self._litellm
+        arguments = self._arguments(body, headers)
         call = {"chat/completions": litellm.acompletion, "completions": litellm.atext_completion,
                 "embeddings": litellm.aembedding}[route]
         if route == "completions" and self._text_client is not None:
@@ -169,22 +252,40 @@ class LiteLLMBackend:
         try:
             async with asyncio.timeout(timeout_s):
                 response = await call(**arguments)
-        except (TimeoutError, litellm.exceptions.Timeout) as exc:
-            raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
-        except litellm.exceptions.APIConnectionError as exc:
-            raise TierFault("connect", str(exc)[:500]) from exc
-        except self._openai.OpenAIError as exc:  # litellm's other errors derive from openai's, with status_code
-            status = int(getattr(exc, "status_code", 0) or 0)
-            message = str(getattr(exc, "message", exc))[:500]
-            if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
-                raise TierRejected(status, message) from exc
-            raise TierFault("status" if status else "invalid", message, status or None) from exc
+        except Exception as exc:
+            raise self._translate(exc, timeout_s) from exc
         payload = response.model_dump(exclude_none=False)
         hidden = getattr(response, "_hidden_params", {}) or {}
         upstream_headers = hidden.get("additional_headers") or {}
         # litellm keeps the provider's response headers under an "llm_provider-" prefix.
         headers = {str(k).lower().removeprefix("llm_provider-"): str(v) for k, v in upstream_headers.items()}
         return TierReply(payload, headers, time.perf_counter() - started)
+
+    async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                          headers: Mapping[str, str]) -> TierStream:
+        if route != "chat/completions":
+            raise TierFault("invalid", "streaming through litellm is supported for chat completions only")
+        litellm = self._litellm
+        arguments = self._arguments(body, headers)
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await litellm.acompletion(**arguments, stream=True)
+        except Exception as exc:
+            raise self._translate(exc, timeout_s) from exc
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for chunk in response:
+                    yield chunk.model_dump(exclude_none=False)
+            except Exception as exc:
+                raise self._translate(exc, timeout_s) from exc
+
+        async def close() -> None:
+            closer = getattr(response, "aclose", None)
+            if closer is not None:
+                await closer()
+
+        return TierStream(events(), close)
 
     async def aclose(self) -> None:
         # litellm pools its HTTP clients process-wide; close them with the app that used them.

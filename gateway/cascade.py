@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +54,18 @@ class CascadeRequest:
     deadline: float  # time.monotonic() by which the whole cascade must be done
     forward_headers: Mapping[str, str]
     count_prompt_tokens: Callable[[], int]
+    # Early-commit streaming judges a k-token prefix: those confidences get windows of their own.
+    window_suffix: str = ""
+
+
+# How one tier is asked: (tier, request, timeout_s, is_final) -> its reply. A plain call by default;
+# streaming supplies calls that buffer a stream or read just its first tokens.
+TierCall = Callable[[Tier, CascadeRequest, float, bool], Awaitable[TierReply]]
+
+
+async def send_call(tier: Tier, request: CascadeRequest, timeout_s: float, final: bool) -> TierReply:
+    return await tier.backend.send(request.route, request.body, timeout_s=timeout_s,
+                                   headers=request.forward_headers)
 
 
 @dataclass(slots=True)
@@ -99,6 +111,7 @@ class _Journey:
     """Mutable bookkeeping of one cascade run."""
 
     hops: list[Hop] = field(default_factory=list)
+    replies: list[TierReply] = field(default_factory=list)
     best: tuple[TierReply, Tier, float | None, float | None] | None = None
     uplink_tokens: int = 0
     window_fallback: bool = False
@@ -106,14 +119,33 @@ class _Journey:
     timed_out: bool = False
 
 
-async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy) -> CascadeResult:
+async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy,
+                      call: TierCall = send_call) -> CascadeResult:
     """Ask each tier in turn, lowest first, and return the first answer the policy keeps.
 
     The last tier never escalates. A fault at a lower tier escalates; a fault at the last tier
     returns the best lower answer (degraded), else raises CascadeFailed. TierRejected (the request's
     own fault, or an upstream loop) propagates at once: no other tier would answer it differently.
+    Every reply that is not returned is released (an open stream is closed).
     """
     journey = _Journey()
+    try:
+        result = await _climb(request, tiers, policy, call, journey)
+    except BaseException:
+        await _release_all(journey.replies, keep=None)
+        raise
+    await _release_all(journey.replies, keep=result.reply)
+    return result
+
+
+async def _release_all(replies: list[TierReply], keep: TierReply | None) -> None:
+    for reply in replies:
+        if reply is not keep:
+            await reply.release()
+
+
+async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy, call: TierCall,
+                 journey: _Journey) -> CascadeResult:
     for index, tier in enumerate(tiers):
         final = index == len(tiers) - 1
         name = tier.config.name
@@ -122,9 +154,10 @@ async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: Th
             journey.hops.append(Hop(name, "skipped", reason="budget"))
             journey.timed_out = True
             continue
-        reply = await _call(request, tier, final, remaining, journey)
+        reply = await _call(request, tier, final, remaining, journey, call)
         if reply is None:
             continue
+        journey.replies.append(reply)
         confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
         upstream = reply.headers.get("x-recserve-path")
         if final:
@@ -132,13 +165,17 @@ async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: Th
             return _result(reply, tier, journey, confidence, None)
         if confidence is None:
             journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream))
-            journey.best = (reply, tier, None, None)
+            if reply.complete:
+                journey.best = (reply, tier, None, None)
             continue
-        decision = await policy.decide(name, request.task, confidence)
+        decision = await policy.decide(name, request.task + request.window_suffix, confidence)
         journey.window_fallback |= decision.fallback
         if decision.escalate:
             journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, upstream_path=upstream))
-            journey.best = (reply, tier, confidence, decision.threshold)
+            if reply.complete:  # a cut-off prefix is no answer to fall back on
+                journey.best = (reply, tier, confidence, decision.threshold)
+            else:
+                await reply.release()  # early commit: cancel the escalated tier's stream now
             continue
         journey.hops.append(Hop(name, "accepted", confidence, decision.threshold, upstream_path=upstream))
         return _result(reply, tier, journey, confidence, decision.threshold)
@@ -149,7 +186,7 @@ async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: Th
 
 
 async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: float,
-                journey: _Journey) -> TierReply | None:
+                journey: _Journey, call: TierCall) -> TierReply | None:
     """One tier call under its concurrency gate; None (with the hop recorded) when it gave no answer."""
     name = tier.config.name
     # A lower tier that is saturated is the congestion case: offload rather than queue. The last
@@ -167,8 +204,7 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     try:
         remaining = request.deadline - time.monotonic()
         timeout_s = min(tier.config.timeout_s, remaining)
-        reply = await tier.backend.send(request.route, request.body, timeout_s=max(timeout_s, 0.001),
-                                        headers=request.forward_headers)
+        reply = await call(tier, request, max(timeout_s, 0.001), final)
     except TierFault as fault:
         if tier.level > 0:
             journey.uplink_tokens += request.count_prompt_tokens()

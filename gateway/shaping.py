@@ -49,14 +49,14 @@ def client_body(result: CascadeResult, route: Route, raw: Mapping[str, Any]) -> 
     trimmed to the requested count; `model` names the serving tier's model."""
     body = dict(result.reply.body)
     body["model"] = result.tier.served_model
-    wanted = _wanted_top_logprobs(route, raw)
+    wanted = wanted_top_logprobs(route, raw)
     choices = body.get("choices")
     if isinstance(choices, list):
-        body["choices"] = [_shape_choice(c, wanted) for c in choices]
+        body["choices"] = [shape_choice(c, wanted) for c in choices]
     return body
 
 
-def _wanted_top_logprobs(route: Route, raw: Mapping[str, Any]) -> int | None:
+def wanted_top_logprobs(route: Route, raw: Mapping[str, Any]) -> int | None:
     """How many alternatives per token the client asked for; None when it asked for no logprobs."""
     if route == "chat/completions":
         return _int(raw.get("top_logprobs")) if raw.get("logprobs") is True else None
@@ -64,7 +64,7 @@ def _wanted_top_logprobs(route: Route, raw: Mapping[str, Any]) -> int | None:
     return _int(logprobs) if logprobs is not None else None
 
 
-def _shape_choice(choice: Any, wanted: int | None) -> Any:
+def shape_choice(choice: Any, wanted: int | None) -> Any:
     if not isinstance(choice, dict) or choice.get("logprobs") is None:
         return choice
     choice = dict(choice)
@@ -115,3 +115,10 @@ def result_headers(result: CascadeResult, task: Task, request_id: str) -> dict[s
     if result.window_fallback:
         headers["x-recserve-window"] = "local"
     return headers
+
+
+def result_summary(result: CascadeResult, task: Task) -> dict[str, Any]:
+    """The decision as data: what a stream's final chunk carries in its `recserve` field."""
+    return {"tier": result.tier.name, "path": result.path, "confidence": result.confidence,
+            "threshold": result.threshold, "task": task, "uplink_tokens": result.uplink_tokens,
+            "degraded": result.degraded, "window": "local" if result.window_fallback else "shared"}

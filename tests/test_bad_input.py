@@ -89,10 +89,6 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
         ask(client, "hi", model="recserve/mars")
 
 
-def test_stream_is_refused_clearly_until_streaming_lands(http: httpx.Client) -> None:
-    assert_openai_error(http.post(CHAT, json={**GOOD, "stream": True}), 400, "stream")
-
-
 def test_unknown_route_and_method(http: httpx.Client) -> None:
     assert_openai_error(http.get("/v1/nothing-here"), 404)
     assert_openai_error(http.get(CHAT), 405)

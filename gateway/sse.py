@@ -1,0 +1,53 @@
+"""Server-sent events as OpenAI streams them: `data: {json}` events ending with `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+DONE = b"data: [DONE]\n\n"
+
+
+class StreamBroken(Exception):
+    """The stream cannot be read on: cut before [DONE], not JSON, or an error event."""
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """JSON payloads of the `data:` events until [DONE]; comments and other fields are skipped."""
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+            continue
+        if line.strip() or not data:
+            continue  # a comment, another field, or a blank line between events
+        payload = "\n".join(data)
+        data = []
+        if payload.strip() == "[DONE]":
+            return
+        yield _decode(payload)
+    if data:  # the last event may lack its blank line
+        payload = "\n".join(data)
+        if payload.strip() == "[DONE]":
+            return
+        yield _decode(payload)
+    raise StreamBroken("stream ended without [DONE]")
+
+
+def _decode(payload: str) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise StreamBroken("stream event is not JSON") from None
+    if not isinstance(event, dict):
+        raise StreamBroken("stream event is not a JSON object")
+    if "error" in event:
+        error = event["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise StreamBroken(f"tier sent an error event: {str(message)[:300]}")
+    return event

@@ -1,0 +1,218 @@
+"""Streaming through the cascade.
+
+`buffered` mode reads a lower tier's whole stream before the rule judges it; `early` mode judges
+the first k tokens (in prefix windows of their own) and, when the tier keeps the request, streams
+the rest live from it. The last tier is always piped through live. Either way the client sees the
+text of one tier only: nothing is sent before the serving tier has produced its first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import sse
+from gateway.backends import TierFault, TierReply, TierStream
+from gateway.cascade import CascadeRequest, CascadeResult, Tier, TierCall
+from gateway.protocol import Route
+from gateway.shaping import shape_choice, wanted_top_logprobs
+from policies.base import Task
+from policies.confidence import response_confidence
+
+
+@dataclass
+class ChunkAccumulator:
+    """Rebuilds a streamed answer's per-choice logprobs (either layout) and usage from its chunks."""
+
+    logprobs: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
+    tokens: int = 0  # tokens of choice 0 seen so far
+    usage: dict[str, Any] | None = None
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            return
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            index = index if isinstance(index, int) else 0
+            merged = self.logprobs.setdefault(index, {})
+            counted = self._merge(merged, choice.get("logprobs"))
+            if index == 0:
+                self.tokens += counted if counted else int(bool(_choice_text(choice)))
+
+    @staticmethod
+    def _merge(merged: dict[str, list[Any]], logprobs: Any) -> int:
+        if not isinstance(logprobs, dict):
+            return 0
+        added = 0
+        for key in ("content", "tokens", "token_logprobs", "top_logprobs"):
+            values = logprobs.get(key)
+            if isinstance(values, list):
+                merged.setdefault(key, []).extend(values)
+                if key in ("content", "tokens"):
+                    added += len(values)
+        return added
+
+    def body(self) -> dict[str, Any]:
+        """A response-shaped body for the confidence estimators."""
+        choices = [{"index": i, "logprobs": self.logprobs[i] or None} for i in sorted(self.logprobs)]
+        return {"choices": choices, "usage": self.usage}
+
+    def confidence(self, task: Task, labels: Any) -> float | None:
+        return response_confidence(task, self.body()["choices"], labels)
+
+
+def _choice_text(choice: Mapping[str, Any]) -> str:
+    delta = choice.get("delta")
+    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+        return str(delta["content"])
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+async def _open(tier: Tier, request: CascadeRequest, timeout_s: float) -> TierStream:
+    return await tier.backend.open_stream(request.route, request.body, timeout_s=timeout_s,
+                                          headers=request.forward_headers)
+
+
+async def _read_prefix(stream: TierStream, timeout_s: float, enough: Callable[[ChunkAccumulator], bool],
+                       ) -> tuple[list[dict[str, Any]], ChunkAccumulator, bool]:
+    """Chunks until `enough` says so or the stream ends; True when it ended."""
+    chunks: list[dict[str, Any]] = []
+    accumulator = ChunkAccumulator()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in stream.events:
+                chunks.append(chunk)
+                accumulator.add(chunk)
+                if enough(accumulator):
+                    return chunks, accumulator, False
+    except TimeoutError:
+        await stream.close()
+        raise TierFault("timeout", f"stream timed out after {timeout_s:.3g}s") from None
+    except BaseException:
+        await stream.close()
+        raise
+    return chunks, accumulator, True
+
+
+def _reply(stream: TierStream, chunks: list[dict[str, Any]], accumulator: ChunkAccumulator | None,
+           ended: bool) -> TierReply:
+    body = accumulator.body() if accumulator is not None else {}
+    return TierReply(body, stream.headers, chunks=chunks, tail=None if ended else stream.events,
+                     release=stream.close)
+
+
+async def _first_chunk(tier: Tier, request: CascadeRequest, timeout_s: float) -> TierReply:
+    """The serving tier: wait for its first chunk (a fault before it can still be handled), then
+    hand over the live rest."""
+    stream = await _open(tier, request, timeout_s)
+    chunks, _, ended = await _read_prefix(stream, timeout_s, lambda _: True)
+    return _reply(stream, chunks, None, ended)
+
+
+async def buffered_call(tier: Tier, request: CascadeRequest, timeout_s: float, final: bool) -> TierReply:
+    if final:
+        return await _first_chunk(tier, request, timeout_s)
+    stream = await _open(tier, request, timeout_s)
+    chunks, accumulator, _ = await _read_prefix(stream, timeout_s, lambda _: False)
+    return _reply(stream, chunks, accumulator, True)
+
+
+def early_call(decide_after_tokens: int) -> TierCall:
+    async def call(tier: Tier, request: CascadeRequest, timeout_s: float, final: bool) -> TierReply:
+        if final:
+            return await _first_chunk(tier, request, timeout_s)
+        stream = await _open(tier, request, timeout_s)
+        chunks, accumulator, ended = await _read_prefix(
+            stream, timeout_s, lambda acc: acc.tokens >= decide_after_tokens)
+        return _reply(stream, chunks, accumulator, ended)
+
+    return call
+
+
+def stream_body(body: dict[str, Any]) -> dict[str, Any]:
+    """Tiers stream too, and always report usage so the gateway can count and pass it on."""
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """How to render one streamed answer for the client."""
+
+    result: CascadeResult
+    route: Route
+    raw: Mapping[str, Any]
+    task: Task
+    labels: Any
+    summary: dict[str, Any]  # the `recserve` extension of the final chunk, completed at the end
+    count_prompt_tokens: Callable[[], int]
+
+
+async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
+    """The SSE bytes the client receives. A fault after the first byte ends the stream with an
+    OpenAI-style error event; a client disconnect cancels this generator and closes the tier stream."""
+    reply = plan.result.reply
+    wanted = wanted_top_logprobs(plan.route, plan.raw)
+    options = plan.raw.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    accumulator = ChunkAccumulator()
+    model = plan.result.tier.served_model
+    last: dict[str, Any] = {}
+    try:
+        async for chunk in _all_chunks(reply):
+            accumulator.add(chunk)
+            last = chunk
+            shaped = _shape_chunk(chunk, wanted, include_usage, model)
+            if shaped is not None:
+                yield sse.encode(shaped)
+    except TierFault as fault:
+        yield sse.encode({"error": {"message": f"tier '{plan.result.tier.name}' failed mid-stream: "
+                                               f"{fault.message}", "type": "upstream_error", "param": None,
+                                    "code": "stream_interrupted"}})
+        return
+    finally:
+        await reply.release()
+    if include_usage and accumulator.usage is None:
+        prompt = plan.count_prompt_tokens()
+        yield sse.encode({**_envelope(last, model), "choices": [], "usage": {
+            "prompt_tokens": prompt, "completion_tokens": accumulator.tokens,
+            "total_tokens": prompt + accumulator.tokens}})
+    summary = dict(plan.summary)
+    if plan.result.confidence is None and plan.result.reply.tail is not None:
+        summary["confidence"] = accumulator.confidence(plan.task, plan.labels)
+    yield sse.encode({**_envelope(last, model), "choices": [], "recserve": summary})
+    yield sse.DONE
+
+
+async def _all_chunks(reply: TierReply) -> AsyncIterator[dict[str, Any]]:
+    for chunk in reply.chunks:
+        yield chunk
+    if reply.tail is not None:
+        async for chunk in reply.tail:
+            yield chunk
+
+
+def _envelope(last: Mapping[str, Any], model: str) -> dict[str, Any]:
+    return {"id": last.get("id", "recserve"), "object": last.get("object", "chat.completion.chunk"),
+            "created": last.get("created", 0), "model": model}
+
+
+def _shape_chunk(chunk: dict[str, Any], wanted: int | None, include_usage: bool,
+                 model: str) -> dict[str, Any] | None:
+    choices = chunk.get("choices")
+    if not choices and chunk.get("usage") is not None and not include_usage:
+        return None  # we asked the tier for usage; the client did not
+    shaped = {**chunk, "model": model}
+    if not include_usage:
+        shaped.pop("usage", None)
+    if isinstance(choices, list):
+        shaped["choices"] = [shape_choice(c, wanted) for c in choices]
+    return shaped
