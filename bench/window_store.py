@@ -58,7 +58,7 @@ async def _prefill_redis(client: Redis, namespace: str, key: WindowKey, size: in
                          rng: random.Random) -> None:
     # Fill through step() itself, many in flight at once: the layout is exactly what the gateway
     # builds, in a fraction of the time of one sequential round trip per value.
-    store = RedisWindowStore(client, namespace)
+    store = RedisWindowStore(client, namespace, queue_timeout_s=60.0)  # thousands queue on purpose
     for start in range(0, size, FILL_BATCH):
         await asyncio.gather(*(store.step(key, rng.random(), size, BETA)
                                for _ in range(min(FILL_BATCH, size - start))))
