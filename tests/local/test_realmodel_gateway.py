@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,12 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from gateway.local.catalog import lookup
+from gateway.local.models import model_path
 from gateway.local.paths import CacheLayout, default_layout
 from gateway.local.proc import tail
-from gateway.local.supervisor import RunningTier, stop
+from gateway.local.server_build import ensure_server
+from gateway.local.supervisor import RunningTier, TierSpec, start_tier, stop
 from tests.local.realtiers import REAL_TIERS, boolq_questions, free_port, start_real_tiers
 
 pytestmark = pytest.mark.realmodel
@@ -33,27 +37,28 @@ PROMPTS = (
     "Is Paris the capital of Germany? Answer yes or no.",
     "Do fish live in water? Answer yes or no.",
 )
+# Prompts every tier continues with a non-empty answer (SmolLM2 ends a bare "Q: ...\nA:" at once).
+COMPLETION_PROMPTS = ("The capital of France is", "2 + 2 =", "Question: Do fish live in water?\nAnswer (yes or no):")
 QUESTIONS = 40
 
 
 @pytest.fixture(scope="module")
-def cache() -> CacheLayout:
+def real_cache() -> CacheLayout:
     return default_layout()
 
 
 @pytest.fixture(scope="module")
-def tiers(cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningTier]]:
+def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningTier]]:
     run_dir = tmp_path_factory.mktemp("tiers-run")
-    started = start_real_tiers(cache, run_dir, report=lambda line: print(line, file=sys.stderr))
+    started = start_real_tiers(real_cache, run_dir, report=lambda line: print(line, file=sys.stderr))
     yield started
     for tier in started:
         stop(tier, run_dir)
 
 
-@pytest.fixture(scope="module")
-def gateway(tiers: list[RunningTier], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`recserve serve` (the console script) on a free port, configured with the three real tiers."""
-    folder = tmp_path_factory.mktemp("gateway")
+@contextmanager
+def serve_gateway(tiers: list[RunningTier], folder: Path) -> Iterator[str]:
+    """`recserve serve` (the console script) on a free port over `tiers`; yields its base URL."""
     port = free_port()
     models = {name: key for name, key, _ in REAL_TIERS}
     config = {
@@ -91,6 +96,13 @@ def gateway(tiers: list[RunningTier], tmp_path_factory: pytest.TempPathFactory) 
         print(f"gateway log ({log_path}), tail:\n{tail(log_path, 15)}", file=sys.stderr)
 
 
+@pytest.fixture(scope="module")
+def real_gateway(real_tiers: list[RunningTier], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway over the three real tiers, for the whole module."""
+    with serve_gateway(real_tiers, tmp_path_factory.mktemp("gateway")) as base:
+        yield base
+
+
 def _wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -106,8 +118,8 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def client(gateway: str) -> Iterator[OpenAI]:
-    with OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
+def real_client(real_gateway: str) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{real_gateway}/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
         yield sdk
 
 
@@ -119,16 +131,16 @@ def _confidence(headers: Mapping[str, str]) -> float:
     return value
 
 
-def test_models_lists_policies_and_pins(client: OpenAI) -> None:
-    ids = {model.id for model in client.models.list()}
+def test_models_lists_policies_and_pins(real_client: OpenAI) -> None:
+    ids = {model.id for model in real_client.models.list()}
     assert {"recserve", *(f"recserve/{name}" for name in TIER_NAMES)} <= ids
 
 
 @pytest.mark.parametrize("name", TIER_NAMES)
-def test_pinned_chat_reaches_that_tier_with_real_logprobs(client: OpenAI, name: str) -> None:
+def test_pinned_chat_reaches_that_tier_with_real_logprobs(real_client: OpenAI, name: str) -> None:
     confidences = []
     for prompt in PROMPTS:
-        raw = client.chat.completions.with_raw_response.create(
+        raw = real_client.chat.completions.with_raw_response.create(
             model=f"recserve/{name}", messages=[{"role": "user", "content": prompt}],
             max_tokens=3, temperature=0, logprobs=True, top_logprobs=3,
         )
@@ -144,11 +156,11 @@ def test_pinned_chat_reaches_that_tier_with_real_logprobs(client: OpenAI, name: 
 
 
 @pytest.mark.parametrize("name", TIER_NAMES)
-def test_pinned_completions_parse_llama_cpp_logprobs(client: OpenAI, name: str) -> None:
+def test_pinned_completions_parse_llama_cpp_logprobs(real_client: OpenAI, name: str) -> None:
     confidences = []
-    for prompt in PROMPTS[:3]:
-        raw = client.completions.with_raw_response.create(
-            model=f"recserve/{name}", prompt=f"Q: {prompt}\nA:", max_tokens=3, temperature=0, logprobs=2,
+    for prompt in COMPLETION_PROMPTS:
+        raw = real_client.completions.with_raw_response.create(
+            model=f"recserve/{name}", prompt=prompt, max_tokens=3, temperature=0, logprobs=2,
         )
         assert raw.headers["x-recserve-tier"] == name
         confidences.append(_confidence(raw.headers))
@@ -156,8 +168,8 @@ def test_pinned_completions_parse_llama_cpp_logprobs(client: OpenAI, name: str) 
     assert len(set(confidences)) > 1, f"{name}: confidence constant across prompts: {confidences}"
 
 
-def test_no_logprobs_returned_unless_asked(client: OpenAI) -> None:
-    raw = client.chat.completions.with_raw_response.create(
+def test_no_logprobs_returned_unless_asked(real_client: OpenAI) -> None:
+    raw = real_client.chat.completions.with_raw_response.create(
         model="recserve/device", messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=3,
     )
     _confidence(raw.headers)  # the gateway still asked the tier for logprobs
@@ -165,16 +177,16 @@ def test_no_logprobs_returned_unless_asked(client: OpenAI) -> None:
 
 
 def test_cascade_over_real_questions_answers_at_device_and_escalates(
-    client: OpenAI, cache: CacheLayout
+    real_client: OpenAI, real_cache: CacheLayout
 ) -> None:
-    questions = boolq_questions(cache, QUESTIONS)
+    questions = boolq_questions(real_cache, QUESTIONS)
     finals: Counter[str] = Counter()
     paths: Counter[str] = Counter()
     correct: Counter[str] = Counter()
     records: list[dict[str, Any]] = []
     for item in questions:
         prompt = f"Answer with yes or no only.\nQuestion: {item.question}"
-        raw = client.chat.completions.with_raw_response.create(
+        raw = real_client.chat.completions.with_raw_response.create(
             model="recserve",
             messages=[{"role": "user", "content": prompt}],
             max_tokens=2, temperature=0,
@@ -195,3 +207,29 @@ def test_cascade_over_real_questions_answers_at_device_and_escalates(
     assert answered_at_device > 0, records
     assert escalated > 0, records
     assert answered_at_device + escalated == len(questions)
+
+
+def test_a_device_tier_that_dies_is_a_fault_and_the_request_escalates(
+    real_tiers: list[RunningTier], real_cache: CacheLayout, tmp_path: Path
+) -> None:
+    """Its own device tier and gateway (edge and cloud shared): kill the device, the cascade goes on."""
+    server = ensure_server(real_cache, report=lambda _: None)
+    device_model = model_path(lookup("smollm2-135m"), real_cache)
+    run_dir = tmp_path / "run"
+    device = start_tier(server, TierSpec("device", device_model, free_port()), run_dir)
+    try:
+        with serve_gateway([device, *real_tiers[1:]], tmp_path) as base, \
+                OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
+            before = sdk.chat.completions.with_raw_response.create(
+                model="recserve", messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=3)
+            assert before.headers["x-recserve-path"] == "device"  # cold start: answered at device
+            assert device.process is not None
+            device.process.kill()  # dies without warning, as a crashed server would
+            device.process.wait(timeout=10)
+            after = sdk.chat.completions.with_raw_response.create(
+                model="recserve", messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=3)
+            assert after.headers["x-recserve-path"].startswith("device!>edge"), dict(after.headers)
+            assert after.headers["x-recserve-tier"] in ("edge", "cloud")
+            assert after.parse().choices[0].message.content
+    finally:
+        stop(device, run_dir)
