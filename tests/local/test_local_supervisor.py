@@ -72,6 +72,20 @@ def test_tier_that_dies_while_starting_shows_its_log(
     assert not pid_file(run_dir, "device").exists()
 
 
+def test_tier_killed_by_an_illegal_instruction_says_so(
+    script_server: Callable[[str], ServerBinary], model_file: Path, run_dir: Path,
+    free_port: Callable[[], int],
+) -> None:
+    # What a build with CPU instructions the machine does not allow does (AMX in some VMs).
+    server = script_server("""
+        import os, signal
+        print("load_model: loading model", flush=True)
+        os.kill(os.getpid(), signal.SIGILL)
+    """)
+    with pytest.raises(TierStartError, match=r"tier 'edge': llama-server was killed by SIGILL \(illegal instruction"):
+        start_tier(server, TierSpec("edge", model_file, free_port()), run_dir, health_timeout_s=30)
+
+
 def test_tier_that_never_gets_healthy_is_stopped(
     script_server: Callable[[str], ServerBinary], model_file: Path, run_dir: Path,
     free_port: Callable[[], int],
