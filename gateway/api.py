@@ -39,7 +39,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+    # Leased by GatewayMiddleware when the request started: a reload mid-request does not change it.
+    runtime: Runtime = request.state.runtime
     return runtime
 
 
@@ -128,6 +129,7 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
     try:
         result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
     except CascadeFailed as failed:
+        runtime.observer.request_done(request, selected.policy.name, task, body, hops=failed.hops)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -136,13 +138,12 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
             raise LoopDetected(rejected.message, code=rejected.code or "loop_detected") from None
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
     headers = result_headers(result, task, request_id)
+    runtime.observer.request_done(request, selected.policy.name, task, body, result)
     if parsed.stream:
         plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
                           cascade_request.count_prompt_tokens)
         return StreamingResponse(client_events(plan), media_type="text/event-stream",
                                  headers={**headers, "cache-control": "no-cache"})
-    log.info("%s %s model=%s path=%s confidence=%s %.1fms", request_id, route, parsed.model,
-             headers["x-recserve-path"], headers["x-recserve-confidence"], (time.monotonic() - started) * 1e3)
     return JSONResponse(client_body(result, route, raw), headers=headers)
 
 

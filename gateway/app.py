@@ -12,30 +12,55 @@ from fastapi import FastAPI
 from gateway import admin, api
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import install_error_handlers
-from gateway.runtime import Runtime
+from gateway.metrics import Metrics, StoreHealth
+from gateway.middleware import GatewayMiddleware
+from gateway.reload import Reloader
 from policies.base import WindowStore
+from policies.stores.failover import FailoverWindowStore
 
 CONFIG_ENV = "RECSERVE_CONFIG"
 
 
 def create_app(config: GatewayConfig | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-               store: WindowStore | None = None) -> FastAPI:
-    """Build the gateway. With no config, read the file named by $RECSERVE_CONFIG (uvicorn --factory)."""
+               store: WindowStore | None = None, config_path: str | None = None) -> FastAPI:
+    """Build the gateway. With no config, read the file named by $RECSERVE_CONFIG (uvicorn --factory).
+
+    `config_path` is the file `POST /admin/reload` re-reads; without one (a config built in code)
+    reload answers 409.
+    """
     if config is None:
-        config = load_config(os.environ.get(CONFIG_ENV, "config.yaml"))
+        config_path = config_path or os.environ.get(CONFIG_ENV, "config.yaml")
+        config = load_config(config_path)
     resolved = config
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.start(resolved, transport=transport, store=store)
-        app.state.runtime = runtime
+        reloader = await Reloader.start(resolved, config_path=config_path, metrics=metrics,
+                                        transport=transport, store=store)
+        app.state.reloader = reloader
         try:
             yield
         finally:
-            await runtime.aclose()
+            await reloader.aclose()
 
     app = FastAPI(title="RecServe gateway", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
+
+    def store_health() -> StoreHealth | None:
+        reloader: Reloader | None = getattr(app.state, "reloader", None)
+        current = reloader.holder.current.store if reloader else None
+        if isinstance(current, FailoverWindowStore):
+            return StoreHealth(current.error_count, current.degraded)
+        return None
+
+    def version() -> int:
+        reloader: Reloader | None = getattr(app.state, "reloader", None)
+        return reloader.version if reloader else 0
+
+    metrics.watch(store_health, version)
     install_error_handlers(app)
+    app.add_middleware(GatewayMiddleware)
     app.include_router(api.router)
     app.include_router(admin.router)
     return app

@@ -26,13 +26,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
+    from gateway.access_log import configure_access_log
     from gateway.app import create_app
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=host, port=port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+    if config.logging.access_log:
+        configure_access_log()  # bare JSON lines, one per request, on stderr
+    uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, log_level=args.log_level,
+                access_log=False, timeout_graceful_shutdown=10)
     return 0
 
 

@@ -117,6 +117,13 @@ class StreamingConfig(_Strict):
     decide_after_tokens: int = Field(8, ge=1)
 
 
+class LoggingConfig(_Strict):
+    """Structured JSON access log (logger `recserve.access`); prompts stay out unless asked for."""
+
+    access_log: bool = True
+    include_prompts: bool = False
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -125,6 +132,7 @@ class GatewayConfig(_Strict):
     confidence: ConfidenceConfig = ConfidenceConfig()
     windows: WindowsConfig = WindowsConfig()
     streaming: StreamingConfig = StreamingConfig()
+    logging: LoggingConfig = LoggingConfig()
     embeddings_tier: str | None = None
 
     @model_validator(mode="after")

@@ -13,6 +13,9 @@ from gateway.backends import build_backend
 from gateway.cascade import Tier
 from gateway.config import POLICY_NAMES, GatewayConfig
 from gateway.errors import NotFound
+from gateway.metrics import Metrics
+from gateway.observer import RequestObserver
+from gateway.overrides import Overrides, PolicyOverrides
 from gateway.tokens import PromptTokenCounter
 from policies.base import ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
@@ -38,25 +41,34 @@ class Runtime:
     store: WindowStore
     tokens: PromptTokenCounter
     client_keys: tuple[str, ...]
+    observer: RequestObserver
+    overrides: PolicyOverrides  # β and θ as changed at run time (PATCH /admin/policy)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     async def start(cls, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None,
-                    store: WindowStore | None = None) -> Runtime:
+                    store: WindowStore | None = None, metrics: Metrics | None = None,
+                    overrides: Overrides | None = None) -> Runtime:
+        """Build clients and policies for `config`. A `store` passed in is borrowed (not closed here)."""
         closers: list[Callable[[], Awaitable[None]]] = []
         if store is None:
-            store, close_store = await _build_store(config)
+            store, close_store = await build_store(config)
             closers.append(close_store)
+        tokens = PromptTokenCounter()
+        observer = RequestObserver(metrics or Metrics(), {t.name: i for i, t in enumerate(config.tiers)}, tokens,
+                                   include_prompts=config.logging.include_prompts)
         tiers: list[Tier] = []
         for level, tier_config in enumerate(config.tiers):
             backend = build_backend(tier_config, transport)
             closers.append(backend.aclose)
-            tiers.append(Tier(tier_config, backend, asyncio.Semaphore(tier_config.max_concurrency), level))
+            tiers.append(Tier(tier_config, observer.timed(tier_config.name, backend),
+                              asyncio.Semaphore(tier_config.max_concurrency), level))
+        layer = PolicyOverrides(config, overrides)
         policies: dict[str, ThresholdPolicy] = {
-            "recserve": RecServePolicy(store, config.beta_for, config.policy.recserve.window),
-            "casserve": CasServePolicy(config.threshold_for),
+            "recserve": RecServePolicy(store, layer.beta_for, config.policy.recserve.window),
+            "casserve": CasServePolicy(layer.threshold_for),
         }
-        return cls(config, tiers, policies, store, PromptTokenCounter(), config.auth.client_keys(), closers)
+        return cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, closers)
 
     async def aclose(self) -> None:
         for close in reversed(self._closers):
@@ -93,7 +105,8 @@ class Runtime:
                         param="model", code="model_not_found")
 
 
-async def _build_store(config: GatewayConfig) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
+async def build_store(config: GatewayConfig) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
+    """The window store `windows:` asks for, plus the function that closes it."""
     if config.windows.store == "memory":
         async def nothing_to_close() -> None:
             return None

@@ -55,6 +55,12 @@ class FailoverWindowStore:
         self._backoff_s = initial_backoff_s
         self._retry_at = 0.0
         self._probing = False  # one request at a time finds out whether the shared store is back
+        self._errors = 0  # shared-store failures seen, for metrics
+
+    @property
+    def error_count(self) -> int:
+        """Shared-store failures seen since this store was built (each one answered locally)."""
+        return self._errors
 
     @property
     def degraded(self) -> bool:
@@ -106,6 +112,7 @@ class FailoverWindowStore:
         return WindowStep(step.threshold, step.length, fallback=True)
 
     def _failed(self, exc: BaseException, probe: bool) -> None:
+        self._errors += 1
         now = self._clock()
         if self._down_since is None:
             self._down_since = now

@@ -1,0 +1,172 @@
+"""What the request path reports about itself: one `request_done` call per cascade (success or
+failure) feeds the metrics and leaves a summary for the access log; tier calls are timed by
+wrapping each tier's backend, so "gateway overhead" is end-to-end time minus time inside tiers."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.backends import TierRejected
+from gateway.cascade import CascadeResult, Hop, render_path
+from gateway.metrics import Metrics
+from gateway.tokens import PromptTokenCounter
+
+SUMMARY_STATE = "recserve_summary"  # request.state attribute the access log reads
+
+
+@dataclass(slots=True)
+class TierClock:
+    """Seconds one request spent inside tier calls (summed over its hops)."""
+
+    seconds: float = 0.0
+
+
+# The key under which a request's TierClock travels from the middleware to the tier calls below
+# it. A ContextVar is an immutable handle; each request's value lives in its own context.
+_TIER_CLOCK: ContextVar[TierClock | None] = ContextVar("recserve_tier_clock", default=None)
+
+
+def start_tier_clock() -> tuple[TierClock, Token[TierClock | None]]:
+    clock = TierClock()
+    return clock, _TIER_CLOCK.set(clock)
+
+
+def stop_tier_clock(token: Token[TierClock | None]) -> None:
+    _TIER_CLOCK.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSummary:
+    """The cascade's part of an access-log line."""
+
+    task: str
+    tier: str | None
+    path: str
+    confidence: float | None
+    threshold: float | None
+    degraded: bool
+    window_fallback: bool
+    uplink_tokens: int
+    prompt: Any = None  # only with logging.include_prompts
+
+
+_NO_PROMPT_SENT = frozenset({"busy", "budget"})
+
+
+def _escalation_reason(hop: Hop) -> str | None:
+    if hop.outcome == "escalated":
+        return "no_confidence" if hop.reason == "no_confidence" else "low_confidence"
+    if hop.outcome == "fault":
+        return "fault"
+    if hop.outcome == "busy":
+        return "busy"
+    if hop.outcome == "skipped":
+        return "budget"
+    return None
+
+
+class RequestObserver:
+    """Per-runtime view onto the app's metrics (tier levels and logging settings are the runtime's)."""
+
+    def __init__(self, metrics: Metrics, tier_levels: Mapping[str, int], tokens: PromptTokenCounter, *,
+                 include_prompts: bool) -> None:
+        self._metrics = metrics
+        self._levels = dict(tier_levels)
+        self._tokens = tokens
+        self._include_prompts = include_prompts
+
+    def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
+                     result: CascadeResult | None = None, hops: Sequence[Hop] | None = None) -> None:
+        """Record one finished cascade: pass `result`, or the failed cascade's `hops`.
+
+        Cheap and never raises into the request path's logic beyond programming errors.
+        """
+        m = self._metrics
+        journey = result.hops if result is not None else list(hops or ())
+        prompt_tokens = self._tokens.count(body)
+        prompt_bytes = len(json.dumps(body).encode())
+        for hop in journey:
+            if hop.confidence is not None:
+                m.confidence.labels(hop.tier, task).observe(hop.confidence)
+            if hop.threshold is not None:
+                m.threshold.labels(policy, hop.tier, task).set(hop.threshold)
+            reason = _escalation_reason(hop)
+            if reason is not None:
+                m.escalations.labels(hop.tier, reason).inc()
+            if self._levels.get(hop.tier, 0) > 0 and hop.reason not in _NO_PROMPT_SENT:
+                m.uplink_tokens.labels(hop.tier).inc(prompt_tokens)
+                m.uplink_bytes.labels(hop.tier).inc(prompt_bytes)
+                m.traffic.uplink_tokens += prompt_tokens
+                m.traffic.uplink_bytes += prompt_bytes
+        m.cloud_only_tokens.inc(prompt_tokens)
+        m.cloud_only_bytes.inc(prompt_bytes)
+        m.traffic.cloud_only_tokens += prompt_tokens
+        m.traffic.cloud_only_bytes += prompt_bytes
+        m.traffic.requests += 1
+        if result is not None:
+            m.traffic.served[result.tier.name] += 1
+        prompt = (body.get("messages", body.get("prompt"))) if self._include_prompts else None
+        setattr(request.state, SUMMARY_STATE, CascadeSummary(
+            task=task,
+            tier=result.tier.name if result is not None else None,
+            path=result.path if result is not None else render_path(journey),
+            confidence=result.confidence if result is not None else None,
+            threshold=result.threshold if result is not None else None,
+            degraded=result.degraded if result is not None else False,
+            window_fallback=result.window_fallback if result is not None else False,
+            uplink_tokens=result.uplink_tokens if result is not None else 0,
+            prompt=prompt,
+        ))
+
+    def timed(self, tier: str, backend: Any) -> TimedBackend:
+        return TimedBackend(tier, backend, self._metrics)
+
+
+class TimedBackend:
+    """A tier's backend with every call timed into `recserve_tier_latency_seconds` and the request's clock.
+
+    Delegates by name so that it wraps any Backend method (send, open_stream, ...) without
+    restating their signatures; `aclose` is passed through untimed.
+    """
+
+    def __init__(self, tier: str, inner: Any, metrics: Metrics) -> None:
+        self._tier = tier
+        self._inner = inner
+        self._metrics = metrics
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
+            return attribute
+        return self._timed(attribute)
+
+    def _timed(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            outcome = "fault"
+            try:
+                reply = await call(*args, **kwargs)
+                outcome = "ok"
+                return reply
+            except TierRejected:
+                outcome = "rejected"
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                self._metrics.tier_latency.labels(self._tier, outcome).observe(elapsed)
+                clock = _TIER_CLOCK.get()
+                if clock is not None:
+                    clock.seconds += elapsed
+
+        return timed

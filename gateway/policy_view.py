@@ -1,0 +1,89 @@
+"""What `GET /admin/policy` reports (and the status page draws): per tier and task, the window and
+the threshold it gives now, plus this replica's traffic and communication counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from gateway.metrics import Traffic
+from gateway.runtime import Runtime
+from policies.base import TASKS, WindowKey
+from policies.quantile import linear_quantile, quantile_fraction
+
+HISTOGRAM_BINS: Final = 10
+
+
+def window_stats(values: Sequence[float], beta: float, size: int) -> dict[str, Any]:
+    """Length, current β-quantile threshold, share of the window below it, quantiles, histogram.
+
+    `threshold` is None while the window holds at most one value: the rule does not judge then.
+    `escalation_rate` is the share of the window's confidences below today's threshold — what the
+    rule would escalate if the same answers came again.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    threshold = linear_quantile(ordered, quantile_fraction(beta)) if n > 1 else None
+    bins = [0] * HISTOGRAM_BINS
+    for value in ordered:
+        bins[min(int(value * HISTOGRAM_BINS), HISTOGRAM_BINS - 1) if value > 0 else 0] += 1
+    return {
+        "window_length": n,
+        "window_size": size,
+        "beta": beta,
+        "threshold": threshold,
+        "escalation_rate": (sum(1 for v in ordered if v < threshold) / n) if threshold is not None else None,
+        "quantiles": {f"p{int(q * 100)}": (linear_quantile(ordered, q) if n else None) for q in (0.1, 0.5, 0.9)},
+        "histogram": bins,
+    }
+
+
+def window_tasks(runtime: Runtime) -> list[str]:
+    """The tasks windows are kept for; early-commit streaming keeps prefix windows of its own."""
+    tasks: list[str] = list(TASKS)
+    streaming = runtime.config.streaming
+    if streaming.mode == "early":
+        tasks += [f"{t}@prefix{streaming.decide_after_tokens}" for t in TASKS]
+    return tasks
+
+
+async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
+    config = runtime.config
+    overrides = runtime.overrides.current
+    size = config.policy.recserve.window
+    tiers: list[dict[str, Any]] = []
+    for tier in runtime.tiers:
+        name = tier.config.name
+        final = tier.level == len(runtime.tiers) - 1
+        served = traffic.served.get(name, 0)
+        entry: dict[str, Any] = {
+            "name": name, "level": tier.level, "final": final, "served": served,
+            "share": served / traffic.requests if traffic.requests else None,
+        }
+        if final:
+            # The last tier never escalates: no β, no window, no threshold.
+            entry["recserve"] = None
+            entry["casserve"] = None
+        else:
+            beta = runtime.overrides.beta_for(name)
+            tasks = {}
+            for task in window_tasks(runtime):
+                values = await runtime.store.snapshot(WindowKey("recserve", name, task))
+                tasks[task] = window_stats(values, beta, size)
+            entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
+            entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
+                                 "overridden": name in overrides.thresholds}
+        tiers.append(entry)
+    return {
+        "policy_default": config.policy.default,
+        "requests": traffic.requests,
+        "tiers": tiers,
+        "communication": {
+            "uplink_prompt_tokens": traffic.uplink_tokens,
+            "cloud_only_prompt_tokens": traffic.cloud_only_tokens,
+            "uplink_bytes": traffic.uplink_bytes,
+            "cloud_only_bytes": traffic.cloud_only_bytes,
+            "saved": traffic.saved(),
+        },
+        "overrides": overrides.to_json(),
+    }
