@@ -48,24 +48,35 @@ class GatewayMiddleware:
         started = time.perf_counter()
         clock, token = start_tier_clock()
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
+        recorded = quiet
+
+        def record(access_log: bool) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            summary = state.get(SUMMARY_STATE)
+            self._record(reloader, scope, path, status, time.perf_counter() - started, clock.seconds,
+                         summary if isinstance(summary, CascadeSummary) else None, access_log)
 
         try:
             async with reloader.holder.lease() as runtime:
                 state[RUNTIME_STATE] = runtime
+
+                async def send_status(message: Message) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = int(message["status"])
+                    elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                        # Count and log before the last byte leaves: whoever reads the answer can
+                        # then rely on the metrics and the log line being there.
+                        record(runtime.config.logging.access_log)
+                    await send(message)
+
                 try:
                     await self.app(scope, receive, send_status)
                 finally:
-                    if not quiet:
-                        elapsed = time.perf_counter() - started
-                        summary = state.get(SUMMARY_STATE)
-                        self._record(reloader, scope, path, status, elapsed, clock.seconds,
-                                     summary if isinstance(summary, CascadeSummary) else None,
-                                     runtime.config.logging.access_log)
+                    record(runtime.config.logging.access_log)  # the app raised or never finished the body
         finally:
             stop_tier_clock(token)
 

@@ -1,0 +1,116 @@
+"""The status page in real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
+selenium): it loads from the gateway with no network beyond loopback, and the numbers it shows
+equal GET /admin/policy. A screenshot is kept under tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import ask
+
+from .conftest import ADMIN_KEY, FileGateway
+
+DASH = "\u2014"
+# Headless and quiet: no GPU, no sandbox (root in CI), no calls home, a fresh profile per test.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1280,1100")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("Debian packages chromium and chromium-driver are not installed (make system-deps)")
+    options = Options()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    service = Service(executable_path=driver_path, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def pct(x: float | None) -> str:
+    return DASH if x is None else f"{x * 100:.1f}%"
+
+
+def fixed(x: float | None, digits: int) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def shown(driver: WebDriver, selector: str) -> tuple[str, str | None]:
+    node = driver.find_element(By.CSS_SELECTOR, selector)
+    return node.text, node.get_attribute("data-value")
+
+
+def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, browser: WebDriver,
+                                                  artifacts_dir: Path) -> None:
+    with file_gateway.sdk() as sdk:
+        for i, p in enumerate([0.91, 0.12, 0.83, 0.74, 0.27, 0.66, 0.58, 0.19, 0.95]):
+            ask(sdk, f"q{i} [device:{p}][edge:0.{(i * 3) % 9 + 1}]", max_tokens=16)
+        ask(sdk, "c [device:0.7]", max_tokens=2, extra_body={"recserve": {"task": "classification"}})
+    with file_gateway.admin() as http:
+        assert http.patch("/admin/policy", json={"casserve": {"thresholds": {"edge": 0.65}}}).status_code == 200
+
+    browser.get(f"{file_gateway.root}/admin/ui#key={ADMIN_KEY}")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+    with httpx.Client(base_url=file_gateway.root, headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        view: dict[str, Any] = http.get("/admin/policy").json()
+
+    assert shown(browser, "header [data-field=version]")[0] == str(view["version"])
+    assert shown(browser, ".summary [data-field=requests]")[0] == str(view["requests"]) == "10"
+    saved_text, saved_raw = shown(browser, ".summary [data-field=saved]")
+    assert saved_text == pct(view["communication"]["saved"])
+    assert float(saved_raw or "nan") == view["communication"]["saved"]
+    for tier in view["tiers"]:
+        card = f"[data-tier='{tier['name']}']"
+        share_text, share_raw = shown(browser, f"{card} [data-field=share]")
+        assert share_text == pct(tier["share"]), tier["name"]
+        assert float(share_raw or "nan") == tier["share"]
+        if tier["recserve"] is None:
+            continue
+        assert float(shown(browser, f"{card} [data-field=casserve-threshold]")[1] or "nan") == \
+            tier["casserve"]["threshold"]
+        for task, stats in tier["recserve"]["tasks"].items():
+            box = f"{card} [data-task='{task}']"
+            threshold_text, threshold_raw = shown(browser, f"{box} [data-field=threshold]")
+            assert threshold_text == fixed(stats["threshold"], 4), (tier["name"], task)
+            if stats["threshold"] is not None:
+                assert float(threshold_raw or "nan") == stats["threshold"]
+            assert shown(browser, f"{box} [data-field=escalation-rate]")[0] == pct(stats["escalation_rate"])
+            bars = browser.find_elements(By.CSS_SELECTOR, f"{box} svg rect.bar")
+            assert [int(b.get_attribute("data-count") or -1) for b in bars] == stats["histogram"]
+    assert view["tiers"][1]["casserve"]["threshold"] == 0.65
+    assert view["tiers"][0]["recserve"]["tasks"]["generation"]["window_length"] == 9
+
+    assert not browser.find_element(By.ID, "key-form").is_displayed()
+    screenshot = artifacts_dir / "status-page.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 10_000
+    print(f"status page screenshot: {screenshot}")
+
+
+def test_status_page_without_the_key_says_so(file_gateway: FileGateway, browser: WebDriver) -> None:
+    browser.get(f"{file_gateway.root}/admin/ui")
+    WebDriverWait(browser, 20).until(
+        lambda d: "admin key" in d.find_element(By.ID, "status").text.lower())
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "false"
+    assert browser.find_element(By.ID, "key-form").is_displayed()
