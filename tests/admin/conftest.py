@@ -3,7 +3,6 @@ something to re-read) in a real uvicorn thread, with an admin key set, and an ad
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +90,3 @@ def artifacts_dir() -> Path:
     """Where tests keep what a human should look at (screenshots); gitignored."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
-
-
-def env_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ask
 
-from .conftest import FileGateway
+from .conftest import FileGateway, FileGatewayStarter
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -95,9 +95,9 @@ def test_reload_and_policy_changes_are_counted(file_gateway: FileGateway) -> Non
     assert value(m, "recserve_config_version") == 2
 
 
-def test_two_gateways_in_one_process_count_apart(start_file_gateway: object) -> None:
-    first = start_file_gateway()  # type: ignore[operator]
-    second = start_file_gateway()  # type: ignore[operator]
+def test_two_gateways_in_one_process_count_apart(start_file_gateway: FileGatewayStarter) -> None:
+    first = start_file_gateway()
+    second = start_file_gateway()
     with first.sdk() as sdk:
         ask(sdk, "[device:0.9]", max_tokens=16)
     assert total(scrape(first.root), "recserve_requests_total") == 1
