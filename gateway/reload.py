@@ -87,6 +87,7 @@ class Reloader:
         self._link: ClusterLink | None = None
         self._next_check = 0.0
         self._checking = False
+        self._recheck = False
 
     @classmethod
     async def start(cls, config: GatewayConfig, *, config_path: str | None, metrics: Metrics,
@@ -150,7 +151,11 @@ class Reloader:
         failing (the listener reconnects on its own). Never raises.
         """
         link = self._link
-        if link is None or self._checking:
+        if link is None:
+            return
+        if self._checking:
+            # An announcement during a check that may have read the version just before it: look again.
+            self._recheck |= force
             return
         now = time.monotonic()
         if not force and now < self._next_check:
@@ -158,18 +163,24 @@ class Reloader:
         self._checking = True
         try:
             self._next_check = now + CHECK_INTERVAL_S
-            if await link.version() <= self.version:
-                return
-            state = await link.state()
-            async with self._lock:
-                if state.version <= self.version:
-                    return
-                await self._follow(state.version, state.config_version, Overrides.from_json(state.overrides))
+            again = True
+            while again:
+                self._recheck = False
+                await self._check(link)
+                again = self._recheck
         except Exception as exc:
             self._next_check = time.monotonic() + FAILED_CHECK_BACKOFF_S
             log.warning("could not check the control record (%s: %s)", type(exc).__name__, exc)
         finally:
             self._checking = False
+
+    async def _check(self, link: ClusterLink) -> None:
+        if await link.version() <= self.version:
+            return
+        state = await link.state()
+        async with self._lock:
+            if state.version > self.version:
+                await self._follow(state.version, state.config_version, Overrides.from_json(state.overrides))
 
     async def _follow(self, version: int, config_version: int, overrides: Overrides) -> None:
         """Apply another replica's change: re-read our file if it was a reload, then take the overrides."""
