@@ -20,7 +20,7 @@ from gateway.tokens import PromptTokenCounter
 from policies.base import ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
 from policies.recserve import RecServePolicy
-from policies.stores.memory import MemoryWindowStore
+from policies.stores.factory import build_window_store
 
 MODEL_PREFIX = "recserve"
 
@@ -107,11 +107,4 @@ class Runtime:
 
 async def build_store(config: GatewayConfig) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
     """The window store `windows:` asks for, plus the function that closes it."""
-    if config.windows.store == "memory":
-        async def nothing_to_close() -> None:
-            return None
-
-        return MemoryWindowStore(), nothing_to_close
-    from policies.stores.factory import build_window_store  # written with the Redis store
-
     return build_window_store(config.windows)
