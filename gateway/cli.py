@@ -32,6 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every upstream call at INFO; the access log already says which tiers a request took.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if config.logging.access_log:
         configure_access_log()  # bare JSON lines, one per request, on stderr
     uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, log_level=args.log_level,
