@@ -100,8 +100,11 @@ def test_busy_lower_tier_escalates(start_gateway: GatewayStarter, tiers: dict[st
         {"name": "edge", "base_url": tiers["edge"].base_url, "model": "edge-model"},
         {"name": "cloud", "base_url": tiers["cloud"].base_url, "model": "cloud-model"}]})
     with gateway.sdk() as sdk, concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(ask, sdk, "slow [device:sleep=1.5][device:0.9]")
-        time.sleep(0.4)  # the slow request holds the device's only slot
+        slow = pool.submit(ask, sdk, "slow [device:sleep=2][device:0.9]")
+        # Wait until the slow request holds the device's only slot (the tier has seen it).
+        deadline = time.monotonic() + 10
+        while not tiers["device"].requests and time.monotonic() < deadline:
+            time.sleep(0.01)
         _, headers = ask(sdk, "fast [edge:0.9]")
         _, slow_headers = slow.result(timeout=10)
     assert headers["x-recserve-path"] == "device!>edge"
