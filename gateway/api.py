@@ -26,6 +26,7 @@ from gateway.runtime import Runtime
 from gateway.shaping import (
     HOPS_HEADER,
     TASK_HEADER,
+    VIA_HEADER,
     client_body,
     forward_body,
     resolve_task,
@@ -105,6 +106,7 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
     started = time.monotonic()
     request_id = _begin(request, runtime)
     hops = _incoming_hops(request, runtime.config.server.max_hops)
+    via = _incoming_via(request)
     raw, parsed = await _read(request, runtime, schema)
     selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
     task = resolve_task(parsed, request.headers.get(TASK_HEADER))
@@ -122,7 +124,7 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
     cascade_request = CascadeRequest(
         route=route, body=body, task=task, labels=labels,
         deadline=started + runtime.config.server.request_timeout_s,
-        forward_headers={HOPS_HEADER: str(hops + 1), "x-request-id": request_id},
+        forward_headers={HOPS_HEADER: str(hops + 1), VIA_HEADER: ",".join(via), "x-request-id": request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
         window_suffix=window_suffix,
     )
@@ -145,6 +147,16 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
         return StreamingResponse(client_events(plan), media_type="text/event-stream",
                                  headers={**headers, "cache-control": "no-cache"})
     return JSONResponse(client_body(result, route, raw), headers=headers)
+
+
+def _incoming_via(request: Request) -> list[str]:
+    """The chain so far plus us; a request that already passed this gateway is a loop."""
+    instance_id: str = request.app.state.instance_id
+    via = [part.strip() for part in request.headers.get(VIA_HEADER, "").split(",") if part.strip()]
+    if instance_id in via:
+        raise LoopDetected(f"Loop detected: this request already passed gateway '{instance_id}' "
+                           f"(via {', '.join(via)}); check the tiers' base_url chain.")
+    return [*via, instance_id]
 
 
 def _incoming_hops(request: Request, max_hops: int) -> int:

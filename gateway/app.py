@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,6 +47,7 @@ def create_app(config: GatewayConfig | None = None, *, transport: httpx.AsyncBas
 
     app = FastAPI(title="RecServe gateway", version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.instance_id = resolved.server.instance_id or f"gw-{uuid.uuid4().hex[:12]}"
 
     def store_health() -> StoreHealth | None:
         reloader: Reloader | None = getattr(app.state, "reloader", None)

@@ -28,6 +28,9 @@ class ServerConfig(_Strict):
     max_hops: int = Field(4, ge=1, le=32)
     request_timeout_s: float = Field(120.0, gt=0)
     max_json_depth: int = Field(64, ge=4, le=1000)
+    # Names this gateway in `x-recserve-via` so a chain that loops back is refused (508). Give all
+    # replicas of one deployment the same id; unset → a random id per process.
+    instance_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 
 
 class AuthConfig(_Strict):

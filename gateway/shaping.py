@@ -10,6 +10,7 @@ from gateway.protocol import ChatCompletionRequest, CompletionRequest, Route
 from policies.base import Task
 
 HOPS_HEADER = "x-recserve-hops"
+VIA_HEADER = "x-recserve-via"  # comma-separated instance ids of the gateways a request passed
 TASK_HEADER = "x-recserve-task"
 CLASSIFICATION_MAX_TOKENS = 4
 

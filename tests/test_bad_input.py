@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter, RunningGateway, ask
+from tests.support.scripted_tier import ThreadedTier
 
 CHAT = "/v1/chat/completions"
 GOOD = {"model": "recserve", "messages": [{"role": "user", "content": "hi"}]}
@@ -132,3 +133,18 @@ def test_client_keys_are_enforced(keyed_gateway: RunningGateway) -> None:
         assert_openai_error(raw.post(CHAT, json=GOOD), 401)
         assert_openai_error(raw.get("/v1/models"), 401)
         assert raw.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_a_request_that_already_passed_this_gateway_is_a_loop(start_gateway: GatewayStarter) -> None:
+    gateway = start_gateway({"server": {"instance_id": "edge-site-1"}})
+    with httpx.Client(base_url=gateway.root) as raw:
+        error = assert_openai_error(raw.post(CHAT, json=GOOD, headers={"x-recserve-via": "dev-7, edge-site-1"}), 508)
+        assert "edge-site-1" in error["message"]
+        assert raw.post(CHAT, json=GOOD, headers={"x-recserve-via": "dev-7"}).status_code == 200
+
+
+def test_forwarded_requests_carry_hops_and_via(client: openai.OpenAI, tiers: dict[str, ThreadedTier]) -> None:
+    ask(client, "hi", extra_headers={"x-recserve-hops": "1", "x-recserve-via": "upstream-a"})
+    headers = tiers["device"].requests[0].headers
+    assert headers["x-recserve-hops"] == "2"
+    assert headers["x-recserve-via"].startswith("upstream-a,gw-")
