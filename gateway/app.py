@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from gateway import admin, api
@@ -22,7 +21,7 @@ from policies.stores.failover import FailoverWindowStore
 CONFIG_ENV = "RECSERVE_CONFIG"
 
 
-def create_app(config: GatewayConfig | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
+def create_app(config: GatewayConfig | None = None, *,
                store: WindowStore | None = None, config_path: str | None = None) -> FastAPI:
     """Build the gateway. With no config, read the file named by $RECSERVE_CONFIG (uvicorn --factory).
 
@@ -38,7 +37,7 @@ def create_app(config: GatewayConfig | None = None, *, transport: httpx.AsyncBas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reloader = await Reloader.start(resolved, config_path=config_path, metrics=metrics,
-                                        transport=transport, store=store)
+                                        store=store)
         app.state.reloader = reloader
         try:
             yield

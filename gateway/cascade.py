@@ -217,12 +217,13 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     finally:
         tier.gate.release()
     if tier.level > 0:
-        journey.uplink_tokens += _prompt_tokens(reply.body, request.count_prompt_tokens)
+        journey.uplink_tokens += prompt_tokens_of(reply.body, request.count_prompt_tokens)
     journey.uplink_tokens += _upstream_uplink(reply.headers)
     return reply
 
 
-def _prompt_tokens(body: Mapping[str, Any], count: Callable[[], int]) -> int:
+def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
+    """The tier's own usage.prompt_tokens, else our tiktoken count."""
     usage = body.get("usage")
     if isinstance(usage, Mapping):
         tokens = usage.get("prompt_tokens")

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway.backends import TierRejected
-from gateway.cascade import CascadeResult, Hop, render_path
+from gateway.cascade import CascadeResult, Hop, prompt_tokens_of, render_path
 from gateway.metrics import Metrics
 from gateway.tokens import PromptTokenCounter
 
@@ -91,7 +91,10 @@ class RequestObserver:
         """
         m = self._metrics
         journey = result.hops if result is not None else list(hops or ())
-        prompt_tokens = self._tokens.count(body)
+        # One number per request on both sides of the "saved" ratio; the served tier's own usage
+        # spares tokenizing every prompt on the hot path.
+        prompt_tokens = (prompt_tokens_of(result.reply.body, lambda: self._tokens.count(body)) if result is not None
+                         else self._tokens.count(body))
         prompt_bytes = len(json.dumps(body).encode())
         for hop in journey:
             if hop.confidence is not None:

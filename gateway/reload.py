@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import httpx
-
 from gateway.cluster import ClusterLink
 from gateway.config import GatewayConfig, load_config
 from gateway.holder import RuntimeHolder
@@ -72,7 +70,7 @@ class Reloader:
     """Owns the RuntimeHolder's lifecycle: startup, reloads, policy patches, cluster catch-up."""
 
     def __init__(self, holder: RuntimeHolder, metrics: Metrics, config_path: str | None,
-                 store_slot: _StoreSlot, transport: httpx.AsyncBaseTransport | None, replica_id: str) -> None:
+                 store_slot: _StoreSlot, replica_id: str) -> None:
         self.holder = holder
         self.metrics = metrics
         self.config_path = config_path
@@ -82,7 +80,6 @@ class Reloader:
         self.last_error: str | None = None
         self.reloaded_at: float | None = None
         self._store = store_slot
-        self._transport = transport
         self._lock = asyncio.Lock()
         self._link: ClusterLink | None = None
         self._next_check = 0.0
@@ -91,7 +88,6 @@ class Reloader:
 
     @classmethod
     async def start(cls, config: GatewayConfig, *, config_path: str | None, metrics: Metrics,
-                    transport: httpx.AsyncBaseTransport | None = None,
                     store: WindowStore | None = None) -> Reloader:
         """Build the first runtime and, with the Redis store, join the cluster's control channel."""
         if store is not None:
@@ -99,9 +95,9 @@ class Reloader:
         else:
             built, close = await build_store(config)
             slot = _StoreSlot(built, close, config.windows)
-        runtime = await Runtime.start(config, transport=transport, store=slot.store, metrics=metrics)
+        runtime = await Runtime.start(config, store=slot.store, metrics=metrics)
         holder = RuntimeHolder(runtime, drain_timeout_s=config.server.request_timeout_s + 5)
-        reloader = cls(holder, metrics, config_path, slot, transport, new_replica_id())
+        reloader = cls(holder, metrics, config_path, slot, new_replica_id())
         await reloader._link_cluster(config)
         return reloader
 
@@ -284,7 +280,7 @@ class Reloader:
             built, close = await build_store(config)
             new_slot = _StoreSlot(built, close, config.windows)
         try:
-            runtime = await Runtime.start(config, transport=self._transport, store=new_slot.store,
+            runtime = await Runtime.start(config, store=new_slot.store,
                                           metrics=self.metrics, overrides=overrides)
         except Exception:
             if new_slot is not old_slot and new_slot.close is not None:

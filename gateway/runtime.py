@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from gateway.backends import build_backend
 from gateway.cascade import Tier
 from gateway.config import POLICY_NAMES, GatewayConfig
@@ -46,7 +44,7 @@ class Runtime:
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None,
+    async def start(cls, config: GatewayConfig, *,
                     store: WindowStore | None = None, metrics: Metrics | None = None,
                     overrides: Overrides | None = None) -> Runtime:
         """Build clients and policies for `config`. A `store` passed in is borrowed (not closed here)."""
@@ -59,7 +57,7 @@ class Runtime:
                                    include_prompts=config.logging.include_prompts)
         tiers: list[Tier] = []
         for level, tier_config in enumerate(config.tiers):
-            backend = build_backend(tier_config, transport)
+            backend = build_backend(tier_config)
             closers.append(backend.aclose)
             tiers.append(Tier(tier_config, observer.timed(tier_config.name, backend),
                               asyncio.Semaphore(tier_config.max_concurrency), level))
