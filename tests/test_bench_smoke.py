@@ -1,0 +1,25 @@
+"""The benchmark runs end to end in its short smoke mode (it measures; it asserts no timings)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by `make system-deps`")
+def test_bench_smoke_mode_produces_the_table() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--litellm", ""], cwd=REPO,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout
+    for label in ("tier direct", "gateway, pinned tier", "gateway, 3-tier cascade"):
+        rows = [line for line in table.splitlines() if line.startswith(f"| {label} |")]
+        assert len(rows) == 2, table  # concurrency 1 and 16
+        assert all(line.split("|")[8].strip() == "0" for line in rows), table  # no failed requests
+    assert "cascade decision in memory" in table and "time to first byte" in table
