@@ -126,6 +126,14 @@ def error_response(error: GatewayError, request_id: str | None = None) -> JSONRe
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
+def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """A bug of ours: logged with its traceback, answered as a plain OpenAI-shaped 500."""
+    request_id = getattr(request.state, "request_id", None)
+    log.error("unexpected error handling %s (request %s)", request.url.path, request_id, exc_info=exc)
+    return error_response(GatewayError(f"Internal error; request id {request_id}", code="internal_error"),
+                          request_id)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in OpenAI's shape; an unexpected one is logged, never shown as a traceback."""
 
@@ -148,10 +156,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InvalidRequest(f"Invalid request: {exc}"))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None)
-        log.exception("unexpected error handling %s (request %s)", request.url.path, request_id)
-        return error_response(GatewayError(f"Internal error; request id {request_id}", code="internal_error"),
-                              request_id)
+        return unexpected_error_response(request, exc)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

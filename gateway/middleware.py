@@ -13,6 +13,7 @@ from typing import Any, Final
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access_log import access_record, emit
+from gateway.api import FAST_ROUTES, serve_fast
 from gateway.observer import SUMMARY_STATE, CascadeSummary, start_tier_clock, stop_tier_clock
 from gateway.reload import Reloader
 
@@ -73,8 +74,12 @@ class GatewayMiddleware:
                         record(runtime.config.logging.access_log)
                     await send(message)
 
+                fast = FAST_ROUTES.get(path) if scope.get("method") == "POST" else None
                 try:
-                    await self.app(scope, receive, send_status)
+                    if fast is not None:
+                        await serve_fast(fast, scope, receive, send_status)
+                    else:
+                        await self.app(scope, receive, send_status)
                 finally:
                     record(runtime.config.logging.access_log)  # the app raised or never finished the body
         finally:
