@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("tiers", help="start/stop/inspect the local llama.cpp tiers (tiers --help)",
                         add_help=False)
+    commands.add_parser("eval", help="record / replay / live evaluation on real datasets (eval --help)",
+                        add_help=False)
     return parser
 
 
@@ -79,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.local.commands import main as tiers_main
 
         return tiers_main(arguments[1:])
+    if arguments[:1] == ["eval"]:
+        from gateway.evaluation.commands import main as eval_main
+
+        return eval_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     code: int = args.handler(args)
     return code

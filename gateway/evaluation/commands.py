@@ -1,0 +1,117 @@
+"""`recserve eval record | replay | live | report`: argument parsing and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import openai
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8000/v1"
+RESULTS = Path("eval/results")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _client(gateway: str, timeout_s: float = 300.0) -> openai.OpenAI:
+    # The gateway is usually open (auth.api_keys_env null); a key from the environment still works.
+    return openai.OpenAI(base_url=gateway, api_key=os.environ.get("OPENAI_API_KEY", "eval"),
+                         timeout=timeout_s, max_retries=0)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from gateway.evaluation.datasets import load_examples
+    from gateway.evaluation.record import record
+    from gateway.local.paths import default_layout
+
+    started = time.monotonic()
+    examples = load_examples(default_layout(), args.dataset, args.limit, report=_say)
+    out = Path(args.out) if args.out else RESULTS / "traces" / f"{args.dataset}.jsonl"
+    with _client(args.gateway) as client:
+        ran = record(examples, out, client, report=_say)
+    _say(f"{args.dataset}: recorded {ran} new examples ({len(examples) - ran} already in {out}) "
+         f"in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.evaluation.replay import replay_trace_file
+
+    result = replay_trace_file(Path(args.trace))
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    from gateway.evaluation.report import policy_table
+
+    print(policy_table(result))
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from gateway.evaluation.live import run_live
+
+    with _client(args.gateway) as client:
+        summary = run_live([Path(t) for t in args.traces], client, config_path=Path(args.config), report=_say)
+    text = json.dumps(summary, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in summary.items() if k != "requests"}, indent=2))
+    return 0 if summary["served_tier_matches"] == summary["requests_total"] else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from gateway.evaluation.report import write_report
+
+    written = write_report(Path(args.traces), Path(args.out))
+    for path in written:
+        _say(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `recserve eval` argument parser."""
+    from gateway.evaluation.datasets import SPECS
+
+    parser = argparse.ArgumentParser(prog="recserve eval", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rec = commands.add_parser("record", help="run each example through every tier, write a trace")
+    rec.add_argument("--dataset", required=True, choices=sorted(SPECS))
+    rec.add_argument("--limit", type=int, default=None, help="first N examples of the split")
+    rec.add_argument("--gateway", default=DEFAULT_GATEWAY, help="the gateway's /v1 base URL")
+    rec.add_argument("--out", help="trace path (default eval/results/traces/<dataset>.jsonl)")
+    rec.set_defaults(handler=_record)
+
+    rep = commands.add_parser("replay", help="simulate every policy on a trace")
+    rep.add_argument("trace")
+    rep.add_argument("--json", help="write the full result here")
+    rep.set_defaults(handler=_replay)
+
+    live = commands.add_parser("live", help="send a trace's examples through a fresh gateway, compare tiers")
+    live.add_argument("traces", nargs="+", metavar="TRACE")
+    live.add_argument("--gateway", default=DEFAULT_GATEWAY)
+    live.add_argument("--config", default="config.yaml", help="the gateway's config (for its beta and window)")
+    live.add_argument("--json", help="write the per-request comparison here")
+    live.set_defaults(handler=_live)
+
+    report = commands.add_parser("report", help="table, JSON and plots from every trace in a folder")
+    report.add_argument("--traces", default=str(RESULTS / "traces"))
+    report.add_argument("--out", default=str(RESULTS))
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `recserve eval`; returns the exit code."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    code: int = args.handler(args)
+    return code

@@ -1,0 +1,110 @@
+"""`recserve eval live`: the trace's examples through a running gateway, compared with the replay.
+
+The gateway must be fresh (empty memory windows) and run the recserve policy; its β and W are read
+from the same config file it was started with. Traces are sent one after another in their own order
+and replayed as one sequence through one policy, so windows carry over exactly as in the gateway.
+Besides the served tier, the path, the uplink tokens and the served tier's confidence are compared:
+a decision can only differ if a tier answered differently this time (llama.cpp at temperature 0 is
+normally deterministic), and the confidence comparison says whether that happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from gateway.config import load_config
+from gateway.evaluation.datasets import Example
+from gateway.evaluation.record import TIERS, chat_request, header_float, read_trace
+from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
+from policies.recserve import RecServePolicy
+from policies.stores.memory import MemoryWindowStore
+
+
+def examples_of(rows: Sequence[dict[str, Any]]) -> list[Example]:
+    """The examples a trace was recorded from, rebuilt from its rows (one per index, in order)."""
+    first: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(int(row["index"]), row)
+    max_tokens = {"classification": 3, "generation": 200}
+    return [Example(str(r["dataset"]), i, str(r["prompt"]), r["task"],
+                    tuple(r["labels"]) if r.get("labels") is not None else None, str(r["gold"]),
+                    int(r.get("max_tokens") or max_tokens[r["task"]]))
+            for i, r in sorted(first.items())]
+
+
+def ask_live(client: openai.OpenAI, example: Example) -> dict[str, Any]:
+    """One request with model `recserve`; the decision headers the gateway answered with."""
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(**chat_request(example, "recserve"))
+    raw.parse()
+    return {"tier": raw.headers.get("x-recserve-tier"), "path": raw.headers.get("x-recserve-path"),
+            "confidence": header_float(raw.headers.get("x-recserve-confidence")),
+            "threshold": header_float(raw.headers.get("x-recserve-threshold")),
+            "uplink_tokens": int(raw.headers.get("x-recserve-uplink-tokens") or 0),
+            "latency_s": time.perf_counter() - started}
+
+
+def _uplink(request: Request, outcome: Outcome) -> int:
+    return sum(request.answers[t].prompt_tokens for t in outcome.visited if t != TIERS[0])
+
+
+def compare(requests: Sequence[Request], examples: Sequence[Example], outcomes: Sequence[Outcome],
+            live: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-request comparison of the live gateway with the replay, and the match counts."""
+    rows = []
+    for request, example, outcome, seen in zip(requests, examples, outcomes, live, strict=True):
+        recorded = request.answers[seen["tier"]].confidence if seen["tier"] in request.answers else None
+        same_conf = (recorded is None and seen["confidence"] is None) or (
+            recorded is not None and seen["confidence"] is not None
+            and math.isclose(recorded, seen["confidence"], rel_tol=1e-9, abs_tol=1e-9))
+        rows.append({"dataset": example.dataset, "index": example.index,
+                     "replay_tier": outcome.served, "live_tier": seen["tier"],
+                     "replay_path": ">".join(outcome.visited), "live_path": seen["path"],
+                     "replay_uplink_tokens": _uplink(request, outcome), "live_uplink_tokens": seen["uplink_tokens"],
+                     "recorded_confidence": recorded, "live_confidence": seen["confidence"],
+                     "confidence_same": same_conf, "live_latency_s": seen["latency_s"]})
+    return {
+        "requests_total": len(rows),
+        "served_tier_matches": sum(r["replay_tier"] == r["live_tier"] for r in rows),
+        "path_matches": sum(r["replay_path"] == r["live_path"] for r in rows),
+        "uplink_token_matches": sum(r["replay_uplink_tokens"] == r["live_uplink_tokens"] for r in rows),
+        "served_confidence_matches": sum(r["confidence_same"] for r in rows),
+        "requests": rows,
+    }
+
+
+def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config_path: Path,
+             report: Callable[[str], None]) -> dict[str, Any]:
+    """Send every trace's examples through the gateway in order, replay them, compare."""
+    config = load_config(str(config_path))
+    if config.policy.default != "recserve" or config.windows.store != "memory":
+        report("warning: the live comparison assumes policy.default recserve and windows.store memory")
+    requests: list[Request] = []
+    examples: list[Example] = []
+    for trace in traces:
+        rows = read_trace(trace)
+        trace_requests = requests_from_rows(rows)
+        kept = {r.index for r in trace_requests}
+        requests += trace_requests
+        examples += [e for e in examples_of(rows) if e.index in kept]
+    started = time.monotonic()
+    live: list[dict[str, Any]] = []
+    for count, example in enumerate(examples, start=1):
+        live.append(ask_live(client, example))
+        if count % 10 == 0 or count == len(examples):
+            rate = count / max(time.monotonic() - started, 1e-9)
+            report(f"live: {count}/{len(examples)} requests, {rate:.2f}/s, "
+                   f"ETA {(len(examples) - count) / rate:.0f} s")
+    policy = RecServePolicy(MemoryWindowStore(), config.beta_for, config.policy.recserve.window)
+    outcomes = asyncio.run(cascade(requests, policy))
+    summary = compare(requests, examples, outcomes, live)
+    summary.update(traces=[str(t) for t in traces], beta=config.policy.recserve.beta,
+                   window=config.policy.recserve.window, seconds=time.monotonic() - started)
+    return summary
