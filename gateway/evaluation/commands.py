@@ -56,10 +56,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
     from gateway.evaluation.live import run_live
 
+    config = load_config(args.config)
     with _client(args.gateway) as client:
-        summary = run_live([Path(t) for t in args.traces], client, config_path=Path(args.config), report=_say)
+        summary = run_live([Path(t) for t in args.traces], client, config=config, report=_say)
     text = json.dumps(summary, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

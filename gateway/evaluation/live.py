@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 
-from gateway.config import load_config
+from gateway.config import GatewayConfig
 from gateway.evaluation.datasets import Example
 from gateway.evaluation.record import TIERS, chat_request, header_float, read_trace
 from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
@@ -80,10 +80,9 @@ def compare(requests: Sequence[Request], examples: Sequence[Example], outcomes: 
     }
 
 
-def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config_path: Path,
-             report: Callable[[str], None]) -> dict[str, Any]:
+def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayConfig,
+             report: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Send every trace's examples through the gateway in order, replay them, compare."""
-    config = load_config(str(config_path))
     if config.policy.default != "recserve" or config.windows.store != "memory":
         report("warning: the live comparison assumes policy.default recserve and windows.store memory")
     requests: list[Request] = []

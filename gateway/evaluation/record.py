@@ -70,6 +70,7 @@ def ask_tier(client: openai.OpenAI, example: Example, tier: str) -> dict[str, An
     """One call to `recserve/<tier>`; the row the trace keeps for it (an `error` field if it failed)."""
     row: dict[str, Any] = {"dataset": example.dataset, "index": example.index, "tier": tier,
                            "task": example.task, "labels": example.labels, "gold": example.gold,
+                           "max_tokens": example.max_tokens,
                            "prompt": example.prompt, "prompt_bytes": len(example.prompt.encode("utf-8"))}
     started = time.perf_counter()
     try:
