@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +64,38 @@ def matched_comparison(result: Mapping[str, Any]) -> dict[str, Any]:
     cas = [e for e in result["policies"] if e["policy"] == "casserve"]
     nearest = min(cas, key=lambda e: (abs(e["comm_vs_cloud"] - rec["comm_vs_cloud"]), -e["accuracy"]))
     cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")
-    return {"dataset": result["dataset"], "n": result["n"], "recserve_accuracy": rec["accuracy"],
+    return {"casserve_interpolated_accuracy": interpolate(
+                [(e["comm_vs_cloud"], e["accuracy"]) for e in cas], rec["comm_vs_cloud"]),
+            "dataset": result["dataset"], "n": result["n"], "recserve_accuracy": rec["accuracy"],
             "recserve_comm": rec["comm_vs_cloud"], "casserve_threshold": nearest["params"]["threshold"],
             "casserve_accuracy": nearest["accuracy"], "casserve_comm": nearest["comm_vs_cloud"],
             "cloud_accuracy": cloud["accuracy"], "device_accuracy": main_rows(result)[0]["accuracy"]}
 
 
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Accuracy of a sweep's piecewise-linear curve at communication `x` (clamped at its ends)."""
+    ordered = sorted(points)
+    if x <= ordered[0][0]:
+        return ordered[0][1]
+    for (x0, y0), (x1, y1) in pairwise(ordered):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ordered[-1][1]
+
+
 def claim_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Per dataset: RecServe (β=0.3) vs the CasServe point of nearest communication, and vs cloud-only."""
     lines = ["| dataset | n | device-only acc | cloud-only acc | RecServe acc | RecServe comm | "
-             "CasServe θ (nearest comm) | CasServe acc | CasServe comm | RecServe minus CasServe acc | "
-             "comm saved vs cloud-only |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "CasServe θ (nearest comm) | its acc | its comm | CasServe acc at RecServe's comm (interpolated) | "
+             "RecServe minus that | comm saved vs cloud-only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         m = matched_comparison(result)
         lines.append(
             f"| {m['dataset']} | {m['n']} | {m['device_accuracy']:.3f} | {m['cloud_accuracy']:.3f} | "
             f"{m['recserve_accuracy']:.3f} | {m['recserve_comm']:.2f} | {m['casserve_threshold']} | "
-            f"{m['casserve_accuracy']:.3f} | {m['casserve_comm']:.2f} | "
-            f"{m['recserve_accuracy'] - m['casserve_accuracy']:+.3f} | {1 - m['recserve_comm']:.0%} |")
+            f"{m['casserve_accuracy']:.3f} | {m['casserve_comm']:.2f} | {m['casserve_interpolated_accuracy']:.3f} | "
+            f"{m['recserve_accuracy'] - m['casserve_interpolated_accuracy']:+.3f} | {1 - m['recserve_comm']:.0%} |")
     return "\n".join(lines)
 
 
