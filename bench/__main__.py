@@ -47,7 +47,9 @@ def _litellm(binary: str, tier_port: int, folder: Path) -> Server:
     port = free_port()
     return start("litellm", [binary, "--config", str(path), "--port", str(port), "--host", "127.0.0.1"],
                  f"http://127.0.0.1:{port}", "/health/liveliness", log=folder / "litellm.log", timeout_s=120,
-                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                      # Both gateways run without client keys here, so neither pays for auth.
+                      "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
 
 
 def _row(label: str, result: LoadResult, connections: int, cpu_s: float | None, rss_mb: float | None,
