@@ -8,7 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from gateway.evaluation.record import TIERS
+from gateway.evaluation.record import TIERS, compress
 from gateway.evaluation.replay import replay_trace_file
 
 # The operating points of the main table: the config's CasServe θ and the authors' β / W.
@@ -140,8 +140,11 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path) -> None:
 
 
 def write_report(traces: Path, out: Path) -> list[Path]:
-    """Replay every `*.jsonl.gz` (or `*.jsonl`) trace in `traces`; write results.md/.json and the plot."""
-    files = sorted(traces.glob("*.jsonl.gz")) or sorted(traces.glob("*.jsonl"))
+    """Gzip every recorded `*.jsonl` trace in `traces` (the committed form), replay every `*.jsonl.gz`,
+    write results.md, results.json and the plot."""
+    for plain in sorted(traces.glob("*.jsonl")):
+        compress(plain, plain.with_name(plain.name + ".gz"))
+    files = sorted(traces.glob("*.jsonl.gz"))
     results = [replay_trace_file(f) for f in files]
     # Classification datasets first, generation last, each alphabetically: a stable table.
     results.sort(key=lambda r: (r["task"] != "classification", r["dataset"]))
