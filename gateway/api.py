@@ -39,6 +39,7 @@ from gateway.shaping import (
     result_summary,
 )
 from gateway.streaming import StreamPlan, buffered_call, client_events, early_call, stream_body
+from policies.quality import QualityPolicy
 
 log = logging.getLogger("recserve.access")
 Model = TypeVar("Model", bound=BaseModel)
@@ -171,6 +172,10 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
     headers = result_headers(result, task, request_id)
     runtime.observer.request_done(request, selected.policy.name, task, body, result)
+    if isinstance(selected.policy, QualityPolicy):
+        runtime.prober.after(cascade_request, result)
+        estimate = selected.policy.estimate(result.tier.name, task, result.confidence or 0.0)
+        headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
     if parsed.stream:
         plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
                           cascade_request.count_prompt_tokens)

@@ -16,7 +16,7 @@ from gateway.protocol import Route
 from policies.base import Task, ThresholdPolicy
 from policies.confidence import response_confidence
 
-Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed"]
+Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed"]
 # Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
 _NO_ANSWER = frozenset({"fault", "busy", "skipped", "failed"})
 
@@ -91,6 +91,8 @@ def render_path(hops: Sequence[Hop]) -> str:
         text = hop.tier + (f"[{hop.upstream_path}]" if hop.upstream_path else "")
         if hop.outcome in _NO_ANSWER:
             text += "!"
+        elif hop.outcome == "bypassed":
+            text += "~"  # not asked: the policy learned it cannot answer this task well enough
         parts.append(text)
         if i < len(hops) - 1:
             parts.append(">")
@@ -149,6 +151,9 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
     for index, tier in enumerate(tiers):
         final = index == len(tiers) - 1
         name = tier.config.name
+        if not final and policy.bypassed(name, request.task):
+            journey.hops.append(Hop(name, "bypassed", reason="quality"))
+            continue
         remaining = request.deadline - time.monotonic()
         if remaining <= 0 or remaining < tier.config.min_budget_s:
             journey.hops.append(Hop(name, "skipped", reason="budget"))
@@ -171,7 +176,8 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         decision = await policy.decide(name, request.task + request.window_suffix, confidence)
         journey.window_fallback |= decision.fallback
         if decision.escalate:
-            journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, upstream_path=upstream))
+            journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, decision.reason,
+                                    upstream_path=upstream))
             if reply.complete:  # a cut-off prefix is no answer to fall back on
                 journey.best = (reply, tier, confidence, decision.threshold)
             else:

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RESERVED_TIER_NAMES = frozenset({"recserve", "casserve", "quality"})
-POLICY_NAMES = ("recserve", "casserve")
+POLICY_NAMES = ("recserve", "casserve", "quality")
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -98,10 +98,21 @@ class CasServePolicyConfig(_Strict):
     default_threshold: Probability = 0.8
 
 
+class QualityPolicyConfig(_Strict):
+    """`recserve/quality`: the window rule plus a quality floor learned from probes."""
+
+    probe_rate: Probability = 0.05  # share of kept (or bypassed) answers also asked of the top tier
+    target: Probability = 0.9  # required estimated agreement with the top tier
+    min_probes: int = Field(20, ge=1)  # below this many probes per tier and task, the plain rule decides
+    window: int = Field(200, ge=1)  # probes remembered per tier and task
+    similarity: Probability = 0.5  # generation: token-F1 at or above this counts as agreement
+
+
 class PolicyConfig(_Strict):
     default: str = "recserve"
     recserve: RecServePolicyConfig = RecServePolicyConfig()
     casserve: CasServePolicyConfig = CasServePolicyConfig()
+    quality: QualityPolicyConfig = QualityPolicyConfig()
     tool_requests: str | None = None
 
 

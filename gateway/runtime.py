@@ -14,9 +14,11 @@ from gateway.errors import NotFound
 from gateway.metrics import Metrics
 from gateway.observer import RequestObserver
 from gateway.overrides import Overrides, PolicyOverrides
+from gateway.probes import Prober
 from gateway.tokens import PromptTokenCounter
 from policies.base import ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
+from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
 from policies.stores.factory import build_window_store
 
@@ -41,6 +43,7 @@ class Runtime:
     client_keys: tuple[str, ...]
     observer: RequestObserver
     overrides: PolicyOverrides  # β and θ as changed at run time (PATCH /admin/policy)
+    prober: Prober  # background probes that teach the quality policy
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
@@ -62,11 +65,19 @@ class Runtime:
             tiers.append(Tier(tier_config, observer.timed(tier_config.name, backend),
                               asyncio.Semaphore(tier_config.max_concurrency), level))
         layer = PolicyOverrides(config, overrides)
+        quality = config.policy.quality
+        quality_policy = QualityPolicy(
+            RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
+            ProbeWindows(quality.window), QualitySettings(quality.target, quality.min_probes, quality.window))
+        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity)
+        closers.append(prober.aclose)
         policies: dict[str, ThresholdPolicy] = {
             "recserve": RecServePolicy(store, layer.beta_for, config.policy.recserve.window),
             "casserve": CasServePolicy(layer.threshold_for),
+            "quality": quality_policy,
         }
-        return cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, closers)
+        return cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, prober,
+                   closers)
 
     async def aclose(self) -> None:
         for close in reversed(self._closers):

@@ -46,6 +46,7 @@ class Decision:
     threshold: float | None  # None while the window is too short to judge (cold start)
     window_length: int = 0
     fallback: bool = False  # the window consulted was a local stand-in for the shared one
+    reason: str | None = None  # why it escalates when not the plain threshold ("quality")
 
 
 class ConfidenceEstimator(Protocol):
@@ -76,3 +77,7 @@ class ThresholdPolicy(Protocol):
     name: str
 
     async def decide(self, tier: str, task: str, confidence: float) -> Decision: ...
+
+    def bypassed(self, tier: str, task: str) -> bool:
+        """True when the tier should not even be asked for this task (a learned quality floor)."""
+        ...

@@ -18,3 +18,6 @@ class CasServePolicy:
     async def decide(self, tier: str, task: str, confidence: float) -> Decision:
         threshold = self._threshold_for(tier)
         return Decision(confidence < threshold, threshold)
+
+    def bypassed(self, tier: str, task: str) -> bool:
+        return False

@@ -12,14 +12,19 @@ class RecServePolicy:
 
     name = "recserve"
 
-    def __init__(self, store: WindowStore, beta_for: Callable[[str], float], window: int) -> None:
+    def __init__(self, store: WindowStore, beta_for: Callable[[str], float], window: int,
+                 namespace: str = "recserve") -> None:
         self._store = store
         self._beta_for = beta_for
         self._window = window
+        self._namespace = namespace  # policies built on this rule keep windows of their own
 
     async def decide(self, tier: str, task: str, confidence: float) -> Decision:
-        step = await self._store.step(WindowKey(self.name, tier, task), confidence, self._window,
+        step = await self._store.step(WindowKey(self._namespace, tier, task), confidence, self._window,
                                       self._beta_for(tier))
         if step.length <= 1:
             return Decision(False, None, step.length, step.fallback)
         return Decision(confidence < step.threshold, step.threshold, step.length, step.fallback)
+
+    def bypassed(self, tier: str, task: str) -> bool:
+        return False

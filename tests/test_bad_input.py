@@ -103,8 +103,8 @@ def test_hop_limit_is_508(http: httpx.Client) -> None:
 
 def test_models_list(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["recserve", "recserve/recserve", "recserve/casserve", "recserve/device", "recserve/edge",
-                   "recserve/cloud"]
+    assert ids == ["recserve", "recserve/recserve", "recserve/casserve", "recserve/quality",
+                   "recserve/device", "recserve/edge", "recserve/cloud"]
 
 
 def test_health_and_readiness(http: httpx.Client) -> None:

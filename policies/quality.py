@@ -1,0 +1,92 @@
+"""RecServe with a quality floor: the window rule decides how many requests a tier keeps; a learned
+competence curve decides whether the kept ones are good enough to keep.
+
+Probes (a sample of kept answers also asked of the top tier) give (confidence, agreed) pairs per
+tier and task; see `policies.competence`. With too few probes the plain rule decides. A tier whose
+answers cannot reach the target at any confidence is bypassed for that task until probes say
+otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from policies.base import Decision, ThresholdPolicy, WindowKey
+from policies.competence import CompetenceCurve, fit_competence
+
+
+@dataclass(frozen=True, slots=True)
+class QualitySettings:
+    target: float = 0.9  # required P(agree with the top tier) at the answer's confidence
+    min_probes: int = 20  # fewer probes than this: the plain rule decides
+    window: int = 200  # probes remembered per tier and task (follows drift)
+
+
+class ProbeWindows:
+    """Recent (confidence, agreed) probe results per tier and task, with the fitted curve cached."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pairs: dict[WindowKey, deque[tuple[float, bool]]] = {}
+        self._curves: dict[WindowKey, CompetenceCurve | None] = {}
+
+    def add(self, key: WindowKey, confidence: float, agreed: bool) -> None:
+        pairs = self._pairs.setdefault(key, deque(maxlen=self._size))
+        pairs.append((confidence, agreed))
+        self._curves.pop(key, None)
+
+    def curve(self, key: WindowKey) -> CompetenceCurve | None:
+        if key not in self._curves:
+            self._curves[key] = fit_competence(list(self._pairs.get(key, ())))
+        return self._curves[key]
+
+    def count(self, key: WindowKey) -> int:
+        return len(self._pairs.get(key, ()))
+
+    def reset(self, key: WindowKey | None = None) -> None:
+        if key is None:
+            self._pairs.clear()
+            self._curves.clear()
+        else:
+            self._pairs.pop(key, None)
+            self._curves.pop(key, None)
+
+
+class QualityPolicy:
+    """Keep an answer iff the window rule keeps it and its estimated agreement meets the target."""
+
+    name = "quality"
+
+    def __init__(self, rule: ThresholdPolicy, probes: ProbeWindows, settings: QualitySettings) -> None:
+        self._rule = rule
+        self._probes = probes
+        self._settings = settings
+
+    def _key(self, tier: str, task: str) -> WindowKey:
+        return WindowKey(self.name, tier, task)
+
+    def _curve(self, tier: str, task: str) -> CompetenceCurve | None:
+        curve = self._probes.curve(self._key(tier, task))
+        return curve if curve is not None and curve.probes >= self._settings.min_probes else None
+
+    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
+        decision = await self._rule.decide(tier, task, confidence)
+        curve = self._curve(tier, task)
+        if decision.escalate or curve is None:
+            return decision
+        if curve.agreement_at(confidence) < self._settings.target:
+            return Decision(True, decision.threshold, decision.window_length, decision.fallback, reason="quality")
+        return decision
+
+    def bypassed(self, tier: str, task: str) -> bool:
+        """True when enough probes show the tier's answers never reach the target for this task."""
+        curve = self._curve(tier, task)
+        return curve is not None and curve.best() < self._settings.target
+
+    def record_probe(self, tier: str, task: str, confidence: float, agreed: bool) -> None:
+        self._probes.add(self._key(tier, task), confidence, agreed)
+
+    def estimate(self, tier: str, task: str, confidence: float) -> float | None:
+        curve = self._curve(tier, task)
+        return curve.agreement_at(confidence) if curve is not None else None

@@ -1,0 +1,106 @@
+"""The quality floor (`recserve/quality`): competence learned online from probes to the top tier."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.competence import fit_competence
+from tests.conftest import GatewayStarter, RunningGateway, ask
+from tests.support.scripted_tier import ThreadedTier
+
+QUALITY = {"policy": {"default": "quality",
+                      "recserve": {"beta": {"device": 0.01, "edge": 0.01}},
+                      "quality": {"probe_rate": 1.0, "target": 0.9, "min_probes": 10, "window": 40}}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.booleans()), min_size=1, max_size=60))
+def test_competence_curve_is_monotone_and_a_probability(pairs: list[tuple[float, bool]]) -> None:
+    curve = fit_competence(pairs)
+    assert curve is not None and curve.probes == len(pairs)
+    assert list(curve.levels) == sorted(curve.levels)
+    assert all(0 < level < 1 for level in curve.levels)
+    assert list(curve.starts) == sorted(set(curve.starts))
+
+
+def test_one_lucky_probe_does_not_vouch_for_a_tier() -> None:
+    curve = fit_competence([(0.5, False)] * 10 + [(0.9, True)])
+    assert curve is not None and curve.best() < 0.9
+
+
+@pytest.fixture
+def quality(start_gateway: GatewayStarter) -> RunningGateway:
+    return start_gateway(QUALITY)
+
+
+def probes_settle(tiers: dict[str, ThreadedTier], timeout_s: float = 10) -> None:
+    """Probes run in the background: wait (bounded) until no tier has received anything for 150 ms."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while time.monotonic() < deadline:
+        count = sum(len(tier.requests) for tier in tiers.values())
+        if count == seen:
+            return
+        seen = count
+        time.sleep(0.15)
+
+
+def prompt(i: int, device_answer: str, confidence: float) -> str:
+    return (f"q{i} [device:answer={device_answer}][device:{confidence}][edge:answer=yes][edge:0.99]"
+            f"[cloud:answer=yes][cloud:0.99]")
+
+
+def test_learns_to_keep_only_the_confident_answers(quality: RunningGateway, tiers: dict[str, ThreadedTier]) -> None:
+    rng = random.Random(3)
+    with quality.sdk() as sdk:
+        for i in range(40):  # the device is right exactly when its confidence is above 0.8
+            confidence = round(rng.uniform(0.3, 0.99), 3)
+            ask(sdk, prompt(i, "yes" if confidence > 0.8 else "no", confidence))
+        probes_settle(tiers)
+        _, sure = ask(sdk, prompt(100, "yes", 0.95))
+        _, unsure = ask(sdk, prompt(101, "no", 0.7))
+    assert sure["x-recserve-path"] == "device"
+    assert float(sure["x-recserve-quality-estimate"]) >= 0.9
+    # The window rule alone keeps 0.7 (beta 0.01); the learned floor sends it up.
+    assert unsure["x-recserve-path"] == "device>edge"
+
+
+def test_bypasses_a_device_that_is_always_wrong_and_follows_drift(quality: RunningGateway,
+                                                                  tiers: dict[str, ThreadedTier]) -> None:
+    with quality.sdk() as sdk:
+        paths: list[str] = []
+        for i in range(30):
+            _, headers = ask(sdk, prompt(i, "no", 0.6))
+            paths.append(headers["x-recserve-path"])
+            probes_settle(tiers)
+        assert paths[-1] == "device~>edge"  # bypassed: not even asked
+        first_bypass = paths.index("device~>edge")
+        assert first_bypass <= 12
+        asked_before = len(tiers["device"].requests)
+        ask(sdk, prompt(50, "no", 0.6))
+        probes_settle(tiers)
+        assert len(tiers["device"].requests) == asked_before + 1  # the probe still samples it
+        # Drift: the device becomes good (and sure of itself); probes notice within a bounded count.
+        recovered_after: int | None = None
+        for i in range(40):
+            _, headers = ask(sdk, prompt(200 + i, "yes", 0.95))
+            probes_settle(tiers)
+            if headers["x-recserve-path"] == "device":
+                recovered_after = i
+                break
+        assert recovered_after is not None and recovered_after <= 15
+
+
+def test_quality_is_a_listed_model_and_plain_rule_before_probes(start_gateway: GatewayStarter) -> None:
+    gateway = start_gateway({"policy": {"quality": {"probe_rate": 0.0}}})
+    with gateway.sdk() as sdk:
+        assert "recserve/quality" in [m.id for m in sdk.models.list()]
+        _, headers = ask(sdk, "x [device:0.3]", model="recserve/quality")
+    assert headers["x-recserve-path"] == "device" and headers["x-recserve-quality-estimate"] == "none"
+
+
