@@ -9,6 +9,7 @@ from typing import Any, Final
 from gateway.metrics import Traffic
 from gateway.runtime import Runtime
 from policies.base import TASKS, WindowKey
+from policies.quality import QualityPolicy
 from policies.quantile import linear_quantile, quantile_fraction
 
 HISTOGRAM_BINS: Final = 10
@@ -47,6 +48,14 @@ def window_tasks(runtime: Runtime) -> list[str]:
     return tasks
 
 
+def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
+    """The quality floor per task: probes so far, the best agreement reachable, bypassed or not."""
+    policy = runtime.policies.get("quality")
+    if not isinstance(policy, QualityPolicy):
+        return None
+    return {task: policy.describe(tier, task) for task in TASKS}
+
+
 async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
     config = runtime.config
     overrides = runtime.overrides.current
@@ -73,6 +82,7 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
             entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
             entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
                                  "overridden": name in overrides.thresholds}
+            entry["quality"] = quality_view(runtime, name)
         tiers.append(entry)
     return {
         "policy_default": config.policy.default,

@@ -90,3 +90,11 @@ class QualityPolicy:
     def estimate(self, tier: str, task: str, confidence: float) -> float | None:
         curve = self._curve(tier, task)
         return curve.agreement_at(confidence) if curve is not None else None
+
+    def describe(self, tier: str, task: str) -> dict[str, object]:
+        """For operators: probes held, whether they are enough, best reachable agreement, bypass."""
+        key = self._key(tier, task)
+        curve = self._probes.curve(key)
+        return {"probes": self._probes.count(key), "enough": self._curve(tier, task) is not None,
+                "best_agreement": curve.best() if curve is not None else None,
+                "target": self._settings.target, "bypassed": self.bypassed(tier, task)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,3 +105,19 @@ def test_quality_is_a_listed_model_and_plain_rule_before_probes(start_gateway: G
     assert headers["x-recserve-path"] == "device" and headers["x-recserve-quality-estimate"] == "none"
 
 
+
+
+def test_admin_policy_shows_the_quality_floor(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSERVE_TEST_ADMIN_KEY", "admin-secret")
+    gateway = start_gateway({**QUALITY, "auth": {"admin_key_env": "RECSERVE_TEST_ADMIN_KEY"}})
+    with gateway.sdk() as sdk:
+        for i in range(14):
+            ask(sdk, prompt(i, "no", 0.6))
+            probes_settle(tiers)
+    with httpx.Client(base_url=gateway.root, headers={"authorization": "Bearer admin-secret"}) as admin:
+        view = admin.get("/admin/policy").json()
+    device = next(t for t in view["tiers"] if t["name"] == "device")
+    generation = device["quality"]["generation"]
+    assert generation["bypassed"] is True and generation["enough"] is True
+    assert generation["probes"] >= 10 and generation["best_agreement"] < 0.9
