@@ -83,9 +83,12 @@ GatewayStarter = Callable[..., RunningGateway]
 
 @pytest.fixture(params=["openai"])
 def provider(request: pytest.FixtureRequest) -> str:
-    """Which backend talks to the tiers; modules that must pass on both parametrize this."""
+    """Which backend talks to the tiers; modules that must pass on both use BOTH_BACKENDS."""
     value: str = request.param
     return value
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("provider", ["openai", "litellm"], indirect=True)
 
 
 @pytest.fixture

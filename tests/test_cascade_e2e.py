@@ -9,14 +9,11 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import ask
+from tests.conftest import BOTH_BACKENDS, ask
 from tests.support.scripted_tier import ThreadedTier
 
-
-@pytest.fixture(params=["openai", "litellm"])
-def provider(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+# Both backends (plain HTTP and litellm) must pass every test here.
+pytestmark = BOTH_BACKENDS
 
 
 def test_cold_start_answers_at_the_device(client: openai.OpenAI, tiers: dict[str, ThreadedTier]) -> None:

@@ -7,9 +7,8 @@ import math
 import random
 
 import numpy as np
-import pytest
 
-from tests.conftest import GatewayStarter
+from tests.conftest import BOTH_BACKENDS, GatewayStarter
 
 REQUESTS = 1000
 BETA = {"device": 0.3, "edge": 0.2}
@@ -17,10 +16,8 @@ WINDOW = 64  # small enough that FIFO trimming happens many times
 TIERS = ("device", "edge", "cloud")
 
 
-@pytest.fixture(params=["openai", "litellm"])
-def provider(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+# Both backends (plain HTTP and litellm) must pass every test here.
+pytestmark = BOTH_BACKENDS
 
 
 def transcribed_rule(confidences: list[dict[str, float]], tasks: list[str]) -> list[str]:

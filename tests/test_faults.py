@@ -9,14 +9,11 @@ import time
 import openai
 import pytest
 
-from tests.conftest import GatewayStarter, ask
+from tests.conftest import BOTH_BACKENDS, GatewayStarter, ask
 from tests.support.scripted_tier import ThreadedTier
 
-
-@pytest.fixture(params=["openai", "litellm"])
-def provider(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+# Both backends (plain HTTP and litellm) must pass every test here.
+pytestmark = BOTH_BACKENDS
 
 
 FAULTS = ["status=500", "status=503", "status=429", "reset", "garbage", "status=401"]
