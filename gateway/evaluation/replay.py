@@ -27,7 +27,9 @@ from policies.stores.memory import MemoryWindowStore
 
 BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 WINDOWS = (10, 100, 10000)
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# Below 0.5 too: over 4-5 options a small model's max-softmax is often 0.3-0.5, so 0.5 already escalates
+# nearly everything and the curve would not reach low communication.
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path) -> None:
                     color="tab:blue", label=f"RecServe β 0.1-0.7, W={window}")
         cas = sorted((e for e in policies if e["policy"] == "casserve"), key=lambda e: e["params"]["threshold"])
         ax.plot([e["comm_vs_cloud"] for e in cas], [e["accuracy"] for e in cas], "-s", ms=4,
-                color="tab:orange", label="CasServe θ 0.5-0.95")
+                color="tab:orange", label="CasServe θ 0.2-0.95")
         marks = {"device-only": ("v", "tab:green"), "edge-only": ("D", "tab:olive"),
                  "cloud-only": ("^", "tab:red"), "oracle": ("*", "black")}
         for entry in policies:
