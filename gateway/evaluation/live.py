@@ -42,8 +42,12 @@ def examples_of(rows: Sequence[dict[str, Any]]) -> list[Example]:
 def ask_live(client: openai.OpenAI, example: Example) -> dict[str, Any]:
     """One request with model `recserve`; the decision headers the gateway answered with."""
     started = time.perf_counter()
-    raw = client.chat.completions.with_raw_response.create(**chat_request(example, "recserve"))
-    raw.parse()
+    try:
+        raw = client.chat.completions.with_raw_response.create(**chat_request(example, "recserve"))
+        raw.parse()
+    except openai.APIError as exc:  # counted as a mismatch, never a crash halfway through the run
+        return {"tier": None, "path": f"error: {exc}", "confidence": None, "threshold": None,
+                "uplink_tokens": -1, "latency_s": time.perf_counter() - started}
     return {"tier": raw.headers.get("x-recserve-tier"), "path": raw.headers.get("x-recserve-path"),
             "confidence": header_float(raw.headers.get("x-recserve-confidence")),
             "threshold": header_float(raw.headers.get("x-recserve-threshold")),
