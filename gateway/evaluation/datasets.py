@@ -221,8 +221,15 @@ def predicted_label(answer: str, labels: Sequence[str]) -> str | None:
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
 def final_number(text: str) -> str | None:
-    """The answer number of a worked solution: the number after the last "answer is", else the last one."""
+    """The answer number of a worked solution: in the last `\\boxed{...}` (Qwen's habit), else the number
+    after the last "answer is", else the last number in the text."""
+    boxed = _BOXED.findall(text)
+    if boxed and _NUMBER.findall(boxed[-1]):
+        return _clean(_NUMBER.findall(boxed[-1])[0])
     at = text.casefold().rfind("answer is")
     if at >= 0:
         after = _NUMBER.findall(text[at:])
@@ -238,12 +245,17 @@ def _clean(number: str) -> str:
 
 def is_correct(example: Example, answer: str) -> bool:
     """Label match for classification; exact match of the final number for GSM8K."""
-    if example.labels is not None:
-        return predicted_label(answer, example.labels) == example.gold
+    return check_answer(answer, example.labels, example.gold)
+
+
+def check_answer(answer: str, labels: Sequence[str] | None, gold: str) -> bool:
+    """`is_correct` on the fields a trace row keeps (replay re-scores recorded answers with it)."""
+    if labels is not None:
+        return predicted_label(answer, labels) == gold
     number = final_number(answer)
     if number is None:
         return False
     try:
-        return float(number) == float(example.gold.replace(",", ""))
+        return float(number) == float(gold.replace(",", ""))
     except ValueError:
         return False

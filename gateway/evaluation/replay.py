@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.evaluation.datasets import check_answer
 from gateway.evaluation.record import TIERS, read_trace
 from policies.base import ThresholdPolicy
 from policies.casserve import CasServePolicy
@@ -80,7 +81,9 @@ def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] =
         failed = "error" in row
         grouped.setdefault(index, {})[str(row["tier"])] = TierAnswer(
             confidence=None if failed else row.get("confidence"),
-            correct=bool(row.get("correct", False)),
+            # Re-scored with today's checker, so a fix to answer checking needs no re-recording.
+            correct=bool(row.get("correct", False)) if "answer" not in row else check_answer(
+                str(row["answer"]), row.get("labels"), str(row["gold"])),
             prompt_tokens=int(row.get("prompt_tokens") or 0),
             prompt_bytes=int(row["prompt_bytes"]),
             latency_s=float(row.get("latency_s") or 0.0),

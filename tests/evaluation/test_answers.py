@@ -28,6 +28,7 @@ def test_letter_labels_must_stand_alone(answer: str, expected: str | None) -> No
     ("So she pays 3.5 dollars", "3.5"),
     ("First 12, then 7, the answer is -4 because", "-4"),
     ("no digits at all", None),
+    ("so the profit is \\(\\boxed{70,000}\\) dollars, 3 more", "70000"),
 ])
 def test_final_number(text: str, expected: str | None) -> None:
     assert final_number(text) == expected
