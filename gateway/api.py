@@ -27,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.intake import check_api_key, read_json_body, request_id_for
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
+from gateway.ratelimit import admit_client
 from gateway.runtime import Runtime
 from gateway.shaping import (
     HOPS_HEADER,
@@ -78,6 +79,7 @@ async def list_models(request: Request, runtime: RuntimeDep) -> JSONResponse:
 @router.post("/embeddings")
 async def embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
     request_id = _begin(request, runtime)
+    await admit_client(request, runtime.config)
     name = runtime.config.embeddings_tier
     if name is None:
         raise NotFound("No embeddings tier is configured (set `embeddings_tier`).", code="model_not_found")
@@ -136,6 +138,7 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
                     schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> Response:
     started = time.monotonic()
     request_id = _begin(request, runtime)
+    await admit_client(request, runtime.config)
     hops = _incoming_hops(request, runtime.config.server.max_hops)
     via = _incoming_via(request)
     raw, parsed = await _read(request, runtime, schema)

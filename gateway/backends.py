@@ -24,6 +24,14 @@ from gateway.protocol import Route
 # Tier statuses that are the request's own fault: the client gets them back as a 400.
 _CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
 LOOP_STATUS = 508
+# OpenAI request fields (chat, legacy completions, embeddings) handed to litellm as arguments.
+LITELLM_PASSTHROUGH = frozenset({
+    "messages", "prompt", "input", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+    "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream_options",
+    "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user", "functions", "function_call",
+    "modalities", "audio", "prediction", "reasoning_effort", "service_tier", "store", "best_of", "echo",
+    "suffix", "dimensions", "encoding_format",
+})
 
 
 async def _nothing_to_release() -> None:
@@ -241,7 +249,13 @@ class LiteLLMBackend:
                                                    max_retries=0, timeout=tier.timeout_s)
 
     def _arguments(self, body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
-        arguments = {k: v for k, v in body.items() if k not in ("model", "stream")}
+        # Only OpenAI request fields become litellm keyword arguments: litellm's own (base_url,
+        # api_version, fallbacks, mock_response, credentials, ...) would let a client pick the
+        # upstream (SSRF; tests/security). Other fields still reach the tier, as extra_body.
+        arguments = {k: v for k, v in body.items() if k in LITELLM_PASSTHROUGH}
+        extra = {k: v for k, v in body.items() if k not in LITELLM_PASSTHROUGH and k not in ("model", "stream")}
+        if extra:
+            arguments["extra_body"] = extra
         # litellm caches one HTTP client per distinct timeout value: pass the tier's constant timeout
         # and enforce the request's own (shrinking) budget around the call instead.
         arguments.update(model=self._tier.model, api_base=self._tier.base_url, timeout=self._tier.timeout_s,

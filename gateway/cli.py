@@ -37,7 +37,10 @@ def _serve(args: argparse.Namespace) -> int:
     if config.logging.access_log:
         configure_access_log()  # bare JSON lines, one per request, on stderr
     uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, log_level=args.log_level,
-                access_log=False, timeout_graceful_shutdown=10)
+                access_log=False, timeout_graceful_shutdown=10,
+                timeout_keep_alive=config.server.timeout_keep_alive_s,
+                limit_concurrency=config.server.limit_concurrency,
+                h11_max_incomplete_event_size=config.server.max_header_bytes)
     return 0
 
 

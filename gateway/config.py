@@ -31,11 +31,31 @@ class ServerConfig(_Strict):
     # Names this gateway in `x-recserve-via` so a chain that loops back is refused (508). Give all
     # replicas of one deployment the same id; unset → a random id per process.
     instance_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    # Server-side limits against slow or greedy clients (passed to uvicorn by `recserve serve`).
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # all request headers together; over it → 431
+    timeout_keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this
+    limit_concurrency: int | None = Field(None, ge=1)  # connections+tasks before uvicorn answers 503
+
+
+class RateLimitConfig(_Strict):
+    """Token bucket per client key (gateway/ratelimit.py): `burst` tokens, refilled at rpm/60 per second."""
+
+    requests_per_minute: float = Field(gt=0)
+    burst: int | None = Field(None, ge=1)  # unset → one minute's worth (at least 1)
+
+    @property
+    def rate_per_second(self) -> float:
+        return self.requests_per_minute / 60.0
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else max(1, int(self.requests_per_minute))
 
 
 class AuthConfig(_Strict):
     api_keys_env: str | None = "RECSERVE_API_KEYS"
     admin_key_env: str | None = "RECSERVE_ADMIN_KEY"
+    rate_limit: RateLimitConfig | None = None  # off unless set
 
     def client_keys(self) -> tuple[str, ...]:
         """Client keys from the environment; empty means the gateway is open."""
