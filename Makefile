@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Tests need a real redis-server (shared windows), nginx (load-balancer topology) and headless
-# Chromium with its WebDriver (the status page is tested in a real browser).
+# Tests need a real redis-server (shared windows), nginx (load-balancer topology), headless
+# Chromium with its WebDriver (the status page is tested in a real browser) and docker-compose 1.29
+# (validates docker/compose.yaml without a Docker engine).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -26,6 +27,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
