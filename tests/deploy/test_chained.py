@@ -115,6 +115,22 @@ def test_three_tiers_across_two_gateways(chain: tuple[GatewayProcess, GatewayPro
     assert device_log["uplink_tokens"] == int(headers["x-recserve-uplink-tokens"])
 
 
+def test_hop_limit_at_the_edge_gateway_is_passed_back_as_508(chain: tuple[GatewayProcess, GatewayProcess]) -> None:
+    device, edge = chain
+    # The client claims 3 hops already; the device gateway forwards the 4th, which the edge gateway
+    # (max_hops 4) refuses; the device gateway passes that 508 on instead of turning it into a 502.
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S * 3) as client:
+        response = client.post(f"{device.url}/chat/completions", headers={"x-recserve-hops": "3"}, json={
+            "model": "recserve", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "far [device:nologprobs]"}]})
+    print(f"\nhop limit: HTTP {response.status_code}: {response.json()['error']['message']}")
+    assert response.status_code == 508
+    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    assert "max_hops" in response.json()["error"]["message"]
+    refused = [json.loads(line) for line in edge.log().splitlines() if line.startswith("{") and '"status":508' in line]
+    assert len(refused) == 1  # it was the edge gateway that refused
+
+
 @pytest.fixture(scope="module")
 def loop(tiers: dict[str, ThreadedTier], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:

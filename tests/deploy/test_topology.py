@@ -90,6 +90,7 @@ class Answer:
     threshold: str | None
     window: str | None
     text: str
+    content_type: str
 
 
 def _prompt(index: int, rng: random.Random) -> str:
@@ -109,7 +110,8 @@ def _ask(client: openai.OpenAI, index: int, prompt: str, stream: bool) -> Answer
         headers = raw.headers
         text = raw.parse().choices[0].message.content or ""
     return Answer(index, stream, headers["x-request-id"], headers["x-recserve-tier"], headers["x-recserve-path"],
-                  headers.get("x-recserve-threshold"), headers.get("x-recserve-window"), text)
+                  headers.get("x-recserve-threshold"), headers.get("x-recserve-window"), text,
+                  headers.get("content-type", ""))
 
 
 def _access_records(replica: GatewayProcess) -> list[dict[str, Any]]:
@@ -186,6 +188,8 @@ def test_300_requests_through_nginx_reach_all_replicas_on_shared_windows(topolog
     assert len(answers) == REQUESTS
     assert sum(1 for a in answers if a.stream) == STREAMS
     assert all(a.text for a in answers)  # a real answer each time, streamed ones included
+    # Streams came through nginx as server-sent events, not as one buffered JSON body.
+    assert all(a.content_type.startswith("text/event-stream") == a.stream for a in answers)
     assert all(a.window is None for a in answers)  # shared windows throughout, never the local fallback
     # nginx spread the load: every replica served some, and all 300 are accounted for.
     assert set(per_replica) == {r.name for r in topology.replicas}
