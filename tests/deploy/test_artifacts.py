@@ -194,3 +194,24 @@ def test_kubernetes_deployment_wiring(tmp_path: Path) -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_tier_image_models_are_pinned_in_the_catalog(compose: dict[str, Any]) -> None:
+    """The tier build step (docker/fetch_tier.py) imports and the compose MODEL args are catalog keys."""
+    import importlib.util
+
+    from gateway.local.catalog import model_keys
+
+    spec = importlib.util.spec_from_file_location("fetch_tier", DOCKER / "fetch_tier.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports only: building llama-server takes minutes
+    assert callable(module.main)
+    for name in ("tier-device", "tier-edge", "tier-cloud"):
+        assert compose["services"][name]["build"]["args"]["MODEL"] in model_keys()
+    ignored = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    # Every file taken from the build context (COPY without --from) must survive the ignore file.
+    copied = set(re.findall(r"^COPY (?:--chown=\S+ )?([^-\s]\S*)", (DOCKER / "Dockerfile").read_text(), re.MULTILINE))
+    assert copied == {"pyproject.toml", "README.md", "gateway", "policies", "docker/fetch_tier.py", "config.yaml"}
+    for source in copied:
+        assert f"!{source.rstrip('/')}/" in ignored or f"!{source}" in ignored, source
