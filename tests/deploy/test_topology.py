@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import pytest
 import yaml
 
 from tests.support.scripted_tier import ThreadedTier
+from tests.support.servers import free_port
 from tests.windows.gateway_proc import GatewayProcess
 from tests.windows.redis_proc import RedisServer
 
@@ -205,3 +209,34 @@ def test_300_requests_through_nginx_reach_all_replicas_on_shared_windows(topolog
     assert len({(v["device"]["threshold"], v["edge"]["threshold"]) for v in views}) == 1
     # The replicas all carry this deployment's one instance id (chained loops are caught at any of them).
     assert all(INSTANCE_ID in replica.config_path.read_text() for replica in topology.replicas)
+
+
+def _healthcheck_command(port: int) -> list[str]:
+    """The gateway image's HEALTHCHECK (exec form) from docker/Dockerfile, aimed at `port`."""
+    text = re.sub(r"\\\n\s*", " ", (Path(__file__).resolve().parents[2] / "docker/Dockerfile").read_text())
+    gateway_stage = text[text.index("AS gateway"):]
+    command: list[str] = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", gateway_stage, re.MULTILINE)[1])
+    assert command[0] == "python"
+    return [sys.executable, *[part.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for part in command[1:]]]
+
+
+def test_the_image_healthcheck_passes_on_a_live_replica_and_fails_on_a_dead_port(topology: Topology) -> None:
+    live = subprocess.run(_healthcheck_command(topology.replicas[0].port), capture_output=True, timeout=30,
+                          check=False)
+    assert live.returncode == 0, live.stderr
+    dead = subprocess.run(_healthcheck_command(free_port()), capture_output=True, timeout=30, check=False)
+    assert dead.returncode != 0
+
+
+def test_the_deps_layer_installs_exactly_the_project_dependencies(tmp_path: Path) -> None:
+    """The Dockerfile's requirements one-liner, run on the real pyproject.toml."""
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[2] / "docker/Dockerfile").read_text()
+    one_liner = re.search(r'RUN python -c "(.*?)" \\', text)
+    assert one_liner is not None
+    done = subprocess.run([sys.executable, "-c", one_liner[1]], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=30, check=True)
+    with (Path(__file__).resolve().parents[2] / "pyproject.toml").open("rb") as file:
+        expected = tomllib.load(file)["project"]["dependencies"]
+    assert done.stdout.split() == expected
