@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import yaml
@@ -207,6 +208,14 @@ def test_300_requests_through_nginx_reach_all_replicas_on_shared_windows(topolog
         assert view["device"]["window_length"] == REQUESTS
         assert view["edge"]["window_length"] == reached_edge
     assert len({(v["device"]["threshold"], v["edge"]["threshold"]) for v in views}) == 1
+    # Whatever the interleaving, the final windows hold exactly these confidences (W = 10000 > 300), so
+    # the thresholds every replica reports are the β-quantiles of the scripted values.
+    scripted = [dict(re.findall(r"\[(device|edge):([0-9.]+)\]", prompt)) for prompt in prompts]
+    device_values = [float(s["device"]) for s in scripted]
+    edge_values = [float(scripted[a.index]["edge"]) for a in answers if "edge" in a.path]
+    beta = yaml.safe_load(topology.replicas[0].config_path.read_text())["policy"]["recserve"]["beta"]
+    assert views[0]["device"]["threshold"] == pytest.approx(float(np.quantile(device_values, beta)), abs=1e-9)
+    assert views[0]["edge"]["threshold"] == pytest.approx(float(np.quantile(edge_values, beta)), abs=1e-9)
     # The replicas all carry this deployment's one instance id (chained loops are caught at any of them).
     assert all(INSTANCE_ID in replica.config_path.read_text() for replica in topology.replicas)
 
