@@ -149,7 +149,7 @@ def test_dockerfile_layers_user_healthcheck_entrypoint() -> None:
 def test_kubernetes_manifests_validate_offline() -> None:
     manifests = sorted(K8S.glob("*.yaml"))
     assert {p.name for p in manifests} == {"configmap.yaml", "deployment.yaml", "hpa.yaml", "secret.yaml",
-                                           "service.yaml"}
+                                           "service.yaml", "llama-tiers.yaml"}
     for path in manifests:
         _documents(path)  # duplicate keys would be silently merged by the validator
     validator = Path(sys.executable).parent / "kubernetes-validate"
@@ -159,11 +159,26 @@ def test_kubernetes_manifests_validate_offline() -> None:
                           timeout=120, check=False)
     print("\n" + done.stdout.strip())
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("passed") == len(manifests)
+    documents = sum(len(_documents(path)) for path in manifests)
+    assert done.stdout.count(" passed ") == documents
 
 
 def _by_kind() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for path in K8S.glob("*.yaml") for doc in _documents(path)}
+    """The gateway's own objects (llama-tiers.yaml holds the tiers' Deployments and Services)."""
+    return {doc["kind"]: doc for path in K8S.glob("*.yaml") if path.name != "llama-tiers.yaml"
+            for doc in _documents(path)}
+
+
+def test_kubernetes_tiers_named_in_the_configmap_exist(tmp_path: Path) -> None:
+    services = {doc["metadata"]["name"]: doc for doc in _documents(K8S / "llama-tiers.yaml")
+                if doc["kind"] == "Service"}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(_by_kind()["ConfigMap"]["data"]["config.yaml"])
+    in_cluster = [t for t in load_config(config_file).tiers if ".svc.cluster.local" in t.base_url]
+    assert [t.name for t in in_cluster] == ["device", "edge"]
+    for tier in in_cluster:
+        host, port = tier.base_url.split("//")[1].split("/")[0].split(":")
+        assert int(port) == services[host.split(".")[0]]["spec"]["ports"][0]["port"]
 
 
 def test_kubernetes_deployment_wiring(tmp_path: Path) -> None:
