@@ -38,7 +38,7 @@ class Fleet:
 
 def gateway_config(tiers: dict[str, ThreadedTier], *, tier_timeout_s: float, cloud_timeout_s: float,
                    request_timeout_s: float, redis_url: str | None = None,
-                   server: dict[str, Any] | None = None) -> dict[str, Any]:
+                   server: dict[str, Any] | None = None, access_log: bool = False) -> dict[str, Any]:
     """A three-tier RecServe config over the scripted tiers; Redis windows when `redis_url` is given."""
     entries = [{"name": name, "base_url": tiers[name].base_url, "model": tiers[name].model,
                 "timeout_s": cloud_timeout_s if name == "cloud" else tier_timeout_s,
@@ -51,13 +51,14 @@ def gateway_config(tiers: dict[str, ThreadedTier], *, tier_timeout_s: float, clo
         "tiers": entries,
         "policy": {"default": "recserve", "recserve": {"beta": 0.3, "window": 500}},
         "windows": windows,
-        "logging": {"access_log": False},
+        "logging": {"access_log": access_log},
     }
 
 
 @contextlib.contextmanager
 def fleet(replicas: int = 1, *, redis: bool = False, tier_timeout_s: float = 1.0, cloud_timeout_s: float = 3.0,
-          request_timeout_s: float = 10.0, server: dict[str, Any] | None = None) -> Iterator[Fleet]:
+          request_timeout_s: float = 10.0, server: dict[str, Any] | None = None,
+          access_log: bool = False) -> Iterator[Fleet]:
     """Tiers, then Redis (if asked), then `replicas` gateway processes; torn down in reverse."""
     import os
 
@@ -79,7 +80,8 @@ def fleet(replicas: int = 1, *, redis: bool = False, tier_timeout_s: float = 1.0
             stack.callback(running.redis.stop)
             redis_url = running.redis.url
         config = gateway_config(tiers, tier_timeout_s=tier_timeout_s, cloud_timeout_s=cloud_timeout_s,
-                                request_timeout_s=request_timeout_s, redis_url=redis_url, server=server)
+                                request_timeout_s=request_timeout_s, redis_url=redis_url, server=server,
+                                access_log=access_log)
         for index in range(replicas):
             gateway = GatewayProcess(f"gateway-{index}", config, workdir)
             stack.callback(gateway.stop)

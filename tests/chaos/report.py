@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +60,22 @@ def answered_by_tier(roots: list[str]) -> Counter[str]:
                 if labels.get("route") == "chat/completions" and labels.get("status") == "200":
                     counted[labels.get("tier", "-")] += int(float(match["value"]))
     return counted
+
+
+def logged_latencies(log: str) -> list[float]:
+    """Seconds each request took as the gateway itself measured it (access-log `latency_ms`)."""
+    latencies: list[float] = []
+    for line in log.splitlines():
+        start = line.find('{"')
+        if start < 0 or '"latency_ms"' not in line:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("latency_ms"), int | float):
+            latencies.append(float(record["latency_ms"]) / 1e3)
+    return latencies
 
 
 def table(results: list[ScenarioResult]) -> str:

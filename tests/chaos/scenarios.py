@@ -23,7 +23,7 @@ import yaml
 
 from tests.chaos.fleet import ADMIN_KEY, Fleet, fleet
 from tests.chaos.load import FaultPlan, Outcome, drive
-from tests.chaos.report import ScenarioResult, answered_by_tier
+from tests.chaos.report import ScenarioResult, answered_by_tier, logged_latencies
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Scale:
     slow_clients: int
 
 
-FULL = Scale(duration_s=20, concurrency=128, max_requests=200_000, slow_clients=256)
+FULL = Scale(duration_s=20, concurrency=96, max_requests=200_000, slow_clients=256)
 CI = Scale(duration_s=6, concurrency=32, max_requests=20_000, slow_clients=64)
 EDGE_FAULTS = {"device": 0.2, "edge": 0.2}
 
@@ -73,16 +73,23 @@ def faults(scale: Scale) -> ScenarioResult:
 def cloud(scale: Scale) -> ScenarioResult:
     timeout_s = 4.0
     plan = FaultPlan({**EDGE_FAULTS, "cloud": 0.2}, slow_s=6.0)
-    with fleet(tier_timeout_s=1.0, cloud_timeout_s=2.0, request_timeout_s=timeout_s) as running:
+    with fleet(tier_timeout_s=1.0, cloud_timeout_s=2.0, request_timeout_s=timeout_s, access_log=True) as running:
         result = ScenarioResult("cloud", _run(running, plan, scale, client_timeout_s=20, seed=2))
         _common_checks(result, running, all_answered=False)
+        for gateway in running.gateways:
+            gateway.stop()  # flush the access log
+        served = logged_latencies(running.logs())
     statuses = {o.status for o in result.outcomes}
     result.check(f"only 200, 502 or 504 (saw {sorted(s or 0 for s in statuses)})", statuses <= {200, 502, 504})
-    slack = 1.5
-    result.check(f"no request past request_timeout_s={timeout_s} (+{slack} s slack)",
-                 result.max_latency() <= timeout_s + slack)
-    result.check("errors carry OpenAI's shape (502/504 seen as http_502/http_504 only)",
-                 all(o.kind.startswith(("ok", "degraded", "http_5", "stream_error")) for o in result.outcomes))
+    # Measured by the gateway (access log): on a loaded machine the clients' own clock also counts
+    # the time their event loop was busy, so the client-side maximum is reported, not asserted.
+    slack = 1.0
+    longest = max(served, default=0.0)
+    result.check(f"every request logged ({len(served)} of {len(result.outcomes)})", len(served) >= len(result.outcomes))
+    result.check(f"no request past request_timeout_s={timeout_s} + {slack} s as the gateway measured it "
+                 f"(longest {longest:.2f} s)", longest <= timeout_s + slack)
+    result.check("failures are clear: only http_502/http_504 or an error event in a stream",
+                 all(o.kind in ("ok", "degraded", "http_502", "http_504", "stream_error") for o in result.outcomes))
     return result
 
 
