@@ -143,7 +143,19 @@ class ConfidenceConfig(_Strict):
 class WindowsConfig(_Strict):
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Name of an env var holding the URL, so a password need not sit in config.yaml (or a ConfigMap).
+    redis_url_env: str | None = None
     namespace: str = Field("recserve", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_environment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("redis_url_env"):
+            url = os.environ.get(str(data["redis_url_env"]))
+            if not url:
+                raise ValueError(f"redis_url_env: environment variable {data['redis_url_env']} is not set")
+            data = {**data, "redis_url": url}
+        return data
 
 
 class StreamingConfig(_Strict):

@@ -89,3 +89,12 @@ def test_cli_config_check_accepts_the_shipped_config() -> None:
     result = run_cli("config", "check", str(REPO / "config.yaml"))
     assert result.returncode == 0, result.stderr
     assert "3 tiers: device > edge > cloud" in result.stdout
+
+
+def test_redis_url_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_REDIS_URL", "redis://:s3cret@10.0.0.5:6379/2")
+    config = parse_config({"tiers": TIERS, "windows": {"store": "redis", "redis_url_env": "TEST_REDIS_URL"}})
+    assert config.windows.redis_url == "redis://:s3cret@10.0.0.5:6379/2"
+    monkeypatch.delenv("TEST_REDIS_URL")
+    errors = errors_of({"tiers": TIERS, "windows": {"store": "redis", "redis_url_env": "TEST_REDIS_URL"}})
+    assert errors == ["windows: redis_url_env: environment variable TEST_REDIS_URL is not set"]
