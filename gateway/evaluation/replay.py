@@ -71,8 +71,11 @@ class Metrics:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] = TIERS) -> list[Request]:
-    """Group trace rows into requests (sorted by index); examples missing a tier are left out."""
+def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] = TIERS,
+                       complete_only: bool = False) -> list[Request]:
+    """Group trace rows into requests (sorted by index); examples missing a tier are left out, and with
+    `complete_only` also those where a tier call failed (a timeout under load says nothing about the
+    model, and would count as a wrong answer that shipped no tokens)."""
     grouped: dict[int, dict[str, TierAnswer]] = {}
     tasks: dict[int, str] = {}
     for row in rows:
@@ -89,7 +92,8 @@ def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] =
             latency_s=float(row.get("latency_s") or 0.0),
             failed=failed,
         )
-    return [Request(i, tasks[i], grouped[i]) for i in sorted(grouped) if set(tiers) <= set(grouped[i])]
+    return [Request(i, tasks[i], grouped[i]) for i in sorted(grouped) if set(tiers) <= set(grouped[i])
+            and not (complete_only and any(answer.failed for answer in grouped[i].values()))]
 
 
 async def cascade(requests: Sequence[Request], policy: ThresholdPolicy,
@@ -204,10 +208,11 @@ def replay(requests: Sequence[Request]) -> list[dict[str, Any]]:
 def replay_trace_file(path: Path) -> dict[str, Any]:
     """Replay one trace file; the dataset name, request count and every policy's metrics."""
     rows = read_trace(path)
-    requests = requests_from_rows(rows)
+    requests = requests_from_rows(rows, complete_only=True)
+    failed = sorted({int(row["index"]) for row in rows if "error" in row})
     dataset = str(rows[0]["dataset"]) if rows else path.stem
     agree = [row.get("confidence_agrees") for row in rows if "error" not in row]
-    return {"dataset": dataset, "trace": str(path), "n": len(requests),
+    return {"dataset": dataset, "trace": str(path), "n": len(requests), "excluded_failed_calls": failed,
             "task": requests[0].task if requests else None,
             "confidence_header_agrees": sum(1 for a in agree if a), "confidence_rows": len(agree),
             "policies": replay(requests)}

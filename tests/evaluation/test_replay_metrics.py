@@ -80,3 +80,10 @@ def test_failed_tier_call_escalates_without_a_window_entry() -> None:
     outcomes = asyncio.run(cascade(requests_from_rows(rows), recserve_policy(0.5, 10000)))
     # Request 0 now starts at the edge (cold: served there); the device window starts at request 1.
     assert [o.served for o in outcomes] == ["edge", "device", "device"]
+
+
+def test_complete_only_leaves_out_requests_with_a_failed_call() -> None:
+    rows = _rows()
+    rows[2] = {**rows[2], "error": "timed out", "prompt_tokens": None}  # request 0's cloud call
+    assert [r.index for r in requests_from_rows(rows, complete_only=True)] == [1, 2]
+    assert len(requests_from_rows(rows)) == 3
