@@ -17,6 +17,7 @@ from tests.conftest import TEST_KEYS_ENV, GatewayStarter
 from tests.support.scripted_tier import ThreadedTier
 from tests.windows.conftest import ServerFactory
 from tests.windows.gateway_proc import GatewayProcess
+from tests.windows.redis_proc import RedisServer
 
 KEY_A, KEY_B = "sk-rate-a", "sk-rate-b"
 CHAT = {"model": "recserve/device", "messages": [{"role": "user", "content": "hi"}]}
@@ -85,7 +86,7 @@ def test_429_with_retry_after_per_key(start_gateway: GatewayStarter, monkeypatch
 
 @pytest.fixture
 def two_replicas(tiers: dict[str, ThreadedTier], redis_factory: ServerFactory, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[GatewayProcess, GatewayProcess, RedisServer]]:
     redis = redis_factory()
     monkeypatch.setenv("RECSERVE_RATE_TEST_KEYS", f"{KEY_A},{KEY_B}")
     config: dict[str, Any] = {
@@ -99,17 +100,23 @@ def two_replicas(tiers: dict[str, ThreadedTier], redis_factory: ServerFactory, t
     try:
         for name in ("rate-a", "rate-b"):
             started.append(GatewayProcess(name, config, tmp_path).start())
-        yield started[0], started[1]
+        yield started[0], started[1], redis
     finally:
         for gateway in started:
             gateway.stop()
 
 
-def test_bucket_is_shared_across_replicas_via_redis(two_replicas: tuple[GatewayProcess, GatewayProcess]) -> None:
-    first, second = (httpx.Client(base_url=g.url.removesuffix("/v1"), timeout=10) for g in two_replicas)
+def test_bucket_is_shared_across_replicas_via_redis(
+        two_replicas: tuple[GatewayProcess, GatewayProcess, RedisServer]) -> None:
+    *gateways, redis = two_replicas
+    first, second = (httpx.Client(base_url=g.url.removesuffix("/v1"), timeout=10) for g in gateways)
     with first, second:
         statuses = [_post(client, KEY_A).status_code for client in (first, second, first, second)]
         assert statuses == [200, 200, 200, 200]  # burst 4, spent across both replicas
         assert _post(first, KEY_A).status_code == 429
         assert _post(second, KEY_A).status_code == 429
         assert _post(second, KEY_B).status_code == 200
+        # Redis gone: each replica limits from its own buckets; requests are answered, not failed.
+        redis.stop()
+        assert [_post(first, KEY_B).status_code for _ in range(4)] == [200, 200, 200, 200]
+        assert _post(first, KEY_B).status_code == 429
