@@ -91,11 +91,13 @@ async def one_request(client: httpx.AsyncClient, prompt: str, stream: bool, head
 
 async def drive(urls: Sequence[str], plan: FaultPlan, *, concurrency: int, duration_s: float, max_requests: int,
                 client_timeout_s: float, seed: int = 0, headers: dict[str, str] | None = None,
-                during: Callable[[float], None] | None = None) -> list[Outcome]:
+                during: Callable[[float], None] | None = None,
+                lags: list[float] | None = None) -> list[Outcome]:
     """`concurrency` clients round-robin over `urls` until `duration_s` passes or `max_requests` were sent.
 
     `during(elapsed)` is called about every 0.1 s from the event loop (in a worker thread, so it may
-    block), to stop Redis, reload the config, and so on at chosen moments."""
+    block), to stop Redis, reload the config, and so on at chosen moments. `lags` collects how late
+    this (client) event loop woke up, to tell client-side delay from the gateway's."""
     outcomes: list[Outcome] = []
     counter = iter(range(max_requests))
     deadline = time.monotonic() + duration_s
@@ -116,7 +118,10 @@ async def drive(urls: Sequence[str], plan: FaultPlan, *, concurrency: int, durat
         while time.monotonic() < deadline:
             if during is not None:
                 await asyncio.to_thread(during, time.monotonic() - started)
+            asleep = time.monotonic()
             await asyncio.sleep(0.1)
+            if lags is not None:
+                lags.append(max(0.0, time.monotonic() - asleep - 0.1))
 
     try:
         tick = asyncio.create_task(ticker())

@@ -46,6 +46,9 @@ class ScenarioResult:
     def server_errors(self) -> int:
         return sum(1 for o in self.outcomes if o.status is not None and o.status >= 500)
 
+    def mean_latency(self) -> float:
+        return sum(o.latency_s for o in self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
+
     def max_latency(self) -> float:
         return max((o.latency_s for o in self.outcomes), default=0.0)
 
@@ -81,7 +84,7 @@ def logged_latencies(log: str) -> list[float]:
 def table(results: list[ScenarioResult]) -> str:
     """The summary: one row per scenario."""
     header = ("scenario", "requests", "answered", "device", "edge", "cloud", "degraded", "errors by type",
-              "lost", "5xx", "max s", "verdict")
+              "lost", "5xx", "mean s", "max s", "verdict")
     rows = [header]
     for r in results:
         tiers = r.tiers()
@@ -89,7 +92,8 @@ def table(results: list[ScenarioResult]) -> str:
         errors = ", ".join(f"{k}={n}" for k, n in sorted(kinds.items()) if k not in ("ok", "degraded")) or "-"
         rows.append((r.name, str(len(r.outcomes)), str(sum(tiers.values())), str(tiers["device"]),
                      str(tiers["edge"]), str(tiers["cloud"]), str(kinds["degraded"]), errors, str(r.lost()),
-                     str(r.server_errors()), f"{r.max_latency():.2f}", "PASS" if r.passed else "FAIL"))
+                     str(r.server_errors()), f"{r.mean_latency():.2f}", f"{r.max_latency():.2f}",
+                     "PASS" if r.passed else "FAIL"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
