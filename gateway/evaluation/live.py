@@ -65,9 +65,11 @@ def compare(requests: Sequence[Request], examples: Sequence[Example], outcomes: 
     rows = []
     for request, example, outcome, seen in zip(requests, examples, outcomes, live, strict=True):
         recorded = request.answers[seen["tier"]].confidence if seen["tier"] in request.answers else None
-        same_conf = (recorded is None and seen["confidence"] is None) or (
+        # A failed live request (no tier) has nothing to compare: not "the same".
+        both_none = recorded is None and seen["confidence"] is None
+        same_conf = seen["tier"] is not None and (both_none or (
             recorded is not None and seen["confidence"] is not None
-            and math.isclose(recorded, seen["confidence"], rel_tol=1e-9, abs_tol=1e-9))
+            and math.isclose(recorded, seen["confidence"], rel_tol=1e-9, abs_tol=1e-9)))
         rows.append({"dataset": example.dataset, "index": example.index,
                      "replay_tier": outcome.served, "live_tier": seen["tier"],
                      "replay_path": ">".join(outcome.visited), "live_path": seen["path"],
