@@ -14,6 +14,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics, StoreHealth
 from gateway.middleware import GatewayMiddleware
+from gateway.ratelimit import close_limiter
 from gateway.reload import Reloader
 from policies.base import WindowStore
 from policies.stores.failover import FailoverWindowStore
@@ -43,6 +44,7 @@ def create_app(config: GatewayConfig | None = None, *,
             yield
         finally:
             await reloader.aclose()
+            await close_limiter(app.state)
 
     app = FastAPI(title="RecServe gateway", version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics

@@ -157,6 +157,13 @@ class RateLimiter:
                 headers={"retry-after": str(retry_after)})
 
 
+async def close_limiter(state: object) -> None:
+    """Close the app's limiter's shared-store connection, if one was opened (app shutdown)."""
+    limiter: RateLimiter | None = getattr(state, STATE_ATTRIBUTE, None)
+    if limiter is not None and isinstance(limiter.buckets, RedisBuckets):
+        await limiter.buckets.aclose()
+
+
 def client_bucket(client: str) -> str:
     """The bucket name of a client: a digest, so neither memory nor Redis holds the key itself."""
     return hashlib.sha256(client.encode()).hexdigest()[:32]
