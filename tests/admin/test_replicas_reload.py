@@ -19,22 +19,11 @@ import yaml
 from tests.conftest import ask
 from tests.support.scripted_tier import ThreadedTier
 from tests.windows.gateway_proc import GatewayProcess
-from tests.windows.redis_proc import RedisServer, find_redis_server
+from tests.windows.redis_proc import RedisServer
 
 from .conftest import ADMIN_KEY, ADMIN_KEY_ENV, admin_config
 
 NAMESPACE = "ops"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server on PATH")
-    server = RedisServer(binary, tmp_path_factory.mktemp("ops-redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

