@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 from tests.chaos.report import ScenarioResult, table
 from tests.chaos.scenarios import CI, FULL, SCENARIOS
@@ -15,12 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="full scale (default: the short CI scale)")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--duration", type=float, help="override seconds of load per scenario")
+    parser.add_argument("--clients", type=int, help="override concurrent clients")
     args = parser.parse_args(argv)
     scale = FULL if args.full else CI
     if args.duration:
-        from dataclasses import replace
-
         scale = replace(scale, duration_s=args.duration)
+    if args.clients:
+        scale = replace(scale, concurrency=args.clients)
     results: list[ScenarioResult] = []
     for name in args.only or list(SCENARIOS):
         started = time.monotonic()
