@@ -9,8 +9,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import openai
+
+if TYPE_CHECKING:
+    from gateway.evaluation.replay import QualityOptions
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000/v1"
 RESULTS = Path("eval/results")
@@ -41,10 +45,30 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quality_options(args: argparse.Namespace) -> QualityOptions:
+    from gateway.evaluation.replay import QualityOptions
+
+    rates = [rate for rate in args.probe_rates if rate != args.probe_rate]
+    return QualityOptions(targets=tuple(args.targets), probe_rate=args.probe_rate,
+                          other_probe_rates=tuple(rates), seed=args.seed)
+
+
+def _add_quality_options(parser: argparse.ArgumentParser) -> None:
+    from gateway.evaluation.replay import PROBE_RATES, TARGETS, QualityOptions
+
+    group = parser.add_argument_group("quality policy (recserve/quality)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the simulated probes' RNG (same seed, same result)")
+    group.add_argument("--probe-rate", type=float, default=QualityOptions().probe_rate,
+                       help="probe rate of the full target x β sweep (default: the config's policy.quality.probe_rate)")
+    group.add_argument("--probe-rates", type=float, nargs="*", default=list(PROBE_RATES),
+                       help="further probe rates, swept over the targets at β=0.3 (sensitivity)")
+    group.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="policy.quality.target values")
+
+
 def _replay(args: argparse.Namespace) -> int:
     from gateway.evaluation.replay import replay_trace_file
 
-    result = replay_trace_file(Path(args.trace))
+    result = replay_trace_file(Path(args.trace), _quality_options(args))
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +97,7 @@ def _live(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from gateway.evaluation.report import write_report
 
-    written = write_report(Path(args.traces), Path(args.out))
+    written = write_report(Path(args.traces), Path(args.out), _quality_options(args))
     for path in written:
         _say(f"wrote {path}")
     return 0
@@ -96,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("replay", help="simulate every policy on a trace")
     rep.add_argument("trace")
     rep.add_argument("--json", help="write the full result here")
+    _add_quality_options(rep)
     rep.set_defaults(handler=_replay)
 
     live = commands.add_parser("live", help="send a trace's examples through a fresh gateway, compare tiers")
@@ -108,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="table, JSON and plots from every trace in a folder")
     report.add_argument("--traces", default=str(RESULTS / "traces"))
     report.add_argument("--out", default=str(RESULTS))
+    _add_quality_options(report)
     report.set_defaults(handler=_report)
     return parser
 

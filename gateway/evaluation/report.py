@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from gateway.evaluation.record import TIERS, compress
-from gateway.evaluation.replay import replay_trace_file
+from gateway.evaluation.replay import QualityOptions, load_trace, replay_mixed, replay_trace_file
 
-# The operating points of the main table: the config's CasServe θ and the authors' β / W.
+# The operating points of the main table: the config's CasServe θ and the authors' β / W; the quality
+# policy at the issue's target with the config's probe rate.
 MAIN_THRESHOLD = 0.8
 MAIN_BETA = 0.3
 MAIN_WINDOW = 10000
+MAIN_TARGET = 0.9
+DEFAULT_PROBE_RATE = QualityOptions().probe_rate
 
 
 def _label(entry: Mapping[str, Any]) -> str:
@@ -23,12 +27,28 @@ def _label(entry: Mapping[str, Any]) -> str:
         return f"CasServe θ={params['threshold']}"
     if entry["policy"] == "recserve":
         return f"RecServe β={params['beta']} W={params['window']}"
+    if entry["policy"] == "quality":
+        return (f"Quality t={params['target']} β={params['beta']} probes {params['probe_rate']:.0%}"
+                + (" (warm)" if params.get("warm") else ""))
     return str(entry["policy"])
 
 
-def main_rows(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The policies the summary table shows for one dataset, in a fixed order."""
-    picked = []
+def quality_curve(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> list[Mapping[str, Any]]:
+    """The quality policy's target sweep at the main β and the given probe rate, by target."""
+    return sorted((e for e in result["policies"] if e["policy"] == "quality" and e["params"]["beta"] == MAIN_BETA
+                   and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm),
+                  key=lambda e: e["params"]["target"])
+
+
+def quality_main(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> Mapping[str, Any]:
+    """The main quality point: the target nearest MAIN_TARGET (it is MAIN_TARGET unless --targets omits it)."""
+    return min(quality_curve(result, probe_rate, warm), key=lambda e: abs(e["params"]["target"] - MAIN_TARGET))
+
+
+def main_rows(result: Mapping[str, Any], probe_rate: float | None = None) -> list[Mapping[str, Any]]:
+    """The policies the summary table shows for one dataset, in a fixed order (the quality policy at
+    the main target and `probe_rate`, cold then warm, when given)."""
+    picked: list[Mapping[str, Any]] = []
     for entry in result["policies"]:
         params = entry["params"]
         if (entry["policy"] in {f"{t}-only" for t in TIERS} | {"oracle"}
@@ -36,7 +56,9 @@ def main_rows(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
                 or (entry["policy"] == "recserve" and params["beta"] == MAIN_BETA
                     and params["window"] == MAIN_WINDOW)):
             picked.append(entry)
-    order = ["device-only", "edge-only", "cloud-only", "casserve", "recserve", "oracle"]
+    if probe_rate is not None:
+        picked += [quality_main(result, probe_rate), quality_main(result, probe_rate, warm=True)]
+    order = ["device-only", "edge-only", "cloud-only", "casserve", "recserve", "quality", "oracle"]
     return sorted(picked, key=lambda e: order.index(e["policy"]))
 
 
@@ -99,8 +121,97 @@ def claim_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Accuracy vs communication (fraction of cloud-only tokens), one panel per dataset."""
+def envelope_points(result: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The baselines' upper envelope: the Pareto-optimal (communication, accuracy) points among every
+    RecServe (all β and W) and CasServe (all θ) point, by communication; each point has strictly
+    higher accuracy than every point of no more communication."""
+    points = sorted(((e["comm_vs_cloud"], e["accuracy"]) for e in result["policies"]
+                     if e["policy"] in {"recserve", "casserve"}), key=lambda p: (p[0], -p[1]))
+    frontier: list[tuple[float, float]] = []
+    for comm, accuracy in points:
+        if not frontier or accuracy > frontier[-1][1]:
+            frontier.append((comm, accuracy))
+    return frontier
+
+
+def envelope_verdict(result: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Whether a curve lies on or above the envelope. The envelope's accuracy at communication x is the
+    linear interpolation between its neighbouring Pareto points (a random mix of the two policies
+    reaches it), flat beyond its ends. A point is on or above iff its accuracy >= that value minus
+    half an example (0.5 / n); the curve is iff every point is."""
+    frontier = envelope_points(result)
+    n = max(int(result["n"]), 1)
+    margins = [e["accuracy"] - interpolate(frontier, e["comm_vs_cloud"]) for e in curve]
+    on = [m >= -0.5 / n for m in margins]
+    return {"dataset": result["dataset"], "n": result["n"], "points": len(curve), "on_or_above": sum(on),
+            "verdict": bool(curve) and all(on), "worst_margin": min(margins, default=0.0),
+            "worst_margin_examples": min(margins, default=0.0) * n,
+            "margins": dict(zip([e["params"]["target"] for e in curve], margins, strict=True))}
+
+
+def quality_summary(result: Mapping[str, Any], probe_rate: float) -> dict[str, Any]:
+    """The quality policy at the main target (cold and warm) against cloud-only, RecServe, CasServe."""
+    by_policy = {e["policy"]: e for e in main_rows(result) if e["policy"] != "quality"}
+    cold, warm = quality_main(result, probe_rate), quality_main(result, probe_rate, warm=True)
+    cloud = by_policy["cloud-only"]["accuracy"]
+    bypassed = sorted(key for key, state in cold.get("learned", {}).items() if state["bypassed"])
+    return {"dataset": result["dataset"], "n": result["n"], "cloud": by_policy["cloud-only"],
+            "recserve": by_policy["recserve"], "casserve": by_policy["casserve"], "quality": cold,
+            "warm": warm, "of_cloud": cold["accuracy"] / cloud if cloud else 0.0,
+            "warm_of_cloud": warm["accuracy"] / cloud if cloud else 0.0, "bypassed_at_end": bypassed,
+            "envelope": envelope_verdict(result, quality_curve(result, probe_rate)),
+            "warm_envelope": envelope_verdict(result, quality_curve(result, probe_rate, warm=True))}
+
+
+def _ac(entry: Mapping[str, Any]) -> str:
+    return f"{entry['accuracy']:.3f} / {entry['comm_vs_cloud']:.2f}"
+
+
+def quality_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """Per dataset: accuracy / communication (vs cloud-only tokens, probes included) at the main points."""
+    lines = [f"| dataset | n | cloud-only | RecServe β={MAIN_BETA} | CasServe θ={MAIN_THRESHOLD} | "
+             f"Quality t={MAIN_TARGET} | its share device / edge / cloud | probe calls | % of cloud-only acc | "
+             "bypassed at end | Quality warm | warm share d / e / c | warm % of cloud-only |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|---:|"]
+    for m in summaries:
+        q, w = m["quality"], m["warm"]
+        lines.append(
+            f"| {m['dataset']} | {m['n']} | {_ac(m['cloud'])} | {_ac(m['recserve'])} | {_ac(m['casserve'])} | "
+            f"{_ac(q)} | " + " / ".join(f"{q['share'][t]:.2f}" for t in TIERS)
+            + f" | {q.get('probe_calls', 0)} | {m['of_cloud']:.0%} | {', '.join(m['bypassed_at_end']) or '-'} | "
+            f"{_ac(w)} | " + " / ".join(f"{w['share'][t]:.2f}" for t in TIERS) + f" | {m['warm_of_cloud']:.0%} |")
+    return "\n".join(lines)
+
+
+def envelope_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """Per dataset: how many points of the target sweep are on or above the envelope, the verdict."""
+    lines = ["| dataset | n | cold: points on/above | worst margin (examples) | verdict | "
+             "warm: points on/above | worst margin (examples) | verdict |", "|---|---:|---:|---:|---|---:|---:|---|"]
+    for m in summaries:
+        cells = []
+        for key in ("envelope", "warm_envelope"):
+            v = m[key]
+            cells.append(f"{v['on_or_above']}/{v['points']} | {v['worst_margin_examples']:+.1f} | "
+                         + ("on/above" if v["verdict"] else "below"))
+        lines.append(f"| {m['dataset']} | {m['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sensitivity_table(result: Mapping[str, Any], rates: Sequence[float]) -> str:
+    """One stream: the quality policy at the main target for each probe rate, cold and warm."""
+    cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")["accuracy"]
+    lines = ["| probe rate | cold acc / comm | probe calls | % of cloud-only | warm acc / comm | "
+             "warm % of cloud-only |", "|---:|---:|---:|---:|---:|---:|"]
+    for rate in rates:
+        cold, warm = quality_main(result, rate), quality_main(result, rate, warm=True)
+        lines.append(f"| {rate:.0%} | {_ac(cold)} | {cold.get('probe_calls', 0)} | {cold['accuracy'] / cloud:.0%} | "
+                     f"{_ac(warm)} | {warm['accuracy'] / cloud:.0%} |")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = DEFAULT_PROBE_RATE) -> None:
+    """Accuracy vs communication (fraction of cloud-only tokens, probes included), one panel per dataset
+    and one for the mixed stream."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display here; files only
@@ -129,39 +240,78 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path) -> None:
         ax.set_xlabel("communication / cloud-only (prompt tokens)")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
+        for warm, style in ((False, "-P"), (True, "--P")):
+            curve = quality_curve(result, probe_rate, warm)
+            ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], style, ms=5,
+                    color="tab:purple", label=f"Quality t 0.6-0.95 (β={MAIN_BETA}, probes {probe_rate:.0%}"
+                    + (", warm)" if warm else ")"))
     for ax in list(axes.flat)[len(results):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(traces: Path, out: Path) -> list[Path]:
-    """Gzip every recorded `*.jsonl` trace in `traces` (the committed form), replay every `*.jsonl.gz`,
-    write results.md, results.json and the plot."""
+def write_report(traces: Path, out: Path, options: QualityOptions | None = None) -> list[Path]:
+    """Gzip every recorded `*.jsonl` trace in `traces` (the committed form), replay every `*.jsonl.gz`
+    and the mixed stream of them all, write results.md, results.json and the plot."""
+    options = options or QualityOptions()
     for plain in sorted(traces.glob("*.jsonl")):
         compress(plain, plain.with_name(plain.name + ".gz"))
     files = sorted(traces.glob("*.jsonl.gz"))
-    results = [replay_trace_file(f) for f in files]
+    results = [replay_trace_file(f, options) for f in files]
     # Classification datasets first, generation last, each alphabetically: a stable table.
     results.sort(key=lambda r: (r["task"] != "classification", r["dataset"]))
+    streams = {str(r["dataset"]): load_trace(Path(r["trace"]))[1] for r in results}
+    if len(streams) > 1:
+        results.append(replay_mixed(streams, options))
+    rates = (options.probe_rate, *options.other_probe_rates)
+    summaries = [quality_summary(r, options.probe_rate) for r in results]
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "results.json"
-    json_path.write_text(json.dumps({"results": results, "comparison": [matched_comparison(r) for r in results]},
-                                    indent=1) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps({"results": results, "comparison": [matched_comparison(r) for r in results],
+                                     "quality": [_slim(m) for m in summaries],
+                                     "quality_options": asdict(options)}, indent=1) + "\n", encoding="utf-8")
+    datasets = [m for m in summaries if m["dataset"] != "mixed"]
     sections = ["# RecServe evaluation results", "",
-                "Generated by `recserve eval report`; see README \"## Evaluation\" for how they were made.", "",
-                "## RecServe (β=0.3, W=10000) vs CasServe at matched communication", "", claim_table(results), "",
-                "## Main operating points", "",
-                "\n".join([_HEADER] + [_row(r["dataset"], e) for r in results for e in main_rows(r)]), "",
-                "## Every policy (sweeps)", ""]
+                "Generated by `recserve eval report`; see README \"## Evaluation\" for how they were made. "
+                "Communication is prompt tokens shipped above the device over cloud-only's, probes included; "
+                "\"mixed\" is every dataset interleaved round robin in the order below, windows keyed by task "
+                "as in the gateway.", "",
+                f"## Quality floor (recserve/quality, t={MAIN_TARGET}, probes {options.probe_rate:.0%}, "
+                f"seed {options.seed}): accuracy / communication", "", quality_table(summaries), "",
+                "## Quality curve vs the RecServe + CasServe upper envelope", "",
+                "The envelope: the Pareto-optimal points of every RecServe (β 0.1-0.7, W 10/100/10000) and "
+                "CasServe (θ 0.2-0.95) run, linearly interpolated between them and flat beyond their ends. "
+                f"A quality point (target sweep at β={MAIN_BETA}) is on or above it iff its accuracy is at "
+                "least the envelope's at its communication minus half an example (0.5/n); a curve is iff all "
+                "its points are. Warm: after an unmeasured warm-up of 2·min_probes/probe_rate requests over the same "
+                "stream (repeated), an optimistic steady state.", "",
+                envelope_table(summaries), "",
+                f"Cold: on or above on {sum(m['envelope']['verdict'] for m in datasets)}/{len(datasets)} datasets; "
+                f"warm: {sum(m['warm_envelope']['verdict'] for m in datasets)}/{len(datasets)}.", "",
+                "## Probe-rate sensitivity (quality t=0.9, β=0.3)", ""]
+    for result in results:
+        sections += [f"### {result['dataset']}", "", sensitivity_table(result, rates), ""]
+    sections += ["## RecServe (β=0.3, W=10000) vs CasServe at matched communication", "", claim_table(results), "",
+                 "## Main operating points", "",
+                 "\n".join([_HEADER] + [_row(r["dataset"], e) for r in results
+                                        for e in main_rows(r, options.probe_rate)]), "",
+                 "## Every policy (sweeps)", ""]
     for result in results:
         sections += [f"### {result['dataset']}", "", policy_table(result), ""]
     md_path = out / "results.md"
     md_path.write_text("\n".join(sections), encoding="utf-8")
     png_path = out / "accuracy_vs_communication.png"
-    plot(results, png_path)
+    plot(results, png_path, options.probe_rate)
     return [md_path, json_path, png_path]
+
+
+def _slim(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A quality summary for the JSON: the entries it compares are in `results` already."""
+    keep = ("accuracy", "comm_vs_cloud", "share", "probe_calls")
+    return {key: ({k: v for k, v in value.items() if k in keep} if isinstance(value, Mapping)
+                  and "accuracy" in value else value) for key, value in summary.items()}
