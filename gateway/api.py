@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from gateway import jsonio
 from gateway.backends import LOOP_STATUS, TierFault, TierRejected
 from gateway.cascade import CascadeFailed, CascadeRequest, TierCall, render_path, run_cascade, send_call
 from gateway.errors import (
@@ -44,6 +45,13 @@ from policies.quality import QualityPolicy
 
 log = logging.getLogger("recserve.access")
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class AnswerResponse(JSONResponse):
+    """A completion answer, serialised with orjson (Starlette's JSONResponse uses the stdlib)."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonio.dumps(content)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -184,7 +192,7 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
                           cascade_request.count_prompt_tokens)
         return StreamingResponse(client_events(plan), media_type="text/event-stream",
                                  headers={**headers, "cache-control": "no-cache"})
-    return JSONResponse(client_body(result, route, raw), headers=headers)
+    return AnswerResponse(client_body(result, route, raw), headers=headers)
 
 
 def _incoming_via(request: Request) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from gateway import jsonio
 from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,7 +62,7 @@ async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> di
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
     try:
-        data = json.loads(raw)
+        data = jsonio.loads(raw)
     except RecursionError:
         raise InvalidRequest("Request body is nested too deeply.", code="invalid_json") from None
     except (ValueError, UnicodeDecodeError) as exc:

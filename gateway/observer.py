@@ -5,7 +5,6 @@ wrapping each tier's backend, so "gateway overhead" is end-to-end time minus tim
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -14,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from gateway import jsonio
 from gateway.backends import TierRejected
 from gateway.cascade import CascadeResult, Hop, prompt_tokens_of, render_path
 from gateway.metrics import Metrics
@@ -95,7 +95,7 @@ class RequestObserver:
         # spares tokenizing every prompt on the hot path.
         prompt_tokens = (prompt_tokens_of(result.reply.body, lambda: self._tokens.count(body)) if result is not None
                          else self._tokens.count(body))
-        prompt_bytes = len(json.dumps(body).encode())
+        prompt_bytes = len(jsonio.dumps(body))
         for hop in journey:
             if hop.confidence is not None:
                 m.confidence.labels(hop.tier, task).observe(hop.confidence)
@@ -152,9 +152,15 @@ class TimedBackend:
         attribute = getattr(self._inner, name)
         if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
             return attribute
-        return self._timed(attribute)
+        timed = self._timed(attribute)
+        setattr(self, name, timed)  # wrap once: later lookups find it without coming here
+        return timed
 
     def _timed(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        # Label children looked up once: `labels()` takes a lock and builds a key on every call.
+        latency = {outcome: self._metrics.tier_latency.labels(self._tier, outcome)
+                   for outcome in ("ok", "fault", "rejected")}
+
         async def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             outcome = "fault"
@@ -167,7 +173,7 @@ class TimedBackend:
                 raise
             finally:
                 elapsed = time.perf_counter() - started
-                self._metrics.tier_latency.labels(self._tier, outcome).observe(elapsed)
+                latency[outcome].observe(elapsed)
                 clock = _TIER_CLOCK.get()
                 if clock is not None:
                     clock.seconds += elapsed

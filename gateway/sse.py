@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
+
+from gateway import jsonio
 
 DONE = b"data: [DONE]\n\n"
 
@@ -14,7 +15,7 @@ class StreamBroken(Exception):
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsonio.dumps(event) + b"\n\n"
 
 
 async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
@@ -41,7 +42,7 @@ async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any
 
 def _decode(payload: str) -> dict[str, Any]:
     try:
-        event = json.loads(payload)
+        event = jsonio.loads(payload)
     except ValueError:
         raise StreamBroken("stream event is not JSON") from None
     if not isinstance(event, dict):
