@@ -9,6 +9,8 @@ window. When a step raises one of the `unavailable` errors the store:
 - does not touch the shared store at all until the backoff delay has passed (so requests are not
   slowed by a dead Redis), then lets exactly one request probe it; the delay doubles on each failed
   probe up to `max_backoff_s`.
+
+`Outage` holds that bookkeeping, so the shared probe windows of the quality policy fail over alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,74 @@ from policies.base import WindowKey, WindowStep, WindowStore
 from policies.stores.memory import MemoryWindowStore
 
 LOGGER: Final = logging.getLogger("recserve.windows")
+
+
+class Outage:
+    """Whether a shared store is trusted right now, and when to try it again after it failed."""
+
+    def __init__(self, *, describe: str, local_name: str = "local windows",
+                 clock: Callable[[], float] = time.monotonic, initial_backoff_s: float = 0.5,
+                 max_backoff_s: float = 10.0, logger: logging.Logger = LOGGER) -> None:
+        if not 0 < initial_backoff_s <= max_backoff_s:
+            raise ValueError("need 0 < initial_backoff_s <= max_backoff_s")
+        self._describe = describe
+        self._local_name = local_name
+        self._clock = clock
+        self._initial_backoff_s = initial_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._log = logger
+        self._down_since: float | None = None  # None while the shared store is trusted
+        self._backoff_s = initial_backoff_s
+        self._retry_at = 0.0
+        self._probing = False  # one call at a time finds out whether the shared store is back
+        self.errors = 0  # shared-store failures seen, for metrics
+
+    @property
+    def degraded(self) -> bool:
+        return self._down_since is not None
+
+    def begin(self) -> bool | None:
+        """None: do not touch the shared store now; False: an ordinary call; True: the one retry.
+
+        A True must be paired with `end(True)` once the call is over (success or not).
+        """
+        if self._down_since is None:
+            return False
+        if self._probing or self._clock() < self._retry_at:
+            return None
+        self._probing = True
+        return True
+
+    def end(self, probe: bool) -> None:
+        if probe:
+            self._probing = False
+
+    def failed(self, exc: BaseException, probe: bool) -> None:
+        self.errors += 1
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff_s = self._initial_backoff_s
+            self._log.warning(
+                "%s unreachable (%s: %s); deciding with %s, retrying in %.1fs",
+                self._describe, type(exc).__name__, exc, self._local_name, self._backoff_s,
+            )
+        elif probe:
+            # Only a failed probe lengthens the wait; requests that were already in flight when the
+            # outage began fail too, and must not push the next probe out further.
+            self._backoff_s = min(self._backoff_s * 2, self._max_backoff_s)
+        else:
+            return
+        self._retry_at = now + self._backoff_s
+
+    def recovered(self) -> None:
+        if self._down_since is None:
+            return
+        outage = self._clock() - self._down_since
+        self._down_since = None
+        self._backoff_s = self._initial_backoff_s
+        self._log.info("%s reachable again after %.1fs; back to shared %s", self._describe, outage,
+                       self._local_name.removeprefix("local "))
 
 
 class FailoverWindowStore:
@@ -40,32 +110,22 @@ class FailoverWindowStore:
         mirror: bool = True,
         logger: logging.Logger = LOGGER,
     ) -> None:
-        if not 0 < initial_backoff_s <= max_backoff_s:
-            raise ValueError("need 0 < initial_backoff_s <= max_backoff_s")
         self._shared = shared
         self._local = local
         self._unavailable = unavailable
-        self._describe = describe
-        self._clock = clock
-        self._initial_backoff_s = initial_backoff_s
-        self._max_backoff_s = max_backoff_s
         self._mirror = mirror
-        self._log = logger
-        self._down_since: float | None = None  # None while the shared store is trusted
-        self._backoff_s = initial_backoff_s
-        self._retry_at = 0.0
-        self._probing = False  # one request at a time finds out whether the shared store is back
-        self._errors = 0  # shared-store failures seen, for metrics
+        self._outage = Outage(describe=describe, clock=clock, initial_backoff_s=initial_backoff_s,
+                              max_backoff_s=max_backoff_s, logger=logger)
 
     @property
     def error_count(self) -> int:
         """Shared-store failures seen since this store was built (each one answered locally)."""
-        return self._errors
+        return self._outage.errors
 
     @property
     def degraded(self) -> bool:
         """True while steps are answered from local windows (for /readyz and metrics)."""
-        return self._down_since is not None
+        return self._outage.degraded
 
     @property
     def shared(self) -> WindowStore:
@@ -76,30 +136,27 @@ class FailoverWindowStore:
         return self._local
 
     async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
-        probe = False
-        if self._down_since is not None:
-            if self._probing or self._clock() < self._retry_at:
-                return await self._local_step(key, confidence, size, beta)
-            probe = self._probing = True
+        probe = self._outage.begin()
+        if probe is None:
+            return await self._local_step(key, confidence, size, beta)
         try:
             shared = await self._shared.step(key, confidence, size, beta)
         except self._unavailable as exc:
-            self._failed(exc, probe)
+            self._outage.failed(exc, probe)
             return await self._local_step(key, confidence, size, beta)
         finally:
-            if probe:
-                self._probing = False
-        self._recovered()
+            self._outage.end(probe)
+        self._outage.recovered()
         if self._mirror:
             await self._local.step(key, confidence, size, beta)
         return shared
 
     async def snapshot(self, key: WindowKey) -> list[float]:
-        if self._down_since is None:
+        if not self._outage.degraded:
             try:
                 return await self._shared.snapshot(key)
             except self._unavailable as exc:
-                self._failed(exc, probe=False)
+                self._outage.failed(exc, probe=False)
         return await self._local.snapshot(key)
 
     async def reset(self, key: WindowKey | None = None) -> None:
@@ -110,29 +167,3 @@ class FailoverWindowStore:
     async def _local_step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
         step = await self._local.step(key, confidence, size, beta)
         return WindowStep(step.threshold, step.length, fallback=True)
-
-    def _failed(self, exc: BaseException, probe: bool) -> None:
-        self._errors += 1
-        now = self._clock()
-        if self._down_since is None:
-            self._down_since = now
-            self._backoff_s = self._initial_backoff_s
-            self._log.warning(
-                "%s unreachable (%s: %s); deciding with local windows, retrying in %.1fs",
-                self._describe, type(exc).__name__, exc, self._backoff_s,
-            )
-        elif probe:
-            # Only a failed probe lengthens the wait; requests that were already in flight when the
-            # outage began fail too, and must not push the next probe out further.
-            self._backoff_s = min(self._backoff_s * 2, self._max_backoff_s)
-        else:
-            return
-        self._retry_at = now + self._backoff_s
-
-    def _recovered(self) -> None:
-        if self._down_since is None:
-            return
-        outage = self._clock() - self._down_since
-        self._down_since = None
-        self._backoff_s = self._initial_backoff_s
-        self._log.info("%s reachable again after %.1fs; back to shared windows", self._describe, outage)

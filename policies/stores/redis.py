@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -101,6 +101,38 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+T = TypeVar("T")
+
+
+class InFlightLimit:
+    """At most `max_in_flight` calls at once on one client; a caller waits `queue_timeout_s` at most.
+
+    redis-py's asyncio pool raises MaxConnectionsError instead of waiting once every connection is
+    busy; a burst of requests would then look like an outage. Queue here instead, below the pool's
+    limit (steps take ~0.1 ms, so the wait is short) — and not for long: when Redis hangs, requests
+    queued behind the stuck ones must fail over too, not wait their turn to time out one batch after
+    another. Stores sharing one client share one limit.
+    """
+
+    def __init__(self, client: Redis, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
+        pool_limit = getattr(client.connection_pool, "max_connections", max_in_flight)
+        self._in_flight = asyncio.Semaphore(max(1, min(max_in_flight, int(pool_limit))))
+        self._queue_timeout_s = queue_timeout_s
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self._queue_timeout_s):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            waited = self._queue_timeout_s
+            raise TimeoutError(f"Redis window store: no free connection within {waited}s") from None
+        try:
+            return await call()
+        finally:
+            self._in_flight.release()
+
+
 class RedisWindowStore:
     """A `WindowStore` whose windows live in Redis; one EVALSHA round trip per step.
 
@@ -116,14 +148,7 @@ class RedisWindowStore:
             raise ValueError("namespace must not be empty")
         self._client = client
         self._namespace = namespace
-        # redis-py's asyncio pool raises MaxConnectionsError instead of waiting once every
-        # connection is busy; a burst of requests would then look like an outage. Queue here instead,
-        # below the pool's limit (steps take ~0.1 ms, so the wait is short) — and not for long: when
-        # Redis hangs, requests queued behind the stuck ones must fail over too, not wait their turn
-        # to time out one batch after another.
-        pool_limit = getattr(client.connection_pool, "max_connections", max_in_flight)
-        self._in_flight = asyncio.Semaphore(max(1, min(max_in_flight, int(pool_limit))))
-        self._queue_timeout_s = queue_timeout_s
+        self._limit = InFlightLimit(client, max_in_flight, queue_timeout_s)
         # register_script sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a
         # Redis restart or failover), so the script body crosses the network once per server.
         self._step_script = client.register_script(STEP_SCRIPT)
@@ -132,6 +157,11 @@ class RedisWindowStore:
     @property
     def namespace(self) -> str:
         return self._namespace
+
+    @property
+    def limit(self) -> InFlightLimit:
+        """The client's in-flight limit, for other stores on the same client to share."""
+        return self._limit
 
     async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
         if not math.isfinite(confidence):
@@ -151,16 +181,7 @@ class RedisWindowStore:
         return [float(_text(score)) for score in scores]
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            async with asyncio.timeout(self._queue_timeout_s):
-                await self._in_flight.acquire()
-        except TimeoutError:
-            waited = self._queue_timeout_s
-            raise TimeoutError(f"Redis window store: no free connection within {waited}s") from None
-        try:
-            return await script(keys=keys, args=args)
-        finally:
-            self._in_flight.release()
+        return await self._limit.run(lambda: script(keys=keys, args=args))
 
     async def reset(self, key: WindowKey | None = None) -> None:
         if key is not None:
