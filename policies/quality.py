@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from policies.base import Decision, ThresholdPolicy, WindowKey
 from policies.competence import CompetenceCurve, fit_competence
@@ -21,6 +22,30 @@ class QualitySettings:
     target: float = 0.9  # required P(agree with the top tier) at the answer's confidence
     min_probes: int = 20  # fewer probes than this: the plain rule decides
     window: int = 200  # probes remembered per tier and task (follows drift)
+
+
+class ProbeStore(Protocol):
+    """Remembers probe results per tier and task and answers their fitted curve.
+
+    Reads are synchronous: a decision must not wait on a network store, so a shared store answers
+    from a cache it keeps fresh in the background (`policies.stores.probes_redis`).
+    """
+
+    def add(self, key: WindowKey, confidence: float, agreed: bool) -> None: ...
+
+    def curve(self, key: WindowKey) -> CompetenceCurve | None: ...
+
+    def count(self, key: WindowKey) -> int: ...
+
+    def reset(self, key: WindowKey | None = None) -> None: ...
+
+    def resize(self, size: int) -> None:
+        """Keep at most `size` probes per key from now on (a reload may change the window)."""
+        ...
+
+    async def sync(self, key: WindowKey) -> None:
+        """Bring `key`'s curve up to date now (for operators' views; decisions never wait on it)."""
+        ...
 
 
 class ProbeWindows:
@@ -52,13 +77,23 @@ class ProbeWindows:
             self._pairs.pop(key, None)
             self._curves.pop(key, None)
 
+    def resize(self, size: int) -> None:
+        if size == self._size:
+            return
+        self._size = size
+        self._pairs = {key: deque(pairs, maxlen=size) for key, pairs in self._pairs.items()}  # keeps the newest
+        self._curves.clear()
+
+    async def sync(self, key: WindowKey) -> None:
+        return None  # nothing is shared: always up to date
+
 
 class QualityPolicy:
     """Keep an answer iff the window rule keeps it and its estimated agreement meets the target."""
 
     name = "quality"
 
-    def __init__(self, rule: ThresholdPolicy, probes: ProbeWindows, settings: QualitySettings) -> None:
+    def __init__(self, rule: ThresholdPolicy, probes: ProbeStore, settings: QualitySettings) -> None:
         self._rule = rule
         self._probes = probes
         self._settings = settings
@@ -90,6 +125,10 @@ class QualityPolicy:
     def estimate(self, tier: str, task: str, confidence: float) -> float | None:
         curve = self._curve(tier, task)
         return curve.agreement_at(confidence) if curve is not None else None
+
+    async def sync(self, tier: str, task: str) -> None:
+        """Fetch the latest shared probes for this tier and task (a no-op with in-process probes)."""
+        await self._probes.sync(self._key(tier, task))
 
     def describe(self, tier: str, task: str) -> dict[str, object]:
         """For operators: probes held, whether they are enough, best reachable agreement, bypass."""
