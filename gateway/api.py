@@ -183,13 +183,14 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
     headers = result_headers(result, task, request_id)
     runtime.observer.request_done(request, selected.policy.name, task, body, result)
+    probes = None  # a streamed answer is probed once the client has all of it
     if isinstance(selected.policy, QualityPolicy):
-        runtime.prober.after(cascade_request, result)
-        estimate = selected.policy.estimate(result.tier.name, task, result.confidence or 0.0)
+        probes = runtime.prober.after(cascade_request, result)
+        estimate = selected.policy.estimate(result.tier.name, task + window_suffix, result.confidence or 0.0)
         headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
     if parsed.stream:
         plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
-                          cascade_request.count_prompt_tokens)
+                          cascade_request.count_prompt_tokens, probes)
         return StreamingResponse(client_events(plan), media_type="text/event-stream",
                                  headers={**headers, "cache-control": "no-cache"})
     return AnswerResponse(client_body(result, route, raw), headers=headers)

@@ -38,12 +38,13 @@ class Traffic:
     uplink_bytes: int = 0
     cloud_only_tokens: int = 0
     cloud_only_bytes: int = 0
+    probe_uplink_tokens: int = 0  # quality-policy probes ship prompts up too
 
     def saved(self) -> float | None:
-        """Share of uplink prompt tokens saved against sending every request to the cloud."""
+        """Share of uplink prompt tokens (requests and probes) saved against sending every request to the cloud."""
         if self.cloud_only_tokens <= 0:
             return None
-        return 1.0 - self.uplink_tokens / self.cloud_only_tokens
+        return 1.0 - (self.uplink_tokens + self.probe_uplink_tokens) / self.cloud_only_tokens
 
 
 class _Live(Collector):
@@ -100,8 +101,20 @@ class Metrics:
         self.cloud_only_bytes = Counter("recserve_cloud_only_bytes",
                                         "Request bytes that would have gone up had every request gone to the cloud",
                                         registry=r)
+        self.probes = Counter("recserve_probe_requests",
+                              "Quality-policy probes of a lower tier's answer against the top tier, by probed "
+                              "tier, task and outcome (agreed, disagreed, failed)", ["tier", "task", "outcome"],
+                              registry=r)
+        self.probe_uplink_tokens = Counter("recserve_probe_uplink_prompt_tokens",
+                                           "Prompt tokens probes shipped to a tier above the first, by tier",
+                                           ["tier"], registry=r)
         self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
                                ["kind", "result"], registry=r)
+
+    def probe_sent(self, tier: str, tokens: int) -> None:
+        """A probe shipped `tokens` prompt tokens to `tier` (a tier above the first)."""
+        self.probe_uplink_tokens.labels(tier).inc(tokens)
+        self.traffic.probe_uplink_tokens += tokens
 
     def watch(self, store: Callable[[], StoreHealth | None], version: Callable[[], int]) -> None:
         """Register the scrape-time readings (called once the runtime exists)."""

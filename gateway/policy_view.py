@@ -48,12 +48,18 @@ def window_tasks(runtime: Runtime) -> list[str]:
     return tasks
 
 
-def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
-    """The quality floor per task: probes so far, the best agreement reachable, bypassed or not."""
+async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
+    """The quality floor per task: probes so far, the best agreement reachable, bypassed or not.
+
+    Shared probe windows are read afresh first, so the view shows what the cluster has learned."""
     policy = runtime.policies.get("quality")
     if not isinstance(policy, QualityPolicy):
         return None
-    return {task: policy.describe(tier, task) for task in TASKS}
+    view: dict[str, Any] = {}
+    for task in TASKS:
+        await policy.sync(tier, task)
+        view[task] = policy.describe(tier, task)
+    return view
 
 
 async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
@@ -82,7 +88,7 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
             entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
             entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
                                  "overridden": name in overrides.thresholds}
-            entry["quality"] = quality_view(runtime, name)
+            entry["quality"] = await quality_view(runtime, name)
         tiers.append(entry)
     return {
         "policy_default": config.policy.default,
@@ -91,6 +97,7 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
         "communication": {
             "uplink_prompt_tokens": traffic.uplink_tokens,
             "cloud_only_prompt_tokens": traffic.cloud_only_tokens,
+            "probe_uplink_prompt_tokens": traffic.probe_uplink_tokens,  # counted in "saved" too
             "uplink_bytes": traffic.uplink_bytes,
             "cloud_only_bytes": traffic.cloud_only_bytes,
             "saved": traffic.saved(),

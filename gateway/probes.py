@@ -1,6 +1,8 @@
 """Probes for the quality policy: a sample of answers a lower tier kept (or would have been asked,
 had it not been bypassed) is also asked of the top tier in the background, never delaying the
-client; whether the two answers agree teaches the policy the lower tier's competence."""
+client; whether the two answers agree teaches the policy the lower tier's competence. Streamed
+answers are probed once the stream has ended. Probe calls and their uplink prompt tokens are counted
+in the metrics, apart from the requests'."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gateway.backends import TierFault, TierRejected, TierReply
-from gateway.cascade import CascadeRequest, CascadeResult, Tier
+from gateway.cascade import CascadeRequest, CascadeResult, Hop, Tier, prompt_tokens_of
+from gateway.metrics import Metrics
 from policies.confidence import response_confidence
 from policies.quality import QualityPolicy
 
@@ -68,30 +72,47 @@ def agree(task: str, labels: Sequence[str] | None, kept: Mapping[str, Any], top:
     return token_f1(a, b) >= similarity
 
 
+# Called with the whole streamed answer once the client has it (see `Prober.after`).
+StreamProbes = Callable[[Mapping[str, Any]], None]
+_STREAM_KEYS = frozenset({"stream", "stream_options"})
+
+
 class Prober:
     """Schedules and runs probes; owns their background tasks (cancelled on close)."""
 
     def __init__(self, policy: QualityPolicy, tiers: Sequence[Tier], rate: float, similarity: float,
-                 rng: random.Random | None = None) -> None:
+                 metrics: Metrics, rng: random.Random | None = None) -> None:
         self._policy = policy
         self._tiers = {t.config.name: t for t in tiers}
         self._top = tiers[-1]
         self._rate = rate
         self._similarity = similarity
+        self._metrics = metrics
         self._rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def after(self, request: CascadeRequest, result: CascadeResult) -> None:
-        """Sample this finished request's kept and bypassed lower tiers for probing."""
-        if not result.reply.complete or request.body.get("stream"):
-            return  # streamed answers are not replayed for probes
-        for hop in result.hops:
-            if hop.tier == self._top.config.name or self._rng.random() >= self._rate:
-                continue
-            if hop.outcome == "accepted" and hop.confidence is not None:
-                self._spawn(self._probe_kept(request, result, hop.tier, hop.confidence))
-            elif hop.outcome == "bypassed":
-                self._spawn(self._probe_bypassed(request, result, hop.tier))
+    def after(self, request: CascadeRequest, result: CascadeResult) -> StreamProbes | None:
+        """Sample this finished request's kept and bypassed lower tiers for probing.
+
+        A plain answer is probed at once. A streamed one is whole only once the client has it all: the
+        sampled probes come back as a function to call with the whole answer when the stream ends
+        (None when nothing was sampled).
+        """
+        hops = [hop for hop in result.hops if self._sampled(hop)]
+        if not hops:
+            return None
+        # Probes ask for a plain answer: they compare whole answers and nobody reads them as they come.
+        plain = replace(request, body={k: v for k, v in request.body.items() if k not in _STREAM_KEYS})
+        if request.body.get("stream"):
+            return lambda answer: self._spawn(self._probe(plain, result, hops, answer))
+        if result.reply.complete:
+            self._spawn(self._probe(plain, result, hops, result.reply.body))
+        return None
+
+    def _sampled(self, hop: Hop) -> bool:
+        if hop.tier == self._top.config.name or self._rng.random() >= self._rate:
+            return False
+        return (hop.outcome == "accepted" and hop.confidence is not None) or hop.outcome == "bypassed"
 
     def _spawn(self, probe: Any) -> None:
         task = asyncio.get_running_loop().create_task(probe)
@@ -99,35 +120,57 @@ class Prober:
         task.add_done_callback(self._tasks.discard)
 
     async def _ask(self, tier: Tier, request: CascadeRequest) -> TierReply | None:
+        reply: TierReply | None = None
         try:
-            return await tier.backend.send(request.route, request.body, timeout_s=tier.config.timeout_s,
-                                           headers=request.forward_headers)
+            reply = await tier.backend.send(request.route, request.body, timeout_s=tier.config.timeout_s,
+                                            headers=request.forward_headers)
         except (TierFault, TierRejected) as exc:
             log.info("probe to tier '%s' failed: %s", tier.config.name, exc)
-            return None
+        if tier.level > 0:  # the prompt went up whether or not an answer came back, as in the cascade
+            self._metrics.probe_sent(tier.config.name, prompt_tokens_of(reply.body if reply else {},
+                                                                        request.count_prompt_tokens))
+        return reply
 
-    async def _top_answer(self, request: CascadeRequest, result: CascadeResult) -> Mapping[str, Any] | None:
+    async def _top_answer(self, request: CascadeRequest, result: CascadeResult,
+                          answer: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if result.tier.name == self._top.config.name:
-            return result.reply.body
+            return answer
         reply = await self._ask(self._top, request)
         return reply.body if reply is not None else None
 
-    async def _probe_kept(self, request: CascadeRequest, result: CascadeResult, tier: str,
-                          confidence: float) -> None:
-        top = await self._top_answer(request, result)
-        if top is not None:
-            agreed = agree(request.task, request.labels, result.reply.body, top, self._similarity)
-            self._policy.record_probe(tier, request.task, confidence, agreed)
+    async def _probe(self, request: CascadeRequest, result: CascadeResult, hops: Sequence[Hop],
+                     answer: Mapping[str, Any]) -> None:
+        """One top-tier answer serves every sampled hop of the request."""
+        top = await self._top_answer(request, result, answer)
+        for hop in hops:
+            if hop.outcome == "accepted" and hop.confidence is not None:
+                # Recorded under the key the decision consulted (early-commit streams: the prefix's).
+                self._record(request, hop.tier, request.task + request.window_suffix, hop.confidence, answer, top)
+            elif top is None:
+                self._count(hop.tier, request.task, "failed")
+            else:
+                await self._probe_bypassed(request, hop.tier, top)
 
-    async def _probe_bypassed(self, request: CascadeRequest, result: CascadeResult, tier: str) -> None:
+    async def _probe_bypassed(self, request: CascadeRequest, tier: str, top: Mapping[str, Any]) -> None:
         reply = await self._ask(self._tiers[tier], request)
-        top = await self._top_answer(request, result)
-        if reply is None or top is None:
+        if reply is None:
+            self._count(tier, request.task, "failed")
             return
         confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
-        agreed = agree(request.task, request.labels, reply.body, top, self._similarity)
         # An answer without confidence could never be kept: it counts as a miss at confidence 0.
-        self._policy.record_probe(tier, request.task, confidence if confidence is not None else 0.0, agreed)
+        self._record(request, tier, request.task, confidence if confidence is not None else 0.0, reply.body, top)
+
+    def _record(self, request: CascadeRequest, tier: str, key_task: str, confidence: float,
+                answer: Mapping[str, Any], top: Mapping[str, Any] | None) -> None:
+        if top is None:
+            self._count(tier, request.task, "failed")
+            return
+        agreed = agree(request.task, request.labels, answer, top, self._similarity)
+        self._policy.record_probe(tier, key_task, confidence, agreed)
+        self._count(tier, request.task, "agreed" if agreed else "disagreed")
+
+    def _count(self, tier: str, task: str, outcome: str) -> None:
+        self._metrics.probes.labels(tier, task, outcome).inc()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.overrides import Overrides, apply_patch
 from gateway.runtime import Runtime, build_store
 from policies.base import WindowStore
+from policies.quality import ProbeStore, ProbeWindows
 
 log = logging.getLogger("recserve.reload")
 
@@ -52,9 +53,11 @@ def new_replica_id() -> str:
 
 @dataclass(slots=True)
 class _StoreSlot:
-    """The window store the current runtime borrows, and how to close it (None: the caller owns it)."""
+    """The window store and probe windows the current runtime borrows, and how to close them (None:
+    the caller owns the window store; in-process probe windows need no closing)."""
 
     store: WindowStore
+    probes: ProbeStore
     close: Closer | None
     windows: Any  # the WindowsConfig it was built from
 
@@ -91,11 +94,11 @@ class Reloader:
                     store: WindowStore | None = None) -> Reloader:
         """Build the first runtime and, with the Redis store, join the cluster's control channel."""
         if store is not None:
-            slot = _StoreSlot(store, None, config.windows)
+            slot = _StoreSlot(store, ProbeWindows(config.policy.quality.window), None, config.windows)
         else:
-            built, close = await build_store(config)
-            slot = _StoreSlot(built, close, config.windows)
-        runtime = await Runtime.start(config, store=slot.store, metrics=metrics)
+            built = await build_store(config)
+            slot = _StoreSlot(built.windows, built.probes, built.close, config.windows)
+        runtime = await Runtime.start(config, store=slot.store, probes=slot.probes, metrics=metrics)
         holder = RuntimeHolder(runtime, drain_timeout_s=config.server.request_timeout_s + 5)
         reloader = cls(holder, metrics, config_path, slot, new_replica_id())
         await reloader._link_cluster(config)
@@ -277,15 +280,16 @@ class Reloader:
         old_slot = self._store
         new_slot = old_slot
         if old_slot.close is not None and config.windows != old_slot.windows:
-            built, close = await build_store(config)
-            new_slot = _StoreSlot(built, close, config.windows)
+            built = await build_store(config)
+            new_slot = _StoreSlot(built.windows, built.probes, built.close, config.windows)
         try:
-            runtime = await Runtime.start(config, store=new_slot.store,
+            runtime = await Runtime.start(config, store=new_slot.store, probes=new_slot.probes,
                                           metrics=self.metrics, overrides=overrides)
         except Exception:
             if new_slot is not old_slot and new_slot.close is not None:
                 await new_slot.close()
             raise
+        new_slot.probes.resize(config.policy.quality.window)  # kept probes stay; the window may change
         self._store = new_slot
 
         async def retire(old: Runtime) -> None:

@@ -1,5 +1,5 @@
 """Everything a running gateway holds: tiers with their clients, policies, the window store.
-Built once per app in its lifespan; no module-level state."""
+Built once per app in its lifespan (and again on each reload); no module-level state."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from gateway.probes import Prober
 from gateway.tokens import PromptTokenCounter
 from policies.base import ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
-from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
+from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
-from policies.stores.factory import build_window_store
+from policies.stores.factory import Stores, build_stores
 
 MODEL_PREFIX = "recserve"
 
@@ -48,15 +48,21 @@ class Runtime:
 
     @classmethod
     async def start(cls, config: GatewayConfig, *,
-                    store: WindowStore | None = None, metrics: Metrics | None = None,
-                    overrides: Overrides | None = None) -> Runtime:
-        """Build clients and policies for `config`. A `store` passed in is borrowed (not closed here)."""
+                    store: WindowStore | None = None, probes: ProbeStore | None = None,
+                    metrics: Metrics | None = None, overrides: Overrides | None = None) -> Runtime:
+        """Build clients and policies for `config`. A `store` and `probes` passed in are borrowed (not
+        closed here): that is how windows and probe windows outlive a reload."""
         closers: list[Callable[[], Awaitable[None]]] = []
+        quality = config.policy.quality
         if store is None:
-            store, close_store = await build_store(config)
-            closers.append(close_store)
+            built = await build_store(config)
+            closers.append(built.close)
+            store, probes = built.windows, probes if probes is not None else built.probes
+        if probes is None:
+            probes = ProbeWindows(quality.window)
+        metrics = metrics or Metrics()
         tokens = PromptTokenCounter()
-        observer = RequestObserver(metrics or Metrics(), {t.name: i for i, t in enumerate(config.tiers)}, tokens,
+        observer = RequestObserver(metrics, {t.name: i for i, t in enumerate(config.tiers)}, tokens,
                                    include_prompts=config.logging.include_prompts)
         tiers: list[Tier] = []
         for level, tier_config in enumerate(config.tiers):
@@ -65,11 +71,10 @@ class Runtime:
             tiers.append(Tier(tier_config, observer.timed(tier_config.name, backend),
                               asyncio.Semaphore(tier_config.max_concurrency), level))
         layer = PolicyOverrides(config, overrides)
-        quality = config.policy.quality
         quality_policy = QualityPolicy(
             RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
-            ProbeWindows(quality.window), QualitySettings(quality.target, quality.min_probes, quality.window))
-        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity)
+            probes, QualitySettings(quality.target, quality.min_probes, quality.window))
+        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics)
         closers.append(prober.aclose)
         policies: dict[str, ThresholdPolicy] = {
             "recserve": RecServePolicy(store, layer.beta_for, config.policy.recserve.window),
@@ -114,6 +119,6 @@ class Runtime:
                         param="model", code="model_not_found")
 
 
-async def build_store(config: GatewayConfig) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:
-    """The window store `windows:` asks for, plus the function that closes it."""
-    return build_window_store(config.windows)
+async def build_store(config: GatewayConfig) -> Stores:
+    """The window store `windows:` asks for, the probe windows beside it, and how to close both."""
+    return build_stores(config.windows, config.policy.quality.window)

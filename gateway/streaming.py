@@ -154,6 +154,7 @@ class StreamPlan:
     labels: Any
     summary: dict[str, Any]  # the `recserve` extension of the final chunk, completed at the end
     count_prompt_tokens: Callable[[], int]
+    on_complete: Callable[[Mapping[str, Any]], None] | None = None  # gets the whole answer (quality probes)
 
 
 async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
@@ -166,10 +167,13 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
     accumulator = ChunkAccumulator()
     model = plan.result.tier.served_model
     last: dict[str, Any] = {}
+    texts: list[str] | None = [] if plan.on_complete is not None else None  # only when someone wants it
     try:
         async for chunk in _all_chunks(reply):
             accumulator.add(chunk)
             last = chunk
+            if texts is not None:
+                texts.append(_first_choice_text(chunk))
             shaped = _shape_chunk(chunk, wanted, include_usage, model)
             if shaped is not None:
                 yield sse.encode(shaped)
@@ -180,6 +184,8 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
         return
     finally:
         await reply.release()
+    if plan.on_complete is not None and texts is not None:
+        plan.on_complete(_answer_body("".join(texts)))  # starts background work only: the client is not held
     if include_usage and accumulator.usage is None:
         prompt = plan.count_prompt_tokens()
         yield sse.encode({**_envelope(last, model), "choices": [], "usage": {
@@ -198,6 +204,18 @@ async def _all_chunks(reply: TierReply) -> AsyncIterator[dict[str, Any]]:
     if reply.tail is not None:
         async for chunk in reply.tail:
             yield chunk
+
+
+def _first_choice_text(chunk: Mapping[str, Any]) -> str:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return ""
+    return "".join(_choice_text(c) for c in choices if isinstance(c, dict) and c.get("index", 0) == 0)
+
+
+def _answer_body(text: str) -> dict[str, Any]:
+    """The streamed answer as a non-streamed body, for whoever compares whole answers."""
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
 
 
 def _envelope(last: Mapping[str, Any], model: str) -> dict[str, Any]:
