@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -40,7 +40,7 @@ from gateway.shaping import (
     result_headers,
     result_summary,
 )
-from gateway.streaming import StreamPlan, buffered_call, client_events, early_call, stream_body
+from gateway.streaming import EventStreamResponse, StreamPlan, buffered_call, client_events, early_call, stream_body
 from policies.quality import QualityPolicy
 
 log = logging.getLogger("recserve.access")
@@ -182,7 +182,12 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
             raise LoopDetected(rejected.message, code=rejected.code or "loop_detected") from None
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
     headers = result_headers(result, task, request_id)
-    runtime.observer.request_done(request, selected.policy.name, task, body, result)
+
+    def observe(usage: Mapping[str, Any] | None = None) -> None:
+        runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage)
+
+    if not parsed.stream:
+        observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte
     probes = None  # a streamed answer is probed once the client has all of it
     if isinstance(selected.policy, QualityPolicy):
         probes = runtime.prober.after(cascade_request, result)
@@ -190,9 +195,8 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
         headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
     if parsed.stream:
         plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
-                          cascade_request.count_prompt_tokens, probes)
-        return StreamingResponse(client_events(plan), media_type="text/event-stream",
-                                 headers={**headers, "cache-control": "no-cache"})
+                          cascade_request.count_prompt_tokens, observe, probes)
+        return EventStreamResponse(client_events(plan), headers={**headers, "cache-control": "no-cache"})
     return AnswerResponse(client_body(result, route, raw), headers=headers)
 
 

@@ -84,8 +84,10 @@ class RequestObserver:
         self._include_prompts = include_prompts
 
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
-                     result: CascadeResult | None = None, hops: Sequence[Hop] | None = None) -> None:
-        """Record one finished cascade: pass `result`, or the failed cascade's `hops`.
+                     result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
+                     usage: Mapping[str, Any] | None = None) -> None:
+        """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
+        passes the `usage` its last chunk reported (its result's body has none).
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -93,8 +95,8 @@ class RequestObserver:
         journey = result.hops if result is not None else list(hops or ())
         # One number per request on both sides of the "saved" ratio; the served tier's own usage
         # spares tokenizing every prompt on the hot path.
-        prompt_tokens = (prompt_tokens_of(result.reply.body, lambda: self._tokens.count(body)) if result is not None
-                         else self._tokens.count(body))
+        reported = {"usage": usage} if usage is not None else result.reply.body if result is not None else {}
+        prompt_tokens = prompt_tokens_of(reported, lambda: self._tokens.count(body))
         prompt_bytes = len(jsonio.dumps(body))
         for hop in journey:
             if hop.confidence is not None:
