@@ -126,6 +126,19 @@ class QualityPolicyConfig(_Strict):
     min_probes: int = Field(20, ge=1)  # below this many probes per tier and task, the plain rule decides
     window: int = Field(200, ge=1)  # probes remembered per tier and task
     similarity: Probability = 0.5  # generation: token-F1 at or above this counts as agreement
+    # Below this many probes per tier and task (in the probe store, shared by replicas) every kept or
+    # bypassed answer is probed, then probe_rate applies; 0: off. Unset or null: min_probes (at most window).
+    warmup_probes: int = Field(20, ge=0, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warmup_defaults_to_min_probes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("warmup_probes") is None:
+            min_probes = data.get("min_probes", cls.model_fields["min_probes"].default)
+            window = data.get("window", cls.model_fields["window"].default)
+            if type(min_probes) is int and type(window) is int:  # else their own errors say why
+                data = {**data, "warmup_probes": min(min_probes, window)}
+        return data
 
 
 class PolicyConfig(_Strict):
@@ -204,6 +217,10 @@ class GatewayConfig(_Strict):
                 if n not in beta
             ]
         errors += _unknown_tiers("policy.casserve.thresholds", self.policy.casserve.thresholds, seen)
+        quality = self.policy.quality
+        if quality.warmup_probes > quality.window:
+            errors.append(f"policy.quality.warmup_probes: {quality.warmup_probes} is more than policy.quality.window "
+                          f"({quality.window}), the most probes a tier and task holds: the warm-up would never end")
         for key in ("tool_requests",):
             value = getattr(self.policy, key)
             if value is not None and value not in seen:

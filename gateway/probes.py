@@ -2,7 +2,14 @@
 had it not been bypassed) is also asked of the top tier in the background, never delaying the
 client; whether the two answers agree teaches the policy the lower tier's competence. Streamed
 answers are probed once the stream has ended. Probe calls and their uplink prompt tokens are counted
-in the metrics, apart from the requests'."""
+in the metrics, apart from the requests'.
+
+Warm-up: while a tier and task holds fewer than `warmup_probes` probes in the probe store (shared by
+replicas with Redis), every answer it kept, or every request that bypassed it, is probed; then
+`probe_rate` applies. One RNG draw per lower hop is made either way, so warm-up never shifts the draws.
+This prober's own probes in flight count towards the warm-up at once; other replicas' count once
+recorded (and, with Redis, read back: at most every 0.2 s), so replicas warming up together may
+overshoot by the probes in flight between them."""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -90,6 +98,7 @@ class Prober:
         self._metrics = metrics
         self._rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: Counter[tuple[str, str]] = Counter()  # probes sampled, not yet recorded, per key
 
     def after(self, request: CascadeRequest, result: CascadeResult) -> StreamProbes | None:
         """Sample this finished request's kept and bypassed lower tiers for probing.
@@ -98,26 +107,44 @@ class Prober:
         sampled probes come back as a function to call with the whole answer when the stream ends
         (None when nothing was sampled).
         """
-        hops = [hop for hop in result.hops if self._sampled(hop)]
+        hops = [hop for hop in result.hops if self._sampled(request, hop)]
         if not hops:
             return None
         # Probes ask for a plain answer: they compare whole answers and nobody reads them as they come.
         plain = replace(request, body={k: v for k, v in request.body.items() if k not in _STREAM_KEYS})
         if request.body.get("stream"):
-            return lambda answer: self._spawn(self._probe(plain, result, hops, answer))
+            return lambda answer: self._spawn(self._probe(plain, result, hops, answer), request, hops)
         if result.reply.complete:
-            self._spawn(self._probe(plain, result, hops, result.reply.body))
+            self._spawn(self._probe(plain, result, hops, result.reply.body), request, hops)
         return None
 
-    def _sampled(self, hop: Hop) -> bool:
-        if hop.tier == self._top.config.name or self._rng.random() >= self._rate:
-            return False
-        return (hop.outcome == "accepted" and hop.confidence is not None) or hop.outcome == "bypassed"
+    @staticmethod
+    def _key(request: CascadeRequest, hop: Hop) -> tuple[str, str]:
+        """The (tier, task) a probe of this hop is recorded under (early-commit streams: the prefix's)."""
+        if hop.outcome == "accepted":
+            return hop.tier, request.task + request.window_suffix
+        return hop.tier, request.task
 
-    def _spawn(self, probe: Any) -> None:
+    def _sampled(self, request: CascadeRequest, hop: Hop) -> bool:
+        if hop.tier == self._top.config.name:
+            return False
+        drawn = self._rng.random() < self._rate  # one draw per lower hop, warming up or not
+        if not ((hop.outcome == "accepted" and hop.confidence is not None) or hop.outcome == "bypassed"):
+            return False
+        tier, task = self._key(request, hop)
+        return drawn or self._policy.warming(tier, task, self._pending[tier, task])
+
+    def _spawn(self, probe: Coroutine[Any, Any, None], request: CascadeRequest, hops: Sequence[Hop]) -> None:
+        self._pending.update(self._key(request, hop) for hop in hops)  # settled by `_probe`, hop by hop
         task = asyncio.get_running_loop().create_task(probe)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _settle(self, key: tuple[str, str]) -> None:
+        """A probe of `key` has recorded (or failed, or was cancelled): no longer pending."""
+        self._pending[key] -= 1
+        if self._pending[key] <= 0:
+            del self._pending[key]
 
     async def _ask(self, tier: Tier, request: CascadeRequest) -> TierReply | None:
         reply: TierReply | None = None
@@ -141,15 +168,22 @@ class Prober:
     async def _probe(self, request: CascadeRequest, result: CascadeResult, hops: Sequence[Hop],
                      answer: Mapping[str, Any]) -> None:
         """One top-tier answer serves every sampled hop of the request."""
-        top = await self._top_answer(request, result, answer)
-        for hop in hops:
-            if hop.outcome == "accepted" and hop.confidence is not None:
-                # Recorded under the key the decision consulted (early-commit streams: the prefix's).
-                self._record(request, hop.tier, request.task + request.window_suffix, hop.confidence, answer, top)
-            elif top is None:
-                self._count(hop.tier, request.task, "failed")
-            else:
-                await self._probe_bypassed(request, hop.tier, top)
+        unsettled = [self._key(request, hop) for hop in hops]
+        try:
+            top = await self._top_answer(request, result, answer)
+            for hop in hops:
+                if hop.outcome == "accepted" and hop.confidence is not None:
+                    # Recorded under the key the decision consulted (early-commit streams: the prefix's).
+                    self._record(request, hop.tier, request.task + request.window_suffix, hop.confidence, answer,
+                                 top)
+                elif top is None:
+                    self._count(hop.tier, request.task, "failed")
+                else:
+                    await self._probe_bypassed(request, hop.tier, top)
+                self._settle(unsettled.pop(0))
+        finally:
+            for key in unsettled:
+                self._settle(key)
 
     async def _probe_bypassed(self, request: CascadeRequest, tier: str, top: Mapping[str, Any]) -> None:
         reply = await self._ask(self._tiers[tier], request)

@@ -4,7 +4,9 @@ competence curve decides whether the kept ones are good enough to keep.
 Probes (a sample of kept answers also asked of the top tier) give (confidence, agreed) pairs per
 tier and task; see `policies.competence`. With too few probes the plain rule decides. A tier whose
 answers cannot reach the target at any confidence is bypassed for that task until probes say
-otherwise.
+otherwise. Until a tier and task holds `warmup_probes` probes it is *warming up*: the prober then
+probes every answer it keeps (or would have been asked), so learning takes about min_probes requests
+instead of min_probes / probe_rate.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class QualitySettings:
     target: float = 0.9  # required P(agree with the top tier) at the answer's confidence
     min_probes: int = 20  # fewer probes than this: the plain rule decides
     window: int = 200  # probes remembered per tier and task (follows drift)
+    # Fewer probes than this (in the probe store, so shared by replicas): probe every kept answer. 0: off.
+    warmup_probes: int = 0
 
 
 class ProbeStore(Protocol):
@@ -122,6 +126,12 @@ class QualityPolicy:
     def record_probe(self, tier: str, task: str, confidence: float, agreed: bool) -> None:
         self._probes.add(self._key(tier, task), confidence, agreed)
 
+    def warming(self, tier: str, task: str, pending: int = 0) -> bool:
+        """True while the tier and task holds fewer than `warmup_probes` probes, counting `pending`
+        probes already on their way (the prober's own, not yet recorded)."""
+        warmup = self._settings.warmup_probes
+        return warmup > 0 and self._probes.count(self._key(tier, task)) + pending < warmup
+
     def estimate(self, tier: str, task: str, confidence: float) -> float | None:
         curve = self._curve(tier, task)
         return curve.agreement_at(confidence) if curve is not None else None
@@ -131,9 +141,11 @@ class QualityPolicy:
         await self._probes.sync(self._key(tier, task))
 
     def describe(self, tier: str, task: str) -> dict[str, object]:
-        """For operators: probes held, whether they are enough, best reachable agreement, bypass."""
+        """For operators: probes held, whether they are enough (and whether still warming up, every
+        kept answer probed), best reachable agreement, bypass."""
         key = self._key(tier, task)
         curve = self._probes.curve(key)
         return {"probes": self._probes.count(key), "enough": self._curve(tier, task) is not None,
+                "warming_up": self.warming(tier, task),
                 "best_agreement": curve.best() if curve is not None else None,
                 "target": self._settings.target, "bypassed": self.bypassed(tier, task)}
