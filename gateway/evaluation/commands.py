@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,12 +50,13 @@ def _quality_options(args: argparse.Namespace) -> QualityOptions:
     from gateway.evaluation.replay import QualityOptions
 
     rates = [rate for rate in args.probe_rates if rate != args.probe_rate]
-    return QualityOptions(targets=tuple(args.targets), probe_rate=args.probe_rate,
-                          other_probe_rates=tuple(rates), seed=args.seed)
+    options = QualityOptions(targets=tuple(args.targets), probe_rate=args.probe_rate, other_probe_rates=tuple(rates),
+                             seed=args.seed, warmup_probes=args.warmup_probes)
+    return replace(options, other_warmups=tuple(w for w in args.warmup_sweep if w != options.warmup))
 
 
 def _add_quality_options(parser: argparse.ArgumentParser) -> None:
-    from gateway.evaluation.replay import PROBE_RATES, TARGETS, QualityOptions
+    from gateway.evaluation.replay import PROBE_RATES, TARGETS, WARMUPS, QualityOptions
 
     group = parser.add_argument_group("quality policy (recserve/quality)")
     group.add_argument("--seed", type=int, default=0, help="seed of the simulated probes' RNG (same seed, same result)")
@@ -63,6 +65,18 @@ def _add_quality_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--probe-rates", type=float, nargs="*", default=list(PROBE_RATES),
                        help="further probe rates, swept over the targets at β=0.3 (sensitivity)")
     group.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="policy.quality.target values")
+    group.add_argument("--warmup-probes", type=_non_negative, default=None,
+                       help="policy.quality.warmup_probes of every quality run but the warm-up sweep "
+                            "(default: the config's, min_probes)")
+    group.add_argument("--warmup-sweep", type=_non_negative, nargs="*", default=list(WARMUPS),
+                       help="further warmup_probes values, swept over the targets at β=0.3 (sensitivity)")
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ a policy's uplink tokens over cloud-only's on the same examples.
 The quality policy (`recserve/quality`) is the gateway's very `QualityPolicy` on a fresh memory store;
 its probes are simulated as `gateway.probes.Prober` runs them, from the recorded answers: after each
 request, one draw of a seeded RNG per lower tier on the path (kept, escalated or bypassed, as the
-gateway draws one per hop) decides whether that tier is probed. A kept answer is compared with the
+gateway draws one per hop) decides whether that tier is probed, and while the tier and task holds fewer
+than `warmup_probes` probes every kept (or bypassed) one is, as in the gateway. A kept answer is compared with the
 recorded top-tier answer (`agree`, the gateway's rule), a bypassed tier's recorded answer likewise. The
 probes' calls count in the communication as the prompt shipped once more: one top-tier call per request
 shared by all its sampled tiers (none when the top tier served it), plus each sampled bypassed tier.
@@ -27,7 +28,7 @@ import asyncio
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ WINDOWS = (10, 100, 10000)
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 TARGETS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 PROBE_RATES = (0.02, 0.05, 0.1)
+WARMUPS = (0, 10, 20, 40)  # policy.quality.warmup_probes values of the sensitivity sweep
 # The quality policy's window rule runs at the authors' W, as the gateway's default config does.
 QUALITY_WINDOW = 10000
 MAIN_BETA = 0.3
@@ -55,8 +57,9 @@ MAIN_BETA = 0.3
 
 @dataclass(frozen=True, slots=True)
 class QualityOptions:
-    """The quality sweep: every target x every β at `probe_rate`; the other probe rates at `MAIN_BETA`.
-    Probe settings default to the gateway's config defaults (`policy.quality`)."""
+    """The quality sweep: every target x every β at `probe_rate`; the other probe rates and the other
+    warm-up lengths at `MAIN_BETA`. Probe settings default to the gateway's config defaults
+    (`policy.quality`); `warmup_probes` None is the config's default, min_probes (at most the window)."""
 
     targets: tuple[float, ...] = TARGETS
     betas: tuple[float, ...] = BETAS
@@ -66,6 +69,13 @@ class QualityOptions:
     min_probes: int = QualityPolicyConfig().min_probes
     probe_window: int = QualityPolicyConfig().window
     similarity: float = QualityPolicyConfig().similarity
+    warmup_probes: int | None = None
+    other_warmups: tuple[int, ...] = ()
+
+    @property
+    def warmup(self) -> int:
+        """`warmup_probes` as the config resolves it."""
+        return min(self.min_probes, self.probe_window) if self.warmup_probes is None else self.warmup_probes
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +220,10 @@ class SimulatedProber:
         for tier in self._tiers[:-1]:
             if tier not in outcome.visited and tier not in outcome.bypassed:
                 continue
-            if self._rng.random() >= self._rate:  # one draw per hop, as the gateway draws
+            drawn = self._rng.random() < self._rate  # one draw per hop, warming up or not, as the gateway draws
+            if not (tier in outcome.bypassed or (outcome.kept and tier == outcome.served)):
                 continue
-            if tier in outcome.bypassed or (outcome.kept and tier == outcome.served):
+            if drawn or self._policy.warming(tier, request.task):  # nothing pending: probes finish first here
                 sampled.append(tier)
         if not sampled:
             return
@@ -250,7 +261,7 @@ def quality_policy(beta: float | Mapping[str, float], window: int, target: float
     beta_for: Callable[[str], float] = (
         (lambda tier: float(beta[tier])) if isinstance(beta, Mapping) else (lambda tier: float(beta)))
     rule = RecServePolicy(MemoryWindowStore(), beta_for, window, namespace="quality")
-    settings = QualitySettings(target, options.min_probes, options.probe_window)
+    settings = QualitySettings(target, options.min_probes, options.probe_window, options.warmup)
     return QualityPolicy(rule, ProbeWindows(options.probe_window), settings)
 
 
@@ -340,7 +351,8 @@ async def run_quality(requests: Sequence[Request], beta: float, target: float, p
     outcomes = await cascade(requests, policy, prober=prober)
     params = {"target": target, "beta": beta, "window": QUALITY_WINDOW, "probe_rate": probe_rate,
               "seed": options.seed, "min_probes": options.min_probes, "probe_window": options.probe_window,
-              "similarity": options.similarity, "warm": warm, "warmup_requests": warmup}
+              "similarity": options.similarity, "warmup_probes": options.warmup, "warm": warm,
+              "warmup_requests": warmup}
     summary = summarise(requests, outcomes, "quality", params)
     tasks = sorted({r.task for r in requests})
     summary["learned"] = {f"{tier}/{task}": policy.describe(tier, task) for tier in TIERS[:-1] for task in tasks}
@@ -365,6 +377,10 @@ async def _sweeps(requests: Sequence[Request], options: QualityOptions) -> list[
     for rate in (options.probe_rate, *options.other_probe_rates):
         for target in options.targets:
             results.append(await run_quality(requests, MAIN_BETA, target, rate, options, warm=True))
+    for warmup in options.other_warmups:
+        for target in options.targets:
+            results.append(await run_quality(requests, MAIN_BETA, target, options.probe_rate,
+                                             replace(options, warmup_probes=warmup)))
     return results
 
 
@@ -391,7 +407,7 @@ def replay_trace_file(path: Path, options: QualityOptions = QualityOptions()) ->
     return {"dataset": dataset, "trace": str(path), "n": len(requests), "excluded_failed_calls": failed,
             "task": requests[0].task if requests else None,
             "confidence_header_agrees": sum(1 for a in agrees if a), "confidence_rows": len(agrees),
-            "policies": replay(requests, options)}
+            "quality_warmup": options.warmup, "policies": replay(requests, options)}
 
 
 def interleave(streams: Sequence[Sequence[Request]]) -> list[Request]:
@@ -410,4 +426,4 @@ def replay_mixed(streams: Mapping[str, Sequence[Request]],
     mixed = interleave(list(streams.values()))
     return {"dataset": "mixed", "trace": "round robin over " + ", ".join(streams), "n": len(mixed),
             "excluded_failed_calls": [], "task": "mixed", "datasets": {k: len(v) for k, v in streams.items()},
-            "policies": replay(mixed, options)}
+            "quality_warmup": options.warmup, "policies": replay(mixed, options)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
@@ -29,20 +29,26 @@ def _label(entry: Mapping[str, Any]) -> str:
         return f"RecServe β={params['beta']} W={params['window']}"
     if entry["policy"] == "quality":
         return (f"Quality t={params['target']} β={params['beta']} probes {params['probe_rate']:.0%}"
-                + (" (warm)" if params.get("warm") else ""))
+                + (f" warm-up {params['warmup_probes']}" if "warmup_probes" in params else "")
+                + (" (steady state)" if params.get("warm") else ""))
     return str(entry["policy"])
 
 
-def quality_curve(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> list[Mapping[str, Any]]:
-    """The quality policy's target sweep at the main β and the given probe rate, by target."""
+def quality_curve(result: Mapping[str, Any], probe_rate: float, warm: bool = False,
+                  warmup: int | None = None) -> list[Mapping[str, Any]]:
+    """The quality policy's target sweep at the main β, the given probe rate and warm-up length (default:
+    the result's main `quality_warmup`), by target."""
+    warmup = result.get("quality_warmup") if warmup is None else warmup
     return sorted((e for e in result["policies"] if e["policy"] == "quality" and e["params"]["beta"] == MAIN_BETA
-                   and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm),
+                   and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm
+                   and (warmup is None or e["params"].get("warmup_probes") == warmup)),
                   key=lambda e: e["params"]["target"])
 
 
-def quality_main(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> Mapping[str, Any]:
+def quality_main(result: Mapping[str, Any], probe_rate: float, warm: bool = False,
+                 warmup: int | None = None) -> Mapping[str, Any]:
     """The main quality point: the target nearest MAIN_TARGET (it is MAIN_TARGET unless --targets omits it)."""
-    return min(quality_curve(result, probe_rate, warm), key=lambda e: abs(e["params"]["target"] - MAIN_TARGET))
+    return min(quality_curve(result, probe_rate, warm, warmup), key=lambda e: abs(e["params"]["target"] - MAIN_TARGET))
 
 
 def main_rows(result: Mapping[str, Any], probe_rate: float | None = None) -> list[Mapping[str, Any]]:
@@ -150,7 +156,8 @@ def envelope_verdict(result: Mapping[str, Any], curve: Sequence[Mapping[str, Any
 
 
 def quality_summary(result: Mapping[str, Any], probe_rate: float) -> dict[str, Any]:
-    """The quality policy at the main target (cold and warm) against cloud-only, RecServe, CasServe."""
+    """The quality policy at the main target (cold, and in a steady state: `warm`) against cloud-only,
+    RecServe, CasServe."""
     by_policy = {e["policy"]: e for e in main_rows(result) if e["policy"] != "quality"}
     cold, warm = quality_main(result, probe_rate), quality_main(result, probe_rate, warm=True)
     cloud = by_policy["cloud-only"]["accuracy"]
@@ -171,7 +178,7 @@ def quality_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """Per dataset: accuracy / communication (vs cloud-only tokens, probes included) at the main points."""
     lines = [f"| dataset | n | cloud-only | RecServe β={MAIN_BETA} | CasServe θ={MAIN_THRESHOLD} | "
              f"Quality t={MAIN_TARGET} | its share device / edge / cloud | probe calls | % of cloud-only acc | "
-             "bypassed at end | Quality warm | warm share d / e / c | warm % of cloud-only |",
+             "bypassed at end | Quality steady state | its share d / e / c | its % of cloud-only |",
              "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|---:|"]
     for m in summaries:
         q, w = m["quality"], m["warm"]
@@ -186,7 +193,8 @@ def quality_table(summaries: Sequence[Mapping[str, Any]]) -> str:
 def envelope_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """Per dataset: how many points of the target sweep are on or above the envelope, the verdict."""
     lines = ["| dataset | n | cold: points on/above | worst margin (examples) | verdict | "
-             "warm: points on/above | worst margin (examples) | verdict |", "|---|---:|---:|---:|---|---:|---:|---|"]
+             "steady state: points on/above | worst margin (examples) | verdict |",
+             "|---|---:|---:|---:|---|---:|---:|---|"]
     for m in summaries:
         cells = []
         for key in ("envelope", "warm_envelope"):
@@ -198,10 +206,10 @@ def envelope_table(summaries: Sequence[Mapping[str, Any]]) -> str:
 
 
 def sensitivity_table(result: Mapping[str, Any], rates: Sequence[float]) -> str:
-    """One stream: the quality policy at the main target for each probe rate, cold and warm."""
+    """One stream: the quality policy at the main target for each probe rate, cold and in a steady state."""
     cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")["accuracy"]
-    lines = ["| probe rate | cold acc / comm | probe calls | % of cloud-only | warm acc / comm | "
-             "warm % of cloud-only |", "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| probe rate | cold acc / comm | probe calls | % of cloud-only | steady acc / comm | "
+             "steady % of cloud-only |", "|---:|---:|---:|---:|---:|---:|"]
     for rate in rates:
         cold, warm = quality_main(result, rate), quality_main(result, rate, warm=True)
         lines.append(f"| {rate:.0%} | {_ac(cold)} | {cold.get('probe_calls', 0)} | {cold['accuracy'] / cloud:.0%} | "
@@ -209,9 +217,30 @@ def sensitivity_table(result: Mapping[str, Any], rates: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = DEFAULT_PROBE_RATE) -> None:
-    """Accuracy vs communication (fraction of cloud-only tokens, probes included), one panel per dataset
-    and one for the mixed stream."""
+def warmup_table(result: Mapping[str, Any], probe_rate: float, warmups: Sequence[int]) -> str:
+    """One stream: the quality policy (cold, β=0.3, `probe_rate`) for each warm-up length: the main target's
+    point and whether its target sweep is on or above the envelope."""
+    cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")["accuracy"]
+    lines = [f"| warmup_probes | acc / comm (t={MAIN_TARGET}) | % of cloud-only | share d / e / c | probe calls | "
+             "bypassed at end | sweep on/above envelope | worst margin (examples) |",
+             "|---:|---:|---:|---|---:|---|---:|---:|"]
+    for warmup in warmups:
+        curve = quality_curve(result, probe_rate, warmup=warmup)
+        if not curve:
+            continue
+        main = quality_main(result, probe_rate, warmup=warmup)
+        verdict = envelope_verdict(result, curve)
+        bypassed = sorted(key for key, state in main.get("learned", {}).items() if state["bypassed"])
+        lines.append(f"| {warmup} | {_ac(main)} | {main['accuracy'] / cloud if cloud else 0.0:.0%} | "
+                     + " / ".join(f"{main['share'][t]:.2f}" for t in TIERS)
+                     + f" | {main.get('probe_calls', 0)} | {', '.join(bypassed) or '-'} | "
+                     f"{verdict['on_or_above']}/{verdict['points']} | {verdict['worst_margin_examples']:+.1f} |")
+    return "\n".join(lines)
+
+
+def _panels(results: Sequence[Mapping[str, Any]], path: Path, draw: Callable[[Any, Mapping[str, Any]], None],
+            legend_columns: int) -> None:
+    """One accuracy-vs-communication panel per result (`draw` plots its lines), a shared legend, a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display here; files only
@@ -221,6 +250,26 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = D
     rows = (len(results) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, result in zip(axes.flat, results, strict=False):
+        draw(ax, result)
+        ax.set_title(f"{result['dataset']} (n={result['n']})")
+        ax.set_xlabel("communication / cloud-only (prompt tokens)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(results):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=legend_columns, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = DEFAULT_PROBE_RATE) -> None:
+    """Accuracy vs communication (fraction of cloud-only tokens, probes included), one panel per dataset
+    and one for the mixed stream."""
+
+    def draw(ax: Any, result: Mapping[str, Any]) -> None:
         policies = result["policies"]
         for window, style in ((10000, "-o"), (10, ":x")):
             pts = [e for e in policies if e["policy"] == "recserve" and e["params"]["window"] == window]
@@ -236,23 +285,50 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = D
                 marker, color = marks[entry["policy"]]
                 ax.plot(entry["comm_vs_cloud"], entry["accuracy"], marker, color=color, ms=8,
                         label=entry["policy"])
-        ax.set_title(f"{result['dataset']} (n={result['n']})")
-        ax.set_xlabel("communication / cloud-only (prompt tokens)")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
         for warm, style in ((False, "-P"), (True, "--P")):
             curve = quality_curve(result, probe_rate, warm)
             ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], style, ms=5,
                     color="tab:purple", label=f"Quality t 0.6-0.95 (β={MAIN_BETA}, probes {probe_rate:.0%}"
-                    + (", warm)" if warm else ")"))
-    for ax in list(axes.flat)[len(results):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                    + (", steady state)" if warm else ")"))
+
+    _panels(results, path, draw, legend_columns=4)
+
+
+def _goal(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Issue #11's goals, measured: the mixed stream's share of cloud-only accuracy, the envelope count."""
+    datasets = [m for m in summaries if m["dataset"] != "mixed"]
+    mixed = next((m for m in summaries if m["dataset"] == "mixed"), None)
+    lines = [f"Goal 1 (mixed stream at t={MAIN_TARGET}: ≥ 95 % of cloud-only accuracy): "
+             + (f"{mixed['of_cloud']:.1%} ({'met' if mixed['of_cloud'] >= 0.95 else 'missed'})." if mixed
+                else "no mixed stream (one trace).")]
+    lines.append(f"Goal 2 (the cold curve on or above the envelope on ≥ 6 of 8 datasets): "
+                 f"{sum(m['envelope']['verdict'] for m in datasets)} of {len(datasets)}.")
+    return [" ".join(lines), ""]
+
+
+def plot_warmups(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float,
+                 warmups: Sequence[int]) -> None:
+    """The quality policy's cold target sweep for each warm-up length against the baselines' envelope,
+    one panel per dataset and one for the mixed stream."""
+    from matplotlib import colormaps
+
+    colors = colormaps["viridis"]
+
+    def draw(ax: Any, result: Mapping[str, Any]) -> None:
+        frontier = envelope_points(result)
+        right = max([e["comm_vs_cloud"] for e in result["policies"] if e["policy"] == "quality"]
+                    + [c for c, _ in frontier], default=1.0)
+        line = [*frontier, (right, frontier[-1][1])] if frontier else []  # flat beyond its end
+        ax.plot([c for c, _ in line], [a for _, a in line], "-", color="grey", lw=2, alpha=0.6,
+                label="RecServe + CasServe envelope (flat beyond its end)")
+        cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")
+        ax.plot(cloud["comm_vs_cloud"], cloud["accuracy"], "^", color="tab:red", ms=8, label="cloud-only")
+        for i, warmup in enumerate(warmups):
+            curve = quality_curve(result, probe_rate, warmup=warmup)
+            ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], "-P", ms=5,
+                    color=colors(i / max(len(warmups) - 1, 1)), label=f"Quality t 0.6-0.95, warmup_probes {warmup}")
+
+    _panels(results, path, draw, legend_columns=3)
 
 
 def write_report(traces: Path, out: Path, options: QualityOptions | None = None) -> list[Path]:
@@ -269,31 +345,42 @@ def write_report(traces: Path, out: Path, options: QualityOptions | None = None)
     if len(streams) > 1:
         results.append(replay_mixed(streams, options))
     rates = (options.probe_rate, *options.other_probe_rates)
+    warmups = sorted({options.warmup, *options.other_warmups})
     summaries = [quality_summary(r, options.probe_rate) for r in results]
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "results.json"
     json_path.write_text(json.dumps({"results": results, "comparison": [matched_comparison(r) for r in results],
                                      "quality": [_slim(m) for m in summaries],
-                                     "quality_options": asdict(options)}, indent=1) + "\n", encoding="utf-8")
+                                     "quality_options": {**asdict(options), "warmup_probes": options.warmup}},
+                                    indent=1) + "\n", encoding="utf-8")
     datasets = [m for m in summaries if m["dataset"] != "mixed"]
     sections = ["# RecServe evaluation results", "",
                 "Generated by `recserve eval report`; see README \"## Evaluation\" for how they were made. "
                 "Communication is prompt tokens shipped above the device over cloud-only's, probes included; "
                 "\"mixed\" is every dataset interleaved round robin in the order below, windows keyed by task "
                 "as in the gateway.", "",
-                f"## Quality floor (recserve/quality, t={MAIN_TARGET}, probes {options.probe_rate:.0%}, "
-                f"seed {options.seed}): accuracy / communication", "", quality_table(summaries), "",
+                f"## Quality floor (recserve/quality, t={MAIN_TARGET}, β={MAIN_BETA}, probes {options.probe_rate:.0%}, "
+                f"min_probes {options.min_probes}, warmup_probes {options.warmup}, seed {options.seed}): "
+                "accuracy / communication", "", quality_table(summaries), "", *_goal(summaries),
                 "## Quality curve vs the RecServe + CasServe upper envelope", "",
                 "The envelope: the Pareto-optimal points of every RecServe (β 0.1-0.7, W 10/100/10000) and "
                 "CasServe (θ 0.2-0.95) run, linearly interpolated between them and flat beyond their ends. "
                 f"A quality point (target sweep at β={MAIN_BETA}) is on or above it iff its accuracy is at "
                 "least the envelope's at its communication minus half an example (0.5/n); a curve is iff all "
-                "its points are. Warm: after an unmeasured warm-up of 2·min_probes/probe_rate requests over the same "
-                "stream (repeated), an optimistic steady state.", "",
+                "its points are. Steady state: after an unmeasured pre-pass of 2·min_probes/probe_rate requests "
+                "over the same stream (repeated), an optimistic view (judged on the examples it was probed on).", "",
                 envelope_table(summaries), "",
                 f"Cold: on or above on {sum(m['envelope']['verdict'] for m in datasets)}/{len(datasets)} datasets; "
-                f"warm: {sum(m['warm_envelope']['verdict'] for m in datasets)}/{len(datasets)}.", "",
-                "## Probe-rate sensitivity (quality t=0.9, β=0.3)", ""]
+                f"steady state: {sum(m['warm_envelope']['verdict'] for m in datasets)}/{len(datasets)}.", ""]
+    if options.other_warmups:
+        sections += [f"## Warm-up sensitivity (quality, cold, β={MAIN_BETA}, probes {options.probe_rate:.0%}): "
+                     "policy.quality.warmup_probes", "",
+                     "While a tier and task holds fewer than warmup_probes probes, every answer it keeps (or every "
+                     "request that bypasses it) is probed; 0 is sampling at the probe rate only.", ""]
+        for result in results:
+            sections += [f"### {result['dataset']}", "", warmup_table(result, options.probe_rate, warmups), ""]
+    sections += [f"## Probe-rate sensitivity (quality t={MAIN_TARGET}, β={MAIN_BETA}, "
+                 f"warmup_probes {options.warmup})", ""]
     for result in results:
         sections += [f"### {result['dataset']}", "", sensitivity_table(result, rates), ""]
     sections += ["## RecServe (β=0.3, W=10000) vs CasServe at matched communication", "", claim_table(results), "",
@@ -307,7 +394,11 @@ def write_report(traces: Path, out: Path, options: QualityOptions | None = None)
     md_path.write_text("\n".join(sections), encoding="utf-8")
     png_path = out / "accuracy_vs_communication.png"
     plot(results, png_path, options.probe_rate)
-    return [md_path, json_path, png_path]
+    written = [md_path, json_path, png_path]
+    if options.other_warmups:
+        written.append(out / "quality_warmup.png")
+        plot_warmups(results, written[-1], options.probe_rate, warmups)
+    return written
 
 
 def _slim(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,11 +73,52 @@ def test_probe_traffic_is_counted_and_probes_are_sampled_per_hop() -> None:
     assert metrics["tokens_to"] == {"edge": 0, "cloud": 4 * 14} and metrics["probe_tokens"] == 56
     assert metrics["comm_vs_cloud"] == pytest.approx(1.0) and metrics["probe_calls"] == 4
     assert metrics["bytes_to"]["cloud"] == 4 * 70
-    # Rate 0: no probe, no probe traffic; the rule alone decides.
-    policy = quality_policy(0.01, 10000, 0.9)
+    # Rate 0 without warm-up: no probe, no probe traffic; the rule alone decides.
+    policy = quality_policy(0.01, 10000, 0.9, QualityOptions(warmup_probes=0))
     silent = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.0, 0.5, seed=0)))
     assert all(not o.probes for o in silent)
     assert summarise(requests, silent, "quality", {})["uplink_tokens"] == 0
+
+
+def test_warm_up_probes_every_kept_answer_until_the_key_holds_enough_then_the_rate_applies() -> None:
+    requests = _trace(60, lambda rng: ("yes", round(rng.uniform(0.3, 0.99), 3)))
+    policy = quality_policy(0.01, 10000, 0.9, QualityOptions(warmup_probes=7))
+    outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.0, 0.5, seed=0)))
+    kept = [i for i, o in enumerate(outcomes) if o.kept and o.served == "device"]
+    probed = [i for i, o in enumerate(outcomes) if o.probes and o.served == "device"]
+    assert len(kept) > 7 and probed == kept[:7]  # the first 7 answers the device kept, then none at rate 0
+    assert policy.describe("device", "classification") | {"best_agreement": None} == {
+        "probes": 7, "enough": False, "warming_up": False, "best_agreement": None, "target": 0.9, "bypassed": False}
+    # The edge warms up on its own key: every answer it kept was probed (it kept fewer than 7 here).
+    edge = [o for o in outcomes if o.kept and o.served == "edge"]
+    assert edge and all(o.probes == ["cloud"] for o in edge)
+    assert policy.describe("edge", "classification")["warming_up"] is True
+
+
+def test_warm_up_never_shifts_the_rngs_draws() -> None:
+    # One draw per lower hop whether warming up or not: after the warm-up, the same hops are sampled.
+    requests = _trace(300, lambda rng: ("yes", 0.95))
+    runs = []
+    for warmup in (0, 5):  # min_probes 100: the curve never decides, so both runs take the same paths
+        policy = quality_policy(0.01, 10000, 0.9, QualityOptions(warmup_probes=warmup, min_probes=100))
+        outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.1, 0.5, seed=3)))
+        runs.append([i for i, o in enumerate(outcomes) if o.probes])
+    cold, warm = runs
+    assert warm[:5] == [0, 1, 2, 3, 4] and len(cold) > 10
+    late = max(cold[4], warm[4]) + 1
+    assert [i for i in warm if i >= late] == [i for i in cold if i >= late]
+
+
+def test_warm_up_learns_a_wrong_device_in_about_min_probes_requests() -> None:
+    requests = _trace(120, lambda rng: ("no", round(rng.uniform(0.3, 0.99), 3)))
+    firsts = []
+    for warmup in (0, 20):
+        policy = quality_policy(0.3, 10000, 0.9, QualityOptions(warmup_probes=warmup))
+        outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.05, 0.5, seed=0)))
+        firsts.append(next((i for i, o in enumerate(outcomes) if o.bypassed), None))
+    without, with_warmup = firsts
+    assert without is None  # 120 requests at 5 %: a handful of probes, never min_probes (20)
+    assert with_warmup is not None and with_warmup <= 40  # 20 probes of the ~70 % the device keeps
 
 
 def test_learns_to_keep_only_the_answers_above_the_devices_competence() -> None:
@@ -114,8 +155,9 @@ def test_a_device_that_is_always_wrong_is_bypassed_and_still_probed() -> None:
 
 def test_warm_up_starts_the_measured_pass_learned() -> None:
     requests = _trace(60, lambda rng: ("no", round(rng.uniform(0.3, 0.99), 3)))
-    cold = asyncio.run(run_quality(requests, 0.3, 0.9, 0.1))
-    warm = asyncio.run(run_quality(requests, 0.3, 0.9, 0.1, warm=True))
+    options = QualityOptions(warmup_probes=0)  # without warm-up probing: 60 requests at 10 % learn nothing
+    cold = asyncio.run(run_quality(requests, 0.3, 0.9, 0.1, options))
+    warm = asyncio.run(run_quality(requests, 0.3, 0.9, 0.1, options, warm=True))
     assert warm["params"]["warmup_requests"] == 400 and cold["params"]["warmup_requests"] == 0
     assert cold["share"]["device"] > 0.5 and warm["share"]["device"] == 0.0
     assert warm["learned"]["device/classification"]["bypassed"] is True
@@ -174,10 +216,16 @@ def test_report_has_the_quality_tables_and_the_mixed_stream(tmp_path: Path) -> N
             rows += [_row(index, "device", answer, confidence, name), _row(index, "edge", "yes", 0.7, name),
                      _row(index, "cloud", "yes", 0.99, name)]
         (traces / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    md, js, png = write_report(traces, tmp_path / "out", QualityOptions(betas=(0.3,), other_probe_rates=(0.1,)))
+    md, js, png, warmups = write_report(traces, tmp_path / "out", QualityOptions(
+        betas=(0.3,), other_probe_rates=(0.1,), other_warmups=(0, 5)))
     text = md.read_text(encoding="utf-8")
     assert "## Quality floor" in text and "| mixed | 24 |" in text and "on or above on" in text
+    assert "## Warm-up sensitivity" in text and "Goal 1 (mixed stream" in text
+    assert warmups.name == "quality_warmup.png" and warmups.read_bytes()[:4] == b"\x89PNG"
     data = json.loads(js.read_text(encoding="utf-8"))
     assert [r["dataset"] for r in data["results"]] == ["bad", "good", "mixed"]
     assert [q["dataset"] for q in data["quality"]] == ["bad", "good", "mixed"]
     assert data["quality_options"]["seed"] == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    assert data["quality_options"]["warmup_probes"] == 20  # the config's default: min_probes
+    mixed = data["results"][-1]
+    assert {e["params"]["warmup_probes"] for e in mixed["policies"] if e["policy"] == "quality"} == {0, 5, 20}

@@ -1,9 +1,11 @@
 """The quality policy's replay decides as the gateway does: a scripted sequence is recorded through the
-pinned models, then sent through a fresh gateway with `policy.default: quality` and probe_rate 1.0 (every
-kept or bypassed answer probed, so the gateway's unseeded RNG draws cannot differ from the replay's).
-Every path (bypass marks included) must equal the replay's, and every tier must have received exactly
-the calls the replay counts for the path and the probes. Probes run in the background in the gateway:
-each request waits until its probes have reached the tiers, as the replay finishes them in order."""
+pinned models, then sent through a fresh gateway with `policy.default: quality`, and compared with the
+replay at settings where the gateway's unseeded RNG draws cannot differ from the replay's: probe_rate 1.0
+(every kept or bypassed answer probed), and probe_rate 0 with a warm-up (the first `warmup_probes` kept or
+bypassed answers of each tier and task probed, then none). Every path (bypass marks included) must
+equal the replay's, and every tier must have received exactly the calls the replay counts for the path
+and the probes. Probes run in the background in the gateway: each request waits until its probes have
+reached the tiers, as the replay finishes them in order."""
 
 from __future__ import annotations
 
@@ -11,17 +13,30 @@ import asyncio
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.evaluation.datasets import Example
 from gateway.evaluation.live import ask_live, examples_of
 from gateway.evaluation.record import read_trace, record
-from gateway.evaluation.replay import QualityOptions, SimulatedProber, cascade, quality_policy, requests_from_rows
+from gateway.evaluation.replay import (
+    Outcome,
+    QualityOptions,
+    SimulatedProber,
+    cascade,
+    quality_policy,
+    requests_from_rows,
+)
 from tests.conftest import GatewayStarter
 from tests.support.scripted_tier import ThreadedTier
 
 SETTINGS = {"probe_rate": 1.0, "target": 0.9, "min_probes": 6, "window": 12, "similarity": 0.5}
-POLICY = {"policy": {"default": "quality", "recserve": {"beta": {"device": 0.2, "edge": 0.4}, "window": 10000},
-                     "quality": SETTINGS}}
+BETA = {"device": 0.2, "edge": 0.4}
+# No sampling at all: only the warm-up probes, the first 6 per tier and task; then the curve decides.
+WARMUP_ONLY = {**SETTINGS, "probe_rate": 0.0, "warmup_probes": 6}
+
+
+def _policy(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"policy": {"default": "quality", "recserve": {"beta": BETA, "window": 10000}, "quality": settings}}
 
 
 def _examples() -> list[Example]:
@@ -54,21 +69,21 @@ def _wait_for(tiers: dict[str, ThreadedTier], expected: dict[str, int], timeout_
     return seen
 
 
-def test_quality_replay_matches_the_gateway(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier],
-                                            tmp_path: Path) -> None:
+def _replayed_and_live(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier], tmp_path: Path,
+                       settings: dict[str, Any]) -> list[Outcome]:
+    """Record the scripted sequence, replay it, send it through a fresh gateway and compare both."""
     trace = tmp_path / "scripted.jsonl"
-    with start_gateway(POLICY).sdk() as client:
+    with start_gateway(_policy(settings)).sdk() as client:
         assert record(_examples(), trace, client, report=lambda _: None) == 45
     rows = read_trace(trace)
     requests = requests_from_rows(rows)
-    options = QualityOptions(min_probes=SETTINGS["min_probes"], probe_window=SETTINGS["window"])
-    policy = quality_policy({"device": 0.2, "edge": 0.4}, 10000, SETTINGS["target"], options)
-    outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 1.0, 0.5, seed=0)))
-    paths = [o.path() for o in outcomes]
-    assert {"device", "device>edge", "device~>edge"} <= set(paths)  # kept, floor-escalated, bypassed
-    assert any(o.bypassed for o in outcomes[:30]) and paths[-1] == "device"  # bypass, then drift followed
+    options = QualityOptions(min_probes=settings["min_probes"], probe_window=settings["window"],
+                             warmup_probes=settings.get("warmup_probes"))
+    policy = quality_policy(BETA, 10000, settings["target"], options)
+    prober = SimulatedProber(policy, settings["probe_rate"], settings["similarity"], seed=0)
+    outcomes = asyncio.run(cascade(requests, policy, prober=prober))
 
-    fresh = start_gateway(POLICY)
+    fresh = start_gateway(_policy(settings))
     expected = _chat_calls(tiers)
     live_paths = []
     with fresh.sdk() as client:
@@ -77,6 +92,30 @@ def test_quality_replay_matches_the_gateway(start_gateway: GatewayStarter, tiers
             for tier in [*outcome.visited, *outcome.probes]:
                 expected[tier] += 1
             assert _wait_for(tiers, expected) == expected, f"request {example.index}: {live_paths[-1]}"
-    assert live_paths == paths
+    assert live_paths == [o.path() for o in outcomes]
     time.sleep(0.3)
     assert _chat_calls(tiers) == expected  # no late probe beyond what the replay counts
+    return outcomes
+
+
+def test_quality_replay_matches_the_gateway(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier],
+                                            tmp_path: Path) -> None:
+    outcomes = _replayed_and_live(start_gateway, tiers, tmp_path, SETTINGS)
+    paths = [o.path() for o in outcomes]
+    assert {"device", "device>edge", "device~>edge"} <= set(paths)  # kept, floor-escalated, bypassed
+    assert any(o.bypassed for o in outcomes[:30]) and paths[-1] == "device"  # bypass, then drift followed
+
+
+def test_quality_replay_matches_the_gateway_during_and_after_the_warm_up(
+        start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier], tmp_path: Path) -> None:
+    outcomes = _replayed_and_live(start_gateway, tiers, tmp_path, WARMUP_ONLY)
+    probed = {tier: [i for i, o in enumerate(outcomes) if o.probes and o.served == tier] for tier in ("device", "edge")}
+    kept = {tier: [i for i, o in enumerate(outcomes) if o.kept and o.served == tier] for tier in ("device", "edge")}
+    # Each tier's first 6 kept answers were probed (its warm-up), and no other request was.
+    assert {t: len(p) for t, p in probed.items()} == {"device": 6, "edge": 6}
+    assert all(probed[t] == kept[t][:6] for t in probed)
+    assert sum(bool(o.probes) for o in outcomes) == 12
+    # Then the curves decide: 6 probes never vouch for 0.9 ((a + 1) / (6 + 2) < 0.9), so both lower tiers
+    # are bypassed, and at probe rate 0 nothing probes them again.
+    last = max(max(p) for p in probed.values())
+    assert {o.path() for o in outcomes[last + 1:]} == {"device~>edge~>cloud"}
