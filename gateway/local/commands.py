@@ -16,12 +16,14 @@ from gateway.local.paths import CacheLayout, default_layout
 from gateway.local.proc import CommandFailed
 from gateway.local.server_build import ServerBuildError, ensure_server
 from gateway.local.supervisor import (
+    DETERMINISTIC_FLAGS,
     LOOPBACK,
     RunningTier,
     TierSpec,
     TierStartError,
     check_port,
     running_from_record,
+    runs_deterministic,
     start_tier,
     status,
     stop,
@@ -113,6 +115,9 @@ def tiers_up(tiers: list[LocalTier], layout: CacheLayout, *, health_timeout_s: f
         if running is not None and running.port == tier.local.port and status(
             tier.name, tier.local.port, run_dir).healthy:
             _say(f"tier '{tier.name}': already running on {running.base_url} (pid {running.pid})")
+            if not runs_deterministic(running.pid):
+                _say(f"warning: tier '{tier.name}' was started without {' '.join(DETERMINISTIC_FLAGS)}: its "
+                     f"logprobs depend on what it served before; `recserve tiers down` and `up` again")
             continue
         # Fail on a taken port now, not after minutes of building and downloading.
         check_port(tier.name, tier.local.port)

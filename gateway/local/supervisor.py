@@ -38,6 +38,8 @@ class TierSpec:
     threads: int = 1
     ctx_size: int = 2048
     parallel: int = 1
+    # Bit-reproducible logprobs at temperature 0 (see DETERMINISTIC_FLAGS); costs the prompt cache.
+    deterministic: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,17 @@ def log_file(run_dir: Path, name: str) -> Path:
     return run_dir / f"{name}.log"
 
 
+# llama-server's prompt cache makes logprobs depend on what was served before: a prompt sharing a
+# prefix with the slot's cached tokens (or restored from the host-RAM cache) has only its suffix
+# evaluated, in a differently shaped batch, and the quantised CPU kernels then round differently
+# (a fully cached prompt re-evaluates its last token alone). Measured with the same prompts sent in
+# other orders: with the cache, 5/10 (SmolLM2), 8/10 (Qwen-0.5B) and 6/6 (Qwen-1.5B) prompts came back
+# with logprobs that differ from their first answer; with --no-cache-prompt, 0 on every tier, also
+# across restarts. Every prompt is then evaluated whole: the cost is the shared prefix (chat template,
+# instruction) evaluated again, which a cascade's one-shot prompts barely use (README "Evaluation").
+DETERMINISTIC_FLAGS = ("--no-cache-prompt",)
+
+
 def server_command(server: ServerBinary, tier: TierSpec) -> list[str]:
     """The llama-server command line for `tier` (loopback only)."""
     return [
@@ -110,7 +123,23 @@ def server_command(server: ServerBinary, tier: TierSpec) -> list[str]:
         # llama-server splits -c across its slots; scale it so every slot gets ctx_size tokens.
         "-c", str(tier.ctx_size * tier.parallel), "--parallel", str(tier.parallel),
         "-t", str(tier.threads),
+        *(DETERMINISTIC_FLAGS if tier.deterministic else ()),
     ]
+
+
+def command_line(pid: int) -> list[str]:
+    """A process's arguments ([] when it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode("utf-8", errors="replace").split("\0")
+
+
+def runs_deterministic(pid: int) -> bool:
+    """True when the running server was started with every flag of DETERMINISTIC_FLAGS."""
+    args = command_line(pid)
+    return all(flag in args for flag in DETERMINISTIC_FLAGS)
 
 
 def start_tier(
@@ -240,11 +269,9 @@ def status(name: str, port: int, run_dir: Path) -> TierStatus:
 
 def _is_our_server(pid: int, port: int) -> bool:
     # PIDs are reused: only signal a process that is still a llama-server on the recorded port.
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    args = command_line(pid)
+    if not args:
         return False
-    args = raw.decode("utf-8", errors="replace").split("\0")
     # The server itself, or a script of that name run through its interpreter (args[1]).
     if not any(arg.endswith("llama-server") for arg in args[:2]):
         return False
