@@ -95,8 +95,10 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if not self._exchanging or self._complete:
             return
-        if self._until_close and self._head is not None and self._head.done():
-            self.on_message_complete()  # a body without length ends where the connection does
+        # A body without length ends where the connection does, but only at a clean close: a reset
+        # may have discarded answer bytes the kernel had not handed over yet.
+        if exc is None and self._until_close and self._head is not None and self._head.done():
+            self.on_message_complete()
             return
         error: HttpError = (HttpError(f"connection closed mid-answer: {exc or 'by the server'}") if self._answered
                             else _Stale(f"connection closed before an answer: {exc or 'by the server'}"))
@@ -109,19 +111,28 @@ class _Connection(asyncio.Protocol):
         self._answered = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(HttpError(f"malformed HTTP answer: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self._complete:  # else the answer is whole; only what follows it is bad
+                self._fail(HttpError(f"malformed HTTP answer: {exc}"))
             self._abort()
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # More bytes after the answer in the same read: a second answer nobody asked for. Stop the
+            # parser here (it raises HttpParserCallbackError) before it appends to this answer's body.
+            raise HttpError("bytes after the answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        known = self._headers.get(key)
+        self._headers[key] = text if known is None else f"{known}, {text}"  # repeated field: RFC 9110 §5.3
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
         self._until_close = "content-length" not in self._headers and "chunked" not in self._headers.get(
-            "transfer-encoding", "")
+            "transfer-encoding", "").lower()
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
@@ -185,6 +196,13 @@ class _Connection(asyncio.Protocol):
     def finish(self) -> None:
         self._exchanging = False
         self.idle_since = time.monotonic()
+        if self._paused and self.transport is not None and not self.closed:
+            # Released with the body unread while reading was paused (the answer may still be whole):
+            # an idle connection must read again, or its next answer and the server's FIN go unseen.
+            self._chunks.clear()
+            self._buffered = 0
+            self._paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
         self.reusable = False
@@ -226,11 +244,26 @@ class Body:
     def at_eof(self) -> bool:
         return self._connection.complete and not self._connection._chunks
 
+    def _inflated(self, chunk: bytes | None) -> bytes:
+        """A piece of a compressed body inflated; None, its end. Broken or cut short: HttpError, which
+        callers handle, not zlib.error, which they would not."""
+        inflate = self._inflate
+        assert inflate is not None
+        try:
+            if chunk is not None:
+                return inflate.decompress(chunk)
+            rest = inflate.flush()
+        except zlib.error as exc:
+            raise HttpError(f"broken compressed body: {exc}") from exc
+        if not inflate.eof:
+            raise HttpError("compressed body cut short")
+        return rest
+
     async def chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._connection.next_chunk()) is not None:
-            yield self._inflate.decompress(chunk) if self._inflate is not None else chunk
+            yield self._inflated(chunk) if self._inflate is not None else chunk
         if self._inflate is not None:
-            yield self._inflate.flush()
+            yield self._inflated(None)
 
     async def read(self) -> bytes:
         """The rest of the body."""
@@ -241,16 +274,15 @@ class Body:
         """The body split at b"\\n" (each line with its ending), each wait bounded by `read_timeout_s`."""
         pending = b""
         connection = self._connection
-        while True:
+        ended = False
+        while not ended:
             if read_timeout_s is None:
-                chunk = await connection.next_chunk()
+                raw = await connection.next_chunk()
             else:
                 async with asyncio.timeout(read_timeout_s):
-                    chunk = await connection.next_chunk()
-            if chunk is None:
-                break
-            if self._inflate is not None:
-                chunk = self._inflate.decompress(chunk)
+                    raw = await connection.next_chunk()
+            ended = raw is None
+            chunk = self._inflated(raw) if self._inflate is not None else raw or b""
             pending += chunk
             if b"\n" not in chunk:
                 continue
