@@ -325,8 +325,9 @@ def plot_warmups(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: f
         ax.plot(cloud["comm_vs_cloud"], cloud["accuracy"], "^", color="tab:red", ms=8, label="cloud-only")
         for i, warmup in enumerate(warmups):
             curve = quality_curve(result, probe_rate, warmup=warmup)
-            ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], "-P", ms=5,
-                    color=colors(i / max(len(warmups) - 1, 1)), label=f"Quality t 0.6-0.95, warmup_probes {warmup}")
+            ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], "-" + "PoXsD"[i % 5],
+                    ms=7 - i, color=colors(i / max(len(warmups) - 1, 1)), alpha=0.85,
+                    label=f"Quality t 0.6-0.95, warmup_probes {warmup}")
 
     _panels(results, path, draw, legend_columns=3)
 
