@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import open_loop
 from bench.decision import decision_cost
 from bench.load import LoadResult, run_wrk, wrk_available
 from bench.procs import Server, fake_tier, free_port, start
@@ -69,10 +70,27 @@ def _measure(server: Server | None, url: str, body: dict[str, object], connectio
     return result, cpu
 
 
+def _open_loop_rows(direct_url: str, gateway_url: str, rate: float, seconds: float) -> list[str]:
+    """Direct, pinned and cascade at a fixed offered rate over 16 connections (below saturation)."""
+    targets = (("tier direct", direct_url, {"model": "fake", "messages": PROMPT, "logprobs": True, "top_logprobs": 5}),
+               ("gateway, pinned tier", gateway_url, {"model": "recserve/device", "messages": PROMPT}),
+               ("gateway, 3-tier cascade", gateway_url, {"model": "recserve", "messages": PROMPT}))
+    rows: list[str] = []
+    direct_p50: float | None = None
+    for label, url, body in targets:
+        result = open_loop.measure(url, body, rate=rate, connections=16, seconds=seconds)
+        added = f"{result.p50_ms - direct_p50:.3f}" if direct_p50 is not None else "—"
+        direct_p50 = result.p50_ms if direct_p50 is None else direct_p50
+        rows.append(f"| {label} | {rate:,.0f} | {result.achieved_rps:,.0f} | {result.p50_ms:.3f} | "
+                    f"{result.p90_ms:.3f} | {result.p99_ms:.3f} | {added} | {result.failures} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that only checks it works")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered req/s of the open-loop rows")
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="LiteLLM proxy CLI (optional)")
     args = parser.parse_args(argv)
     if not wrk_available():
@@ -111,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                     if litellm.rps:
                         rows.append(f"| ratio gateway/LiteLLM: throughput x{pinned.rps / litellm.rps:.2f}, "
                                     f"p50 x{pinned.p50_ms / litellm.p50_ms:.2f} | {connections} | | | | | | | | |")
+            rate = 200.0 if args.smoke else args.rate
+            open_rows = _open_loop_rows(chat, gateway.url + "/v1/chat/completions", rate, seconds)
             stream_direct, stream_gateway = first_byte_ms(chat, gateway.url + "/v1/chat/completions",
                                                           requests=50 if args.smoke else 300)
         finally:
@@ -121,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
           "peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    print()
+    print(f"Open loop: {rate:,.0f} req/s offered over 16 keep-alive connections for {seconds:g} s "
+          "(latency from each request's scheduled start; python -m bench.open_loop):")
+    print()
+    print("| target | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | added p50 ms | failed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(open_rows))
     print()
     print(f"cascade decision in memory (estimate + window step, W=10000): p50 {p50:.1f} µs, p99 {p99:.1f} µs")
     print(f"streaming, time to first byte (median): tier direct {stream_direct:.3f} ms, "

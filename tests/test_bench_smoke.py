@@ -18,8 +18,12 @@ def test_bench_smoke_mode_produces_the_table() -> None:
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout
+    closed, _, opened = table.partition("Open loop:")
     for label in ("tier direct", "gateway, pinned tier", "gateway, 3-tier cascade"):
-        rows = [line for line in table.splitlines() if line.startswith(f"| {label} |")]
+        rows = [line for line in closed.splitlines() if line.startswith(f"| {label} |")]
         assert len(rows) == 2, table  # concurrency 1 and 16
         assert all(line.split("|")[8].strip() == "0" for line in rows), table  # no failed requests
+        open_rows = [line for line in opened.splitlines() if line.startswith(f"| {label} |")]
+        assert len(open_rows) == 1, table  # the fixed-rate run
+        assert open_rows[0].split("|")[8].strip() == "0", table  # no failed requests
     assert "cascade decision in memory" in table and "time to first byte" in table
