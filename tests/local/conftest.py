@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from gateway.local.catalog import ModelSpec, WheelPart
-from gateway.local.paths import CACHE_ENV, CacheLayout
+from gateway.local.paths import CACHE_ENV, CacheLayout, default_layout
 from gateway.local.server_build import ServerBinary
+from gateway.local.supervisor import RunningTier, stop
+from tests.local.realtiers import start_real_tiers
 
 WheelMaker = Callable[[str, str, dict[str, bytes]], Path]
 
@@ -142,3 +144,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 print("listening on", port, flush=True)
 http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 """
+
+
+# The real-model suites (marked `realmodel`): the real cache and the three real tiers, per module.
+@pytest.fixture(scope="module")
+def real_cache() -> CacheLayout:
+    return default_layout()
+
+
+@pytest.fixture(scope="module")
+def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningTier]]:
+    """device, edge and cloud on free ports (own run folder: never touches `make run`'s PID files)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    started = start_real_tiers(real_cache, run_dir, report=lambda line: print(line, file=sys.stderr))
+    yield {tier.name: tier for tier in started}
+    for tier in started:
+        stop(tier, run_dir)

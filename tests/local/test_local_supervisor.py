@@ -11,6 +11,7 @@ import pytest
 
 from gateway.local.server_build import ServerBinary
 from gateway.local.supervisor import (
+    DETERMINISTIC_FLAGS,
     PortInUseError,
     RunningTier,
     TierSpec,
@@ -18,6 +19,7 @@ from gateway.local.supervisor import (
     pid_file,
     read_record,
     running_from_record,
+    runs_deterministic,
     start_tier,
     status,
     stop,
@@ -142,3 +144,17 @@ def test_stale_pid_file_never_signals_an_unrelated_process(run_dir: Path) -> Non
 def test_stop_when_nothing_was_recorded(run_dir: Path) -> None:
     assert stop_recorded("device", run_dir) is None
     assert status("device", 1, run_dir).pid is None
+
+
+def test_tiers_start_deterministic_unless_told_otherwise(
+    healthy_server: ServerBinary, model_file: Path, run_dir: Path, free_port: Callable[[], int],
+    started: list[RunningTier],
+) -> None:
+    # The prompt cache makes logprobs depend on earlier requests (issue #7): off by default.
+    assert DETERMINISTIC_FLAGS == ("--no-cache-prompt",)
+    default = start_tier(healthy_server, TierSpec("device", model_file, free_port()), run_dir)
+    started.append(default)
+    cached = start_tier(healthy_server, TierSpec("edge", model_file, free_port(), deterministic=False), run_dir)
+    started.append(cached)
+    assert runs_deterministic(default.pid)
+    assert not runs_deterministic(cached.pid)

@@ -24,31 +24,16 @@ import yaml
 
 from gateway.local.catalog import lookup
 from gateway.local.models import model_path
-from gateway.local.paths import CacheLayout, default_layout
+from gateway.local.paths import CacheLayout
 from gateway.local.server_build import ensure_server
-from gateway.local.supervisor import PortInUseError, RunningTier, TierSpec, TierStartError, start_tier, stop
-from tests.local.realtiers import REAL_TIERS, free_port, start_real_tiers
+from gateway.local.supervisor import PortInUseError, RunningTier, TierSpec, TierStartError, start_tier
+from tests.local.realtiers import REAL_TIERS, free_port
 
 pytestmark = pytest.mark.realmodel
 
 QUESTION = "Is the sky blue on a clear day? Answer yes or no."
 # A prompt every tier continues with a non-empty answer (SmolLM2 ends a bare "Q: ...\nA:" at once).
 COMPLETION_PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def real_cache() -> CacheLayout:
-    return default_layout()
-
-
-@pytest.fixture(scope="module")
-def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningTier]]:
-    """device, edge and cloud on free ports (own run folder: never touches `make run`'s PID files)."""
-    run_dir = tmp_path_factory.mktemp("run")
-    started = start_real_tiers(real_cache, run_dir, report=lambda line: print(line, file=sys.stderr))
-    yield {tier.name: tier for tier in started}
-    for tier in started:
-        stop(tier, run_dir)
 
 
 @pytest.fixture(scope="module")
