@@ -27,3 +27,13 @@ def test_bench_smoke_mode_produces_the_table() -> None:
         assert len(open_rows) == 1, table  # the fixed-rate run
         assert open_rows[0].split("|")[8].strip() == "0", table  # no failed requests
     assert "cascade decision in memory" in table and "time to first byte" in table
+
+
+def test_early_ttft_bench_runs_on_paced_fake_tiers() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.early_ttft", "--requests", "3", "--token-ms", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout
+    assert "| direct from device tier | 3 |" in table and "| gateway, pinned `recserve/device` | 3 |" in table
+    verdicts = [line for line in table.splitlines() if line.startswith("- early k = ")]
+    assert len(verdicts) == 3, table  # k = 4, 8, 16: each checked or said to be unchecked
