@@ -16,7 +16,7 @@ from gateway.protocol import Route
 from policies.base import Task, ThresholdPolicy
 from policies.confidence import response_confidence
 
-Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed"]
+Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed", "verify"]
 # Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
 _NO_ANSWER = frozenset({"fault", "busy", "skipped", "failed"})
 
@@ -41,6 +41,7 @@ class Hop:
     threshold: float | None = None
     reason: str | None = None  # no_confidence | busy | timeout | connect | status | invalid | budget
     upstream_path: str | None = None  # a chained RecServe gateway's own path
+    answer: Mapping[str, Any] | None = None  # a "verify" hop's whole answer, compared with the top tier's
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ def render_path(hops: Sequence[Hop]) -> str:
             text += "!"
         elif hop.outcome == "bypassed":
             text += "~"  # not asked: the policy learned it cannot answer this task well enough
+        elif hop.outcome == "verify":
+            text += "?"  # would have kept its answer, but the top tier checked it and answered instead
         parts.append(text)
         if i < len(hops) - 1:
             parts.append(">")
@@ -148,9 +151,12 @@ async def _release_all(replies: list[TierReply], keep: TierReply | None) -> None
 
 async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy, call: TierCall,
                  journey: _Journey) -> CascadeResult:
+    verifying = False  # a lower tier's answer awaits the top tier's: the tiers in between are not asked
     for index, tier in enumerate(tiers):
         final = index == len(tiers) - 1
         name = tier.config.name
+        if verifying and not final:
+            continue
         if not final and policy.bypassed(name, request.task):
             journey.hops.append(Hop(name, "bypassed", reason="quality"))
             continue
@@ -175,6 +181,15 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             continue
         decision = await policy.decide(name, request.task + request.window_suffix, confidence)
         journey.window_fallback |= decision.fallback
+        if decision.verify:
+            journey.hops.append(Hop(name, "verify", confidence, decision.threshold, decision.reason,
+                                    upstream_path=upstream, answer=reply.body if reply.complete else None))
+            if reply.complete:  # served after all, should the top tier fail
+                journey.best = (reply, tier, confidence, decision.threshold)
+            else:
+                await reply.release()
+            verifying = True
+            continue
         if decision.escalate:
             journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, decision.reason,
                                     upstream_path=upstream))

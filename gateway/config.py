@@ -129,6 +129,10 @@ class QualityPolicyConfig(_Strict):
     # Below this many probes per tier and task (in the probe store, shared by replicas) every kept or
     # bypassed answer is probed, then probe_rate applies; 0: off. Unset or null: min_probes (at most window).
     warmup_probes: int = Field(20, ge=0, strict=True)
+    # While warming up, "top": a kept answer is checked against the top tier first and the top tier's
+    # answer served (no unjudged answer reaches a client; those requests wait for both tiers);
+    # "kept": the kept answer is served and probed in the background.
+    warmup_answer: Literal["top", "kept"] = "top"
 
     @model_validator(mode="before")
     @classmethod

@@ -17,7 +17,7 @@ CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # Why a tier passed a request up: the hop outcome/reason of the cascade folded into a fixed set.
-ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget")
+ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget", "warmup")
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,8 @@ def _escalation_reason(hop: Hop) -> str | None:
         return "busy"
     if hop.outcome == "skipped":
         return "budget"
+    if hop.outcome == "verify":
+        return "warmup"  # a learning quality floor had the top tier answer instead
     return None
 
 

@@ -56,7 +56,7 @@ async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
     if not isinstance(policy, QualityPolicy):
         return None
     view: dict[str, Any] = {}
-    for task in TASKS:
+    for task in window_tasks(runtime):  # early commit's prefix answers are judged (and probed) apart
         await policy.sync(tier, task)
         view[task] = policy.describe(tier, task)
     return view

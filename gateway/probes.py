@@ -6,10 +6,12 @@ in the metrics, apart from the requests'.
 
 Warm-up: while a tier and task holds fewer than `warmup_probes` probes in the probe store (shared by
 replicas with Redis), every answer it kept, or every request that bypassed it, is probed; then
-`probe_rate` applies. One RNG draw per lower hop is made either way, so warm-up never shifts the draws.
-This prober's own probes in flight count towards the warm-up at once; other replicas' count once
-recorded (and, with Redis, read back: at most every 0.2 s), so replicas warming up together may
-overshoot by the probes in flight between them."""
+`probe_rate` applies. With `warmup_answer` "top" the kept answer was not served but verified: the
+request went on to the top tier (a "verify" hop), so its probe needs no call of its own. One RNG draw
+per lower hop is made either way, so warm-up never shifts the draws. This prober's own probes in
+flight count towards the warm-up at once; other replicas' count once recorded (and, with Redis, read
+back: at most every 0.2 s), so replicas warming up together may overshoot by the probes in flight
+between them."""
 
 from __future__ import annotations
 
@@ -121,7 +123,7 @@ class Prober:
     @staticmethod
     def _key(request: CascadeRequest, hop: Hop) -> tuple[str, str]:
         """The (tier, task) a probe of this hop is recorded under (early-commit streams: the prefix's)."""
-        if hop.outcome == "accepted":
+        if hop.outcome in ("accepted", "verify"):
             return hop.tier, request.task + request.window_suffix
         return hop.tier, request.task
 
@@ -129,6 +131,8 @@ class Prober:
         if hop.tier == self._top.config.name:
             return False
         drawn = self._rng.random() < self._rate  # one draw per lower hop, warming up or not
+        if hop.outcome == "verify" and hop.confidence is not None:
+            return True  # the warm-up's own probe: the top tier already answered the request
         if not ((hop.outcome == "accepted" and hop.confidence is not None) or hop.outcome == "bypassed"):
             return False
         tier, task = self._key(request, hop)
@@ -176,6 +180,8 @@ class Prober:
                     # Recorded under the key the decision consulted (early-commit streams: the prefix's).
                     self._record(request, hop.tier, request.task + request.window_suffix, hop.confidence, answer,
                                  top)
+                elif hop.outcome == "verify" and hop.confidence is not None:
+                    await self._probe_verified(request, hop, hop.confidence, top)
                 elif top is None:
                     self._count(hop.tier, request.task, "failed")
                 else:
@@ -184,6 +190,19 @@ class Prober:
         finally:
             for key in unsettled:
                 self._settle(key)
+
+    async def _probe_verified(self, request: CascadeRequest, hop: Hop, confidence: float,
+                              top: Mapping[str, Any] | None) -> None:
+        """A verify hop's answer against the top tier's. An early-commit prefix was cut off when the
+        request went up, so that tier is asked again for its whole answer (as a probe call)."""
+        kept = hop.answer
+        if kept is None and top is not None:
+            reply = await self._ask(self._tiers[hop.tier], request)
+            kept = reply.body if reply is not None else None
+        if kept is None:
+            self._count(hop.tier, request.task, "failed")
+            return
+        self._record(request, hop.tier, request.task + request.window_suffix, confidence, kept, top)
 
     async def _probe_bypassed(self, request: CascadeRequest, tier: str, top: Mapping[str, Any]) -> None:
         reply = await self._ask(self._tiers[tier], request)

@@ -73,7 +73,8 @@ class Runtime:
         layer = PolicyOverrides(config, overrides)
         quality_policy = QualityPolicy(
             RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
-            probes, QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes))
+            probes, QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
+                                    quality.warmup_answer))
         prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics)
         closers.append(prober.aclose)
         policies: dict[str, ThresholdPolicy] = {

@@ -46,7 +46,10 @@ class Decision:
     threshold: float | None  # None while the window is too short to judge (cold start)
     window_length: int = 0
     fallback: bool = False  # the window consulted was a local stand-in for the shared one
-    reason: str | None = None  # why it escalates when not the plain threshold ("quality")
+    reason: str | None = None  # why it escalates when not the plain threshold ("quality"), or verifies
+    # Would keep, but the answer is not trusted yet (a quality floor still learning): the request goes to
+    # the top tier, whose answer is served, and the pair teaches the policy. Never set with `escalate`.
+    verify: bool = False
 
 
 class ConfidenceEstimator(Protocol):

@@ -4,16 +4,18 @@ competence curve decides whether the kept ones are good enough to keep.
 Probes (a sample of kept answers also asked of the top tier) give (confidence, agreed) pairs per
 tier and task; see `policies.competence`. With too few probes the plain rule decides. A tier whose
 answers cannot reach the target at any confidence is bypassed for that task until probes say
-otherwise. Until a tier and task holds `warmup_probes` probes it is *warming up*: the prober then
-probes every answer it keeps (or would have been asked), so learning takes about min_probes requests
-instead of min_probes / probe_rate.
+otherwise. Until a tier and task holds `warmup_probes` probes it is *warming up*: every answer it
+keeps (or would have been asked) is probed, so learning takes about min_probes requests instead of
+min_probes / probe_rate. With `warmup_answer` "top" (the default) a warming-up tier's kept answer is
+verified instead of served: the request goes to the top tier, whose answer the client gets, and the
+pair is the probe — no answer the floor has not judged reaches a client.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from policies.base import Decision, ThresholdPolicy, WindowKey
 from policies.competence import CompetenceCurve, fit_competence
@@ -26,6 +28,10 @@ class QualitySettings:
     window: int = 200  # probes remembered per tier and task (follows drift)
     # Fewer probes than this (in the probe store, so shared by replicas): probe every kept answer. 0: off.
     warmup_probes: int = 0
+    # What a warming-up tier's kept answer gets: "top" — checked against the top tier before answering,
+    # whose answer is served (the floor holds from the first request, at the top tier's latency);
+    # "kept" — served as the plain rule keeps it, probed in the background.
+    warmup_answer: Literal["top", "kept"] = "top"
 
 
 class ProbeStore(Protocol):
@@ -111,11 +117,14 @@ class QualityPolicy:
 
     async def decide(self, tier: str, task: str, confidence: float) -> Decision:
         decision = await self._rule.decide(tier, task, confidence)
-        curve = self._curve(tier, task)
-        if decision.escalate or curve is None:
+        if decision.escalate:
             return decision
-        if curve.agreement_at(confidence) < self._settings.target:
+        curve = self._curve(tier, task)
+        if curve is not None and curve.agreement_at(confidence) < self._settings.target:
             return Decision(True, decision.threshold, decision.window_length, decision.fallback, reason="quality")
+        if self._settings.warmup_answer == "top" and self.warming(tier, task):
+            return Decision(False, decision.threshold, decision.window_length, decision.fallback, reason="warmup",
+                            verify=True)
         return decision
 
     def bypassed(self, tier: str, task: str) -> bool:
@@ -146,6 +155,6 @@ class QualityPolicy:
         key = self._key(tier, task)
         curve = self._probes.curve(key)
         return {"probes": self._probes.count(key), "enough": self._curve(tier, task) is not None,
-                "warming_up": self.warming(tier, task),
+                "warming_up": self.warming(tier, task), "warmup_answer": self._settings.warmup_answer,
                 "best_agreement": curve.best() if curve is not None else None,
                 "target": self._settings.target, "bypassed": self.bypassed(tier, task)}

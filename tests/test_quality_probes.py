@@ -31,7 +31,9 @@ def admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def quality_config(**extra: Any) -> dict[str, Any]:
-    return merge(QUALITY, {"auth": {"admin_key_env": ADMIN_ENV}, **extra})
+    # Background probes of served answers: the warm-up serves kept answers ("kept") so that they are probed.
+    kept = {"policy": {"quality": {"warmup_answer": "kept"}}}
+    return merge(merge(QUALITY, kept), {"auth": {"admin_key_env": ADMIN_ENV}, **extra})
 
 
 def scrape(root: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
