@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import openai
 
 if TYPE_CHECKING:
-    from gateway.evaluation.replay import QualityOptions
+    from gateway.evaluation.replay_quality import QualityOptions
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000/v1"
 RESULTS = Path("eval/results")
@@ -47,7 +47,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _quality_options(args: argparse.Namespace) -> QualityOptions:
-    from gateway.evaluation.replay import QualityOptions
+    from gateway.evaluation.replay_quality import QualityOptions
 
     rates = [rate for rate in args.probe_rates if rate != args.probe_rate]
     options = QualityOptions(targets=tuple(args.targets), probe_rate=args.probe_rate, other_probe_rates=tuple(rates),
@@ -56,7 +56,7 @@ def _quality_options(args: argparse.Namespace) -> QualityOptions:
 
 
 def _add_quality_options(parser: argparse.ArgumentParser) -> None:
-    from gateway.evaluation.replay import PROBE_RATES, TARGETS, WARMUPS, QualityOptions
+    from gateway.evaluation.replay_quality import PROBE_RATES, TARGETS, WARMUPS, QualityOptions
 
     group = parser.add_argument_group("quality policy (recserve/quality)")
     group.add_argument("--seed", type=int, default=0, help="seed of the simulated probes' RNG (same seed, same result)")
@@ -80,7 +80,7 @@ def _non_negative(text: str) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from gateway.evaluation.replay import replay_trace_file
+    from gateway.evaluation.sweeps import replay_trace_file
 
     result = replay_trace_file(Path(args.trace), _quality_options(args))
     text = json.dumps(result, indent=2)

@@ -11,20 +11,11 @@ from typing import Any
 
 import pytest
 
-from gateway.evaluation.replay import (
-    QualityOptions,
-    Request,
-    SimulatedProber,
-    TierAnswer,
-    cascade,
-    interleave,
-    quality_policy,
-    replay_mixed,
-    requests_from_rows,
-    run_quality,
-    summarise,
-)
-from gateway.evaluation.report import envelope_points, envelope_verdict, write_report
+from gateway.evaluation.replay import Request, TierAnswer, cascade, requests_from_rows, summarise
+from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, quality_policy, run_quality
+from gateway.evaluation.report import write_report
+from gateway.evaluation.report_quality import envelope_points, envelope_verdict
+from gateway.evaluation.sweeps import interleave, replay_mixed
 
 TOKENS = {"device": 10, "edge": 12, "cloud": 14}
 

@@ -18,14 +18,8 @@ from typing import Any
 from gateway.evaluation.datasets import Example
 from gateway.evaluation.live import ask_live, examples_of
 from gateway.evaluation.record import read_trace, record
-from gateway.evaluation.replay import (
-    Outcome,
-    QualityOptions,
-    SimulatedProber,
-    cascade,
-    quality_policy,
-    requests_from_rows,
-)
+from gateway.evaluation.replay import Outcome, cascade, requests_from_rows
+from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, quality_policy
 from tests.conftest import GatewayStarter
 from tests.support.scripted_tier import ThreadedTier
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from gateway.evaluation.record import read_trace
-from gateway.evaluation.report import interpolate, write_report
+from gateway.evaluation.report import write_report
+from gateway.evaluation.report_common import interpolate
 from tests.evaluation.test_replay_metrics import _rows
 
 
