@@ -24,6 +24,7 @@ from gateway.policy_view import policy_view, window_tasks
 from gateway.reload import Reloader, ReloadUnavailable
 from gateway.runtime import Runtime
 from policies.base import WindowKey
+from policies.quality import ProbeStore, QualityPolicy
 from policies.stores.urls import redact_url
 
 router = APIRouter()
@@ -153,7 +154,11 @@ async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
 
 @router.post("/admin/windows/reset")
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
-    """Empty every window, or those of one tier and/or task (`?tier=device&task=classification`)."""
+    """Empty every window, or those of one tier and/or task (`?tier=device&task=classification`).
+
+    "Windows" are every policy's: the RecServe rule's, the quality policy's own sliding windows, and
+    the quality policy's probe windows (what it learned from probes), in the same scope. With Redis
+    the shared ones go too, so every replica starts over."""
     runtime = reloader.holder.current
     tier = request.query_params.get("tier")
     task = request.query_params.get("task")
@@ -163,13 +168,35 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
         raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
     if task is not None and task not in tasks:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
+    probes = _probe_store(runtime)
     if tier is None and task is None:
         await runtime.store.reset()
-        return JSONResponse({"status": "reset", "windows": "all"})
-    keys = [WindowKey("recserve", n, t) for n in ([tier] if tier else names) for t in ([task] if task else tasks)]
-    for key in keys:
-        await runtime.store.reset(key)
-    return JSONResponse({"status": "reset", "windows": [f"{k.tier}/{k.task}" for k in keys]})
+        if probes is not None:
+            probes.reset()
+        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if probes is not None else None})
+    pairs = [(n, t) for n in ([tier] if tier else names) for t in ([task] if task else tasks)]
+    if probes is not None:
+        for name, pair_task in pairs:  # first: a shared store deletes in the background, meanwhile...
+            probes.reset(WindowKey(QualityPolicy.name, name, pair_task))
+    for name, pair_task in pairs:  # ...these wait for theirs
+        for policy in WINDOW_POLICIES:
+            await runtime.store.reset(WindowKey(policy, name, pair_task))
+    scope = [f"{name}/{pair_task}" for name, pair_task in pairs]
+    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if probes is not None else None})
+
+
+# The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
+WINDOW_POLICIES = ("recserve", QualityPolicy.name)
+
+
+def _probe_store(runtime: Runtime) -> ProbeStore | None:
+    """The quality policy's probe windows, if this runtime has a quality policy."""
+    policy = runtime.policies.get(QualityPolicy.name)
+    if not isinstance(policy, QualityPolicy):
+        return None
+    # QualityPolicy has no public reset of its probes yet; its store is the one it decides from.
+    probes: ProbeStore = policy._probes
+    return probes
 
 
 @router.get("/admin/ui")
