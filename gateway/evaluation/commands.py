@@ -47,16 +47,17 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _quality_options(args: argparse.Namespace) -> QualityOptions:
-    from gateway.evaluation.replay_quality import QualityOptions
+    from gateway.evaluation.replay_quality import WARMUP_ANSWERS, QualityOptions
 
     rates = [rate for rate in args.probe_rates if rate != args.probe_rate]
     options = QualityOptions(targets=tuple(args.targets), probe_rate=args.probe_rate, other_probe_rates=tuple(rates),
-                             seed=args.seed, warmup_probes=args.warmup_probes)
+                             seed=args.seed, warmup_probes=args.warmup_probes, warmup_answer=args.warmup_answer,
+                             other_warmup_answers=tuple(a for a in WARMUP_ANSWERS if a != args.warmup_answer))
     return replace(options, other_warmups=tuple(w for w in args.warmup_sweep if w != options.warmup))
 
 
 def _add_quality_options(parser: argparse.ArgumentParser) -> None:
-    from gateway.evaluation.replay_quality import PROBE_RATES, TARGETS, WARMUPS, QualityOptions
+    from gateway.evaluation.replay_quality import PROBE_RATES, TARGETS, WARMUP_ANSWERS, WARMUPS, QualityOptions
 
     group = parser.add_argument_group("quality policy (recserve/quality)")
     group.add_argument("--seed", type=int, default=0, help="seed of the simulated probes' RNG (same seed, same result)")
@@ -70,6 +71,9 @@ def _add_quality_options(parser: argparse.ArgumentParser) -> None:
                             "(default: the config's, min_probes)")
     group.add_argument("--warmup-sweep", type=_non_negative, nargs="*", default=list(WARMUPS),
                        help="further warmup_probes values, swept over the targets at β=0.3 (sensitivity)")
+    group.add_argument("--warmup-answer", choices=WARMUP_ANSWERS, default=QualityOptions().warmup_answer,
+                       help="policy.quality.warmup_answer of every quality run (default: the config's); the other "
+                            "one is swept over the targets at β=0.3 for the top-vs-kept comparison")
 
 
 def _non_negative(text: str) -> int:

@@ -3,7 +3,10 @@
 The cascade below is the gateway's loop (gateway/cascade.py) without HTTP: the recorded confidence of
 each tier goes to the very policy classes the gateway runs (`RecServePolicy` with a fresh
 `MemoryWindowStore`, `CasServePolicy`), in request order. A tier without a usable confidence (or whose
-call failed) escalates without touching its window, as in the gateway.
+call failed) escalates without touching its window, as in the gateway. An answer the quality policy
+would keep while still learning its tier can be *verified* instead (`Decision.verify`): the request goes
+straight to the top tier, skipping the tiers in between, and the top tier's answer is served (the
+verified tier's own if the top tier failed), as in the gateway.
 
 Communication is counted as the gateway counts `x-recserve-uplink-tokens`: every call to a tier above
 the first ships the prompt up once, measured by that tier's own `usage.prompt_tokens` (bytes: the
@@ -59,7 +62,8 @@ class Request:
 
 @dataclass(slots=True)
 class Outcome:
-    """Where one request was served, which tiers it visited (called) and which it bypassed, and which
+    """Where one request was served, which tiers it visited (called) and which it bypassed, which tier's
+    kept answer went to the top tier to be verified (a warm-up with `warmup_answer` "top"), and which
     tiers its probes called afterwards."""
 
     served: str
@@ -67,10 +71,12 @@ class Outcome:
     bypassed: list[str] = field(default_factory=list)
     kept: bool = False  # the served tier's policy kept the answer (not the last tier, not degraded)
     probes: list[str] = field(default_factory=list)
+    verified: str | None = None  # the tier whose kept answer the top tier verified (and answered)
 
     def path(self, tiers: Sequence[str] = TIERS) -> str:
-        """As `x-recserve-path` renders it for answered hops: `device~>edge` when the device was bypassed."""
-        return ">".join(t + "~" if t in self.bypassed else t for t in tiers
+        """As `x-recserve-path` renders it for answered hops: `device~>edge` when the device was bypassed,
+        `device?>cloud` when the cloud verified the device's kept answer."""
+        return ">".join(t + ("~" if t in self.bypassed else "?" if t == self.verified else "") for t in tiers
                         if t in self.visited or t in self.bypassed)
 
 
@@ -137,8 +143,11 @@ async def _one(request: Request, policy: ThresholdPolicy, tiers: Sequence[str]) 
     visited: list[str] = []
     bypassed: list[str] = []
     best: str | None = None  # the gateway's degraded answer when the last tier fails
+    verified: str | None = None  # a kept answer awaiting the top tier's: the tiers in between are not asked
     for position, tier in enumerate(tiers):
         final = position == len(tiers) - 1
+        if verified is not None and not final:
+            continue
         if not final and policy.bypassed(tier, request.task):
             bypassed.append(tier)
             continue
@@ -147,15 +156,18 @@ async def _one(request: Request, policy: ThresholdPolicy, tiers: Sequence[str]) 
         if answer.failed:
             continue
         if final:
-            return Outcome(tier, visited, bypassed)
+            return Outcome(tier, visited, bypassed, verified=verified)
         if answer.confidence is None:
             best = tier
             continue
         decision = await policy.decide(tier, request.task, answer.confidence)
+        if decision.verify:
+            verified = best = tier  # served after all, should the top tier fail
+            continue
         if not decision.escalate:
             return Outcome(tier, visited, bypassed, kept=True)
         best = tier
-    return Outcome(best or tiers[-1], visited, bypassed)
+    return Outcome(best or tiers[-1], visited, bypassed, verified=verified)
 
 
 def beta_for(beta: float | Mapping[str, float]) -> Callable[[str], float]:
@@ -194,7 +206,7 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
     n = len(requests)
     to_tier = {tier: 0 for tier in tiers[1:]}
     bytes_to = {tier: 0 for tier in tiers[1:]}
-    probe_tokens = probe_calls = bypassed = 0
+    probe_tokens = probe_calls = bypassed = verified = 0
     correct = 0
     latency = 0.0
     served = {tier: 0 for tier in tiers}
@@ -207,6 +219,7 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
         tally[0] += right
         tally[1] += 1
         bypassed += bool(outcome.bypassed)
+        verified += outcome.verified is not None
         for tier in outcome.visited:
             latency += request.answers[tier].latency_s
         for tier in [*outcome.visited, *outcome.probes]:
@@ -232,6 +245,8 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
     }
     if probe_calls or bypassed:
         summary.update(probe_calls=probe_calls, probe_tokens=probe_tokens, bypassed_requests=bypassed)
+    if verified:
+        summary["verified_requests"] = verified
     if len(by_dataset) > 1:
         summary["accuracy_by_dataset"] = {name: right / count for name, (right, count) in sorted(by_dataset.items())}
     return summary

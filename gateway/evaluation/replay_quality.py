@@ -7,6 +7,11 @@ compared with the recorded top-tier answer (`agree`, the gateway's rule), a bypa
 answer likewise. The probes' calls count in the communication as the prompt shipped once more: one
 top-tier call per request shared by all its sampled tiers (none when the top tier served it), plus each
 sampled bypassed tier. A bypassed tier is not called on the request's path.
+With `warmup_answer` "top" (the config's default) a warming-up tier's kept answer is verified instead of
+served: the request's own top-tier call answers it, and the pair (its confidence, agreement with the top
+tier's answer) is that tier's probe, recorded with no probe call; a verify hop draws from the RNG like
+any other lower hop. Should the top tier have failed (its verified answer served), the probe asks the top
+tier again, as the gateway's prober does.
 Probes finish before the next request here; in the gateway they run in the background.
 """
 
@@ -16,7 +21,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.config import QualityPolicyConfig
 from gateway.evaluation.record import TIERS
@@ -32,13 +37,16 @@ WARMUPS = (0, 10, 20, 40)  # policy.quality.warmup_probes values of the sensitiv
 # The quality policy's window rule runs at the authors' W, as the gateway's default config does.
 QUALITY_WINDOW = 10000
 MAIN_BETA = 0.3
+WarmupAnswer = Literal["top", "kept"]  # policy.quality.warmup_answer
+WARMUP_ANSWERS: tuple[WarmupAnswer, ...] = ("top", "kept")
 
 
 @dataclass(frozen=True, slots=True)
 class QualityOptions:
-    """The quality sweep: every target x every β at `probe_rate`; the other probe rates and the other
-    warm-up lengths at `MAIN_BETA`. Probe settings default to the gateway's config defaults
-    (`policy.quality`); `warmup_probes` None is the config's default, min_probes (at most the window)."""
+    """The quality sweep: every target x every β at `probe_rate`; the other probe rates, the other
+    warm-up lengths and the other warm-up answers at `MAIN_BETA`. Probe settings default to the gateway's
+    config defaults (`policy.quality`); `warmup_probes` None is the config's default, min_probes (at most
+    the window)."""
 
     targets: tuple[float, ...] = TARGETS
     betas: tuple[float, ...] = BETAS
@@ -50,6 +58,8 @@ class QualityOptions:
     similarity: float = QualityPolicyConfig().similarity
     warmup_probes: int | None = None
     other_warmups: tuple[int, ...] = ()
+    warmup_answer: WarmupAnswer = QualityPolicyConfig().warmup_answer
+    other_warmup_answers: tuple[WarmupAnswer, ...] = ()
 
     @property
     def warmup(self) -> int:
@@ -76,7 +86,7 @@ class SimulatedProber:
         self._tiers = tiers
 
     def after(self, request: Request, outcome: Outcome) -> None:
-        """Sample this request's kept and bypassed lower tiers; record what the probes learn."""
+        """Sample this request's kept, verified and bypassed lower tiers; record what the probes learn."""
         if request.answers[outcome.served].failed:
             return  # the gateway had no answer to return (CascadeFailed): no probes
         sampled = []
@@ -84,6 +94,9 @@ class SimulatedProber:
             if tier not in outcome.visited and tier not in outcome.bypassed:
                 continue
             drawn = self._rng.random() < self._rate  # one draw per hop, warming up or not, as the gateway draws
+            if tier == outcome.verified:
+                sampled.append(tier)  # the warm-up's own probe: the top tier answered the request
+                continue
             if not (tier in outcome.bypassed or (outcome.kept and tier == outcome.served)):
                 continue
             if drawn or self._policy.warming(tier, request.task):  # nothing pending: probes finish first here
@@ -115,7 +128,8 @@ def quality_policy(beta: float | Mapping[str, float], window: int, target: float
                    options: QualityOptions = DEFAULT_OPTIONS) -> QualityPolicy:
     """The quality policy as the gateway builds it (its rule keeps windows of its own), memory store."""
     rule = RecServePolicy(MemoryWindowStore(), beta_for(beta), window, namespace="quality")
-    settings = QualitySettings(target, options.min_probes, options.probe_window, options.warmup)
+    settings = QualitySettings(target, options.min_probes, options.probe_window, options.warmup,
+                               options.warmup_answer)
     return QualityPolicy(rule, ProbeWindows(options.probe_window), settings)
 
 
@@ -136,8 +150,8 @@ async def run_quality(requests: Sequence[Request], beta: float, target: float, p
     outcomes = await cascade(requests, policy, prober=prober)
     params = {"target": target, "beta": beta, "window": QUALITY_WINDOW, "probe_rate": probe_rate,
               "seed": options.seed, "min_probes": options.min_probes, "probe_window": options.probe_window,
-              "similarity": options.similarity, "warmup_probes": options.warmup, "warm": warm,
-              "warmup_requests": warmup}
+              "similarity": options.similarity, "warmup_probes": options.warmup,
+              "warmup_answer": options.warmup_answer, "warm": warm, "warmup_requests": warmup}
     summary = summarise(requests, outcomes, "quality", params)
     tasks = sorted({r.task for r in requests})
     summary["learned"] = {f"{tier}/{task}": policy.describe(tier, task) for tier in TIERS[:-1] for task in tasks}

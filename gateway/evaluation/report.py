@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.evaluation.record import TIERS, compress
-from gateway.evaluation.replay_quality import MAIN_BETA, QualityOptions
+from gateway.evaluation.replay_quality import MAIN_BETA, WARMUP_ANSWERS, QualityOptions
 from gateway.evaluation.report_common import (
     DEFAULT_PROBE_RATE,
     interpolate,
@@ -18,7 +18,13 @@ from gateway.evaluation.report_common import (
     panels,
     quality_curve,
 )
-from gateway.evaluation.report_quality import plot_warmups, quality_sections, quality_summary, slim
+from gateway.evaluation.report_quality import (
+    plot_warmups,
+    quality_sections,
+    quality_summary,
+    slim,
+    warmup_answer_comparison,
+)
 from gateway.evaluation.sweeps import load_trace, replay_mixed, replay_trace_file
 
 
@@ -31,6 +37,7 @@ def _label(entry: Mapping[str, Any]) -> str:
     if entry["policy"] == "quality":
         return (f"Quality t={params['target']} β={params['beta']} probes {params['probe_rate']:.0%}"
                 + (f" warm-up {params['warmup_probes']}" if "warmup_probes" in params else "")
+                + (f" answering {params['warmup_answer']}" if "warmup_answer" in params else "")
                 + (" (steady state)" if params.get("warm") else ""))
     return str(entry["policy"])
 
@@ -103,11 +110,17 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = D
                 marker, color = marks[entry["policy"]]
                 ax.plot(entry["comm_vs_cloud"], entry["accuracy"], marker, color=color, ms=8,
                         label=entry["policy"])
+        main = result.get("quality_warmup_answer")
         for warm, style in ((False, "-P"), (True, "--P")):
             curve = quality_curve(result, probe_rate, warm)
             ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], style, ms=5,
                     color="tab:purple", label=f"Quality t 0.6-0.95 (β={MAIN_BETA}, probes {probe_rate:.0%}"
-                    + (", steady state)" if warm else ")"))
+                    + (f", warm-up answer {main}" if main else "") + (", steady state)" if warm else ")"))
+        for answer in (a for a in WARMUP_ANSWERS if main and a != main):
+            curve = quality_curve(result, probe_rate, answer=answer)
+            if curve:
+                ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], ":P", ms=5,
+                        color="tab:pink", label=f"Quality, warm-up answer {answer}")
 
     panels(results, path, draw, legend_columns=4)
 
@@ -130,6 +143,8 @@ def write_report(traces: Path, out: Path, options: QualityOptions | None = None)
     json_path = out / "results.json"
     json_path.write_text(json.dumps({"results": results, "comparison": [matched_comparison(r) for r in results],
                                      "quality": [slim(m) for m in summaries],
+                                     "warmup_answer": [warmup_answer_comparison(r, options.probe_rate)
+                                                       for r in results] if options.other_warmup_answers else [],
                                      "quality_options": {**asdict(options), "warmup_probes": options.warmup}},
                                     indent=1) + "\n", encoding="utf-8")
     sections = ["# RecServe evaluation results", "",

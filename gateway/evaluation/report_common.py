@@ -20,20 +20,23 @@ DEFAULT_PROBE_RATE = DEFAULT_OPTIONS.probe_rate
 
 
 def quality_curve(result: Mapping[str, Any], probe_rate: float, warm: bool = False,
-                  warmup: int | None = None) -> list[Mapping[str, Any]]:
-    """The quality policy's target sweep at the main β, the given probe rate and warm-up length (default:
-    the result's main `quality_warmup`), by target."""
+                  warmup: int | None = None, answer: str | None = None) -> list[Mapping[str, Any]]:
+    """The quality policy's target sweep at the main β, the given probe rate, warm-up length and warm-up
+    answer (defaults: the result's main `quality_warmup` and `quality_warmup_answer`), by target."""
     warmup = result.get("quality_warmup") if warmup is None else warmup
+    answer = result.get("quality_warmup_answer") if answer is None else answer
     return sorted((e for e in result["policies"] if e["policy"] == "quality" and e["params"]["beta"] == MAIN_BETA
                    and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm
-                   and (warmup is None or e["params"].get("warmup_probes") == warmup)),
+                   and (warmup is None or e["params"].get("warmup_probes") == warmup)
+                   and (answer is None or e["params"].get("warmup_answer") == answer)),
                   key=lambda e: e["params"]["target"])
 
 
 def quality_main(result: Mapping[str, Any], probe_rate: float, warm: bool = False,
-                 warmup: int | None = None) -> Mapping[str, Any]:
+                 warmup: int | None = None, answer: str | None = None) -> Mapping[str, Any]:
     """The main quality point: the target nearest MAIN_TARGET (it is MAIN_TARGET unless --targets omits it)."""
-    return min(quality_curve(result, probe_rate, warm, warmup), key=lambda e: abs(e["params"]["target"] - MAIN_TARGET))
+    return min(quality_curve(result, probe_rate, warm, warmup, answer),
+               key=lambda e: abs(e["params"]["target"] - MAIN_TARGET))
 
 
 def main_rows(result: Mapping[str, Any], probe_rate: float | None = None) -> list[Mapping[str, Any]]:

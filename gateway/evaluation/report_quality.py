@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.evaluation.record import TIERS
-from gateway.evaluation.replay_quality import MAIN_BETA, QualityOptions
+from gateway.evaluation.replay_quality import MAIN_BETA, WARMUP_ANSWERS, QualityOptions
 from gateway.evaluation.report_common import (
     MAIN_TARGET,
     MAIN_THRESHOLD,
@@ -129,6 +129,68 @@ def warmup_table(result: Mapping[str, Any], probe_rate: float, warmups: Sequence
     return "\n".join(lines)
 
 
+def warmup_answer_comparison(result: Mapping[str, Any], probe_rate: float) -> dict[str, Any]:
+    """One stream: the quality policy (cold, β=0.3, `probe_rate`) at the main target with each warm-up answer
+    (`top`: verified by the top tier, which answers; `kept`: served, probed in the background), against
+    cloud-only, with its target sweep's envelope verdict. A mode that was not run is None."""
+    cloud = next(e for e in result["policies"] if e["policy"] == "cloud-only")
+    modes: dict[str, Any] = {}
+    for answer in WARMUP_ANSWERS:
+        curve = quality_curve(result, probe_rate, answer=answer)
+        if not curve:
+            modes[answer] = None
+            continue
+        main = quality_main(result, probe_rate, answer=answer)
+        verdict = envelope_verdict(result, curve)
+        modes[answer] = {"target": main["params"]["target"], "accuracy": main["accuracy"],
+                         "of_cloud": main["accuracy"] / cloud["accuracy"] if cloud["accuracy"] else 0.0,
+                         "comm_vs_cloud": main["comm_vs_cloud"], "mean_latency_s": main["mean_latency_s"],
+                         "share": main["share"], "verified_requests": main.get("verified_requests", 0),
+                         "probe_calls": main.get("probe_calls", 0),
+                         "envelope": {k: verdict[k] for k in ("on_or_above", "points", "verdict",
+                                                              "worst_margin_examples")}}
+    return {"dataset": result["dataset"], "n": result["n"], "cloud_accuracy": cloud["accuracy"],
+            "cloud_latency_s": cloud["mean_latency_s"], **modes}
+
+
+def _verdict_cell(envelope: Mapping[str, Any]) -> str:
+    return (f"{'on/above' if envelope['verdict'] else 'below'} ({envelope['on_or_above']}/{envelope['points']}, "
+            f"{envelope['worst_margin_examples']:+.1f})")
+
+
+def warmup_answer_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    """Per stream: each warm-up answer's accuracy, % of cloud-only, communication, mean latency and the
+    envelope verdict of its target sweep (points on or above / points, worst margin in examples)."""
+    modes = [a for a in WARMUP_ANSWERS if any(c[a] for c in comparisons)]
+    lines = ["| dataset | n | cloud-only acc / latency (s) | "
+             + " | ".join(f"{a}: acc | % of cloud-only | comm | latency (s) | envelope" for a in modes) + " |",
+             "|---|---:|---:|" + "---:|---:|---:|---:|---|" * len(modes)]
+    for c in comparisons:
+        cells = [f"{c['dataset']}", f"{c['n']}", f"{c['cloud_accuracy']:.3f} / {c['cloud_latency_s']:.2f}"]
+        for answer in modes:
+            m = c[answer]
+            cells += ([f"{m['accuracy']:.3f}", f"{m['of_cloud']:.0%}", f"{m['comm_vs_cloud']:.2f}",
+                       f"{m['mean_latency_s']:.2f}", _verdict_cell(m["envelope"])] if m else ["-"] * 5)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _warmup_answer_section(results: Sequence[Mapping[str, Any]], options: QualityOptions) -> list[str]:
+    comparisons = [warmup_answer_comparison(r, options.probe_rate) for r in results]
+    datasets = [c for c in comparisons if c["dataset"] != "mixed"]
+    counts = ", ".join(f"{a} {sum(bool(c[a]) and c[a]['envelope']['verdict'] for c in datasets)}/{len(datasets)}"
+                       for a in WARMUP_ANSWERS if any(c[a] for c in comparisons))
+    return [f"## Warm-up answer: top vs kept (quality t={MAIN_TARGET}, cold, β={MAIN_BETA}, probes "
+            f"{options.probe_rate:.0%}, warmup_probes {options.warmup}): policy.quality.warmup_answer", "",
+            "While a tier and task is warming up, `top` verifies an answer the tier would keep: the request goes "
+            "straight to the top tier (tiers in between not asked), whose answer is served, and the pair is the "
+            "tier's probe (no probe call). `kept` serves the kept answer and probes it in the background. "
+            "Latency: the tiers a request visited, one after another. Envelope: the target sweep's verdict "
+            "(points on or above / points, worst margin in examples).", "",
+            warmup_answer_table(comparisons), "",
+            f"Target sweep on or above the envelope: {counts} datasets.", ""]
+
+
 def goal_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     """Issue #11's goals, measured: the mixed stream's share of cloud-only accuracy, the envelope count."""
     datasets = [m for m in summaries if m["dataset"] != "mixed"]
@@ -175,7 +237,8 @@ def quality_sections(results: Sequence[Mapping[str, Any]], summaries: Sequence[M
     warmups = sorted({options.warmup, *options.other_warmups})
     datasets = [m for m in summaries if m["dataset"] != "mixed"]
     sections = [f"## Quality floor (recserve/quality, t={MAIN_TARGET}, β={MAIN_BETA}, probes {options.probe_rate:.0%}, "
-                f"min_probes {options.min_probes}, warmup_probes {options.warmup}, seed {options.seed}): "
+                f"min_probes {options.min_probes}, warmup_probes {options.warmup}, warm-up answer "
+                f"{options.warmup_answer}, seed {options.seed}): "
                 "accuracy / communication", "", quality_table(summaries), "", *goal_lines(summaries),
                 "## Quality curve vs the RecServe + CasServe upper envelope", "",
                 "The envelope: the Pareto-optimal points of every RecServe (β 0.1-0.7, W 10/100/10000) and "
@@ -187,6 +250,8 @@ def quality_sections(results: Sequence[Mapping[str, Any]], summaries: Sequence[M
                 envelope_table(summaries), "",
                 f"Cold: on or above on {sum(m['envelope']['verdict'] for m in datasets)}/{len(datasets)} datasets; "
                 f"steady state: {sum(m['warm_envelope']['verdict'] for m in datasets)}/{len(datasets)}.", ""]
+    if options.other_warmup_answers:
+        sections += _warmup_answer_section(results, options)
     if options.other_warmups:
         sections += [f"## Warm-up sensitivity (quality, cold, β={MAIN_BETA}, probes {options.probe_rate:.0%}): "
                      "policy.quality.warmup_probes", "",

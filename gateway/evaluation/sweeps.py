@@ -1,5 +1,6 @@
 """Every policy of the evaluation replayed on a trace file, or on several interleaved (the mixed
-stream): the fixed tiers, the CasServe and RecServe sweeps, the quality policy's sweeps, the oracle."""
+stream): the fixed tiers, the CasServe and RecServe sweeps, the quality policy's sweeps (targets x βs;
+at β 0.3 the other probe rates, steady states, warm-up lengths and warm-up answers), the oracle."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ async def _sweeps(requests: Sequence[Request], options: QualityOptions) -> list[
         for target in options.targets:
             results.append(await run_quality(requests, MAIN_BETA, target, options.probe_rate,
                                              replace(options, warmup_probes=warmup)))
+    for answer in options.other_warmup_answers:
+        for target in options.targets:
+            results.append(await run_quality(requests, MAIN_BETA, target, options.probe_rate,
+                                             replace(options, warmup_answer=answer)))
     return results
 
 
@@ -74,7 +79,8 @@ def replay_trace_file(path: Path, options: QualityOptions = DEFAULT_OPTIONS) -> 
     return {"dataset": dataset, "trace": str(path), "n": len(requests), "excluded_failed_calls": failed,
             "task": requests[0].task if requests else None,
             "confidence_header_agrees": sum(1 for a in agrees if a), "confidence_rows": len(agrees),
-            "quality_warmup": options.warmup, "policies": replay(requests, options)}
+            "quality_warmup": options.warmup, "quality_warmup_answer": options.warmup_answer,
+            "policies": replay(requests, options)}
 
 
 def interleave(streams: Sequence[Sequence[Request]]) -> list[Request]:
@@ -93,4 +99,5 @@ def replay_mixed(streams: Mapping[str, Sequence[Request]],
     mixed = interleave(list(streams.values()))
     return {"dataset": "mixed", "trace": "round robin over " + ", ".join(streams), "n": len(mixed),
             "excluded_failed_calls": [], "task": "mixed", "datasets": {k: len(v) for k, v in streams.items()},
-            "quality_warmup": options.warmup, "policies": replay(mixed, options)}
+            "quality_warmup": options.warmup, "quality_warmup_answer": options.warmup_answer,
+            "policies": replay(mixed, options)}

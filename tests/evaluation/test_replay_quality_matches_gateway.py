@@ -2,10 +2,12 @@
 pinned models, then sent through a fresh gateway with `policy.default: quality`, and compared with the
 replay at settings where the gateway's unseeded RNG draws cannot differ from the replay's: probe_rate 1.0
 (every kept or bypassed answer probed), and probe_rate 0 with a warm-up (the first `warmup_probes` kept or
-bypassed answers of each tier and task probed, then none). Every path (bypass marks included) must
-equal the replay's, and every tier must have received exactly the calls the replay counts for the path
-and the probes. Probes run in the background in the gateway: each request waits until its probes have
-reached the tiers, as the replay finishes them in order."""
+bypassed answers of each tier and task probed, then none); each with `warmup_answer` "kept" (warm-up
+answers served, probed in the background) and "top" (verified by the top tier, which answers:
+`device?>cloud`). Every path (bypass and verify marks included) must equal the replay's, and every tier
+must have received exactly the calls the replay counts for the path and the probes. Probes run in the
+background in the gateway: each request waits until its probes have reached the tiers, as the replay
+finishes them in order."""
 
 from __future__ import annotations
 
@@ -23,10 +25,14 @@ from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, q
 from tests.conftest import GatewayStarter
 from tests.support.scripted_tier import ThreadedTier
 
-SETTINGS = {"probe_rate": 1.0, "target": 0.9, "min_probes": 6, "window": 12, "similarity": 0.5}
+SETTINGS = {"probe_rate": 1.0, "target": 0.9, "min_probes": 6, "window": 12, "similarity": 0.5,
+            "warmup_answer": "kept"}
 BETA = {"device": 0.2, "edge": 0.4}
 # No sampling at all: only the warm-up probes, the first 6 per tier and task; then the curve decides.
 WARMUP_ONLY = {**SETTINGS, "probe_rate": 0.0, "warmup_probes": 6}
+# The gateway's default: a warming-up tier's kept answer is verified by the top tier, which answers.
+VERIFY = {**SETTINGS, "warmup_answer": "top"}
+VERIFY_WARMUP_ONLY = {**WARMUP_ONLY, "warmup_answer": "top"}
 
 
 def _policy(settings: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +78,7 @@ def _replayed_and_live(start_gateway: GatewayStarter, tiers: dict[str, ThreadedT
     rows = read_trace(trace)
     requests = requests_from_rows(rows)
     options = QualityOptions(min_probes=settings["min_probes"], probe_window=settings["window"],
-                             warmup_probes=settings.get("warmup_probes"))
+                             warmup_probes=settings.get("warmup_probes"), warmup_answer=settings["warmup_answer"])
     policy = quality_policy(BETA, 10000, settings["target"], options)
     prober = SimulatedProber(policy, settings["probe_rate"], settings["similarity"], seed=0)
     outcomes = asyncio.run(cascade(requests, policy, prober=prober))
@@ -112,4 +118,33 @@ def test_quality_replay_matches_the_gateway_during_and_after_the_warm_up(
     # Then the curves decide: 6 probes never vouch for 0.9 ((a + 1) / (6 + 2) < 0.9), so both lower tiers
     # are bypassed, and at probe rate 0 nothing probes them again.
     last = max(max(p) for p in probed.values())
+    assert {o.path() for o in outcomes[last + 1:]} == {"device~>edge~>cloud"}
+
+
+
+def _verified(outcomes: list[Outcome]) -> dict[str, list[int]]:
+    return {tier: [i for i, o in enumerate(outcomes) if o.verified == tier] for tier in ("device", "edge")}
+
+
+def test_quality_replay_matches_the_gateway_verifying_warm_up_answers(
+        start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier], tmp_path: Path) -> None:
+    outcomes = _replayed_and_live(start_gateway, tiers, tmp_path, VERIFY)
+    paths = [o.path() for o in outcomes]
+    # Verified on the device, after a rule escalation on the edge, and on the edge once the device is bypassed.
+    assert {"device?>cloud", "device>edge?>cloud", "device~>edge?>cloud"} <= set(paths)
+    assert {t: len(v) for t, v in _verified(outcomes).items()} == {"device": 6, "edge": 6}  # each tier's warm-up
+    # The cloud answered each verified request itself: no probe call to it (a bypassed device is still asked).
+    assert all(o.served == "cloud" and "cloud" not in o.probes for o in outcomes if o.verified)
+    assert paths[-1] == "device"  # bypassed, probed at rate 1.0, and back once right and sure again
+
+
+def test_quality_replay_matches_the_gateway_verifying_warm_up_answers_then_none(
+        start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier], tmp_path: Path) -> None:
+    outcomes = _replayed_and_live(start_gateway, tiers, tmp_path, VERIFY_WARMUP_ONLY)
+    verified = _verified(outcomes)
+    assert {t: len(v) for t, v in verified.items()} == {"device": 6, "edge": 6}
+    # At probe rate 0 the verifications are the only probes: no probe call at all. Then the curves decide:
+    # 6 pairs never vouch for 0.9, so both lower tiers are bypassed and nothing asks them again.
+    assert not any(o.probes for o in outcomes)
+    last = max(max(v) for v in verified.values())
     assert {o.path() for o in outcomes[last + 1:]} == {"device~>edge~>cloud"}
