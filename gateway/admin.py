@@ -24,7 +24,7 @@ from gateway.policy_view import policy_view, window_tasks
 from gateway.reload import Reloader, ReloadUnavailable
 from gateway.runtime import Runtime
 from policies.base import WindowKey
-from policies.quality import ProbeStore, QualityPolicy
+from policies.quality import QualityPolicy
 from policies.stores.urls import redact_url
 
 router = APIRouter()
@@ -168,35 +168,25 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
         raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
     if task is not None and task not in tasks:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
-    probes = _probe_store(runtime)
+    quality = runtime.policies.get(QualityPolicy.name)
+    quality = quality if isinstance(quality, QualityPolicy) else None
     if tier is None and task is None:
         await runtime.store.reset()
-        if probes is not None:
-            probes.reset()
-        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if probes is not None else None})
+        if quality is not None:
+            await quality.reset_probes()
+        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if quality is not None else None})
     pairs = [(n, t) for n in ([tier] if tier else names) for t in ([task] if task else tasks)]
-    if probes is not None:
-        for name, pair_task in pairs:  # first: a shared store deletes in the background, meanwhile...
-            probes.reset(WindowKey(QualityPolicy.name, name, pair_task))
-    for name, pair_task in pairs:  # ...these wait for theirs
+    for name, pair_task in pairs:
+        if quality is not None:
+            await quality.reset_probes(name, pair_task)
         for policy in WINDOW_POLICIES:
             await runtime.store.reset(WindowKey(policy, name, pair_task))
     scope = [f"{name}/{pair_task}" for name, pair_task in pairs]
-    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if probes is not None else None})
+    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
 
 
 # The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
 WINDOW_POLICIES = ("recserve", QualityPolicy.name)
-
-
-def _probe_store(runtime: Runtime) -> ProbeStore | None:
-    """The quality policy's probe windows, if this runtime has a quality policy."""
-    policy = runtime.policies.get(QualityPolicy.name)
-    if not isinstance(policy, QualityPolicy):
-        return None
-    # QualityPolicy has no public reset of its probes yet; its store is the one it decides from.
-    probes: ProbeStore = policy._probes
-    return probes
 
 
 @router.get("/admin/ui")

@@ -47,7 +47,9 @@ class ProbeStore(Protocol):
 
     def count(self, key: WindowKey) -> int: ...
 
-    def reset(self, key: WindowKey | None = None) -> None: ...
+    async def reset(self, key: WindowKey | None = None) -> None:
+        """Forget one tier and task's probes, or all; a shared store's are gone when this returns."""
+        ...
 
     def resize(self, size: int) -> None:
         """Keep at most `size` probes per key from now on (a reload may change the window)."""
@@ -79,7 +81,7 @@ class ProbeWindows:
     def count(self, key: WindowKey) -> int:
         return len(self._pairs.get(key, ()))
 
-    def reset(self, key: WindowKey | None = None) -> None:
+    async def reset(self, key: WindowKey | None = None) -> None:
         if key is None:
             self._pairs.clear()
             self._curves.clear()
@@ -131,6 +133,12 @@ class QualityPolicy:
         """True when enough probes show the tier's answers never reach the target for this task."""
         curve = self._curve(tier, task)
         return curve is not None and curve.best() < self._settings.target
+
+    async def reset_probes(self, tier: str | None = None, task: str | None = None) -> None:
+        """Forget what probes taught about one tier and task (both given), or about everything."""
+        if (tier is None) != (task is None):
+            raise ValueError("reset_probes takes both a tier and a task, or neither")
+        await self._probes.reset(self._key(tier, task) if tier is not None and task is not None else None)
 
     def record_probe(self, tier: str, task: str, confidence: float, agreed: bool) -> None:
         self._probes.add(self._key(tier, task), confidence, agreed)

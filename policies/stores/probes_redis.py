@@ -5,7 +5,9 @@ Cluster slot):
 
 - `{<namespace>:quality:<tier>:<task>}:probes`    list of `<confidence>|<0 or 1>`, newest first,
                                                   at most `window` long
-- `{<namespace>:quality:<tier>:<task>}:probes:v`  version, bumped by every add
+- `{<namespace>:quality:<tier>:<task>}:probes:v`  version, bumped by every add and every reset
+                                                  (never restarted: a replica holding version V
+                                                  must not mistake V new probes for its old ones)
 
 An add is one script (LPUSH, LTRIM, INCR). Decisions never wait on Redis: `curve()` answers from the
 curve fitted at the last read and, at most every `refresh_s` per key, starts a background read that
@@ -21,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -46,6 +49,12 @@ local version = redis.call('GET', KEYS[2])
 if not version then version = '0' end
 if version == ARGV[1] then return {version} end
 return {version, redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)}
+"""
+
+# KEYS: probes, version (of one tier and task).  Empties the window and moves its version on.
+CLEAR_SCRIPT: Final = """
+redis.call('DEL', KEYS[1])
+return redis.call('INCR', KEYS[2])
 """
 
 DEFAULT_REFRESH_S: Final = 0.2
@@ -97,6 +106,7 @@ class SharedProbeWindows:
         self._tasks: set[asyncio.Task[None]] = set()
         self._add_script = client.register_script(ADD_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
+        self._clear = client.register_script(CLEAR_SCRIPT)
 
     @property
     def degraded(self) -> bool:
@@ -121,13 +131,13 @@ class SharedProbeWindows:
         seen = self._shared(key)
         return seen.count if seen is not None else self._local.count(key)
 
-    def reset(self, key: WindowKey | None = None) -> None:
-        self._local.reset(key)
+    async def reset(self, key: WindowKey | None = None) -> None:
+        await self._local.reset(key)
         if key is None:
             self._seen.clear()
         else:
             self._seen.pop(key, None)
-        self._spawn(self._delete(key))
+        await self._delete(key)
 
     def resize(self, size: int) -> None:
         if size == self._size:
@@ -173,16 +183,17 @@ class SharedProbeWindows:
 
     async def _delete(self, key: WindowKey | None) -> None:
         if key is not None:
-            await self._guarded(lambda: self._client.delete(*probe_keys(self._namespace, key)))
+            pairs, version = probe_keys(self._namespace, key)
+            await self._guarded(lambda: self._clear(keys=[pairs, version]))
             return
-        pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*}:probes*"
+        pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*}:probes"
         try:
-            names = [name async for name in self._client.scan_iter(match=pattern, count=500)]
+            names = [_text(name) async for name in self._client.scan_iter(match=pattern, count=500)]
         except self._unavailable as exc:
             self._outage.failed(exc, probe=False)
             return
-        if names:
-            await self._guarded(lambda: self._client.delete(*names))
+        for name in names:
+            await self._guarded(partial(self._clear, keys=[name, name + ":v"]))
 
     async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Make one Redis call under the outage rules; None when Redis was not (or could not be) asked."""

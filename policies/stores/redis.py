@@ -187,17 +187,20 @@ class RedisWindowStore:
         if key is not None:
             await self._client.delete(*window_keys(self._namespace, key))
             return
-        # Every window of this namespace starts with "{<namespace>:"; SCAN walks the keyspace in
-        # bounded batches instead of blocking Redis the way KEYS would.
-        pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*"
-        batch: list[Any] = []
-        async for name in self._client.scan_iter(match=pattern, count=500):
-            batch.append(name)
-            if len(batch) >= 500:
+        # Every window of this namespace starts with "{<namespace>:" and ends with a window suffix;
+        # the namespace's other keys (the cluster's control record, the probe windows with their
+        # version counters) are not windows and stay. SCAN walks the keyspace in bounded batches
+        # instead of blocking Redis the way KEYS would.
+        prefix = _escape_glob("{" + _escape(self._namespace) + ":")
+        for suffix in _SUFFIXES:
+            batch: list[Any] = []
+            async for name in self._client.scan_iter(match=f"{prefix}*}}:{suffix}", count=500):
+                batch.append(name)
+                if len(batch) >= 500:
+                    await self._client.delete(*batch)
+                    batch.clear()
+            if batch:
                 await self._client.delete(*batch)
-                batch.clear()
-        if batch:
-            await self._client.delete(*batch)
 
     async def ping(self) -> bool:
         """True when Redis answers; for readiness probes, not the request path."""

@@ -141,3 +141,31 @@ async def test_an_outage_falls_back_to_the_local_probes(own_server: tuple[RedisS
         assert store.count(KEY) == 0  # shared again; what was added during the outage stayed local
     finally:
         await store.aclose()
+
+
+async def test_a_reset_moves_the_version_on_so_no_replica_keeps_a_stale_curve(redis_client: Redis) -> None:
+    """B holds version 3; A resets, then adds 3 new probes. Had the reset restarted the counter, B would
+    see version 3 again and keep its stale curve; it must read the new pairs instead."""
+    a, b = _shared(redis_client), _shared(redis_client)
+    try:
+        for confidence, agreed in PAIRS[:3]:
+            a.add(KEY, confidence, agreed)
+        await _settle(a)
+        await b.sync(KEY)
+        assert b.count(KEY) == 3
+        await a.reset(KEY)  # done when it returns: the shared window is empty now
+        probes, version = probe_keys("ps", KEY)
+        assert await redis_client.llen(probes) == 0 and int(await redis_client.get(version) or 0) == 4
+        fresh = [(0.9, False), (0.95, False), (0.99, False)]
+        for confidence, agreed in fresh:
+            a.add(KEY, confidence, agreed)
+        await _settle(a)
+        await b.sync(KEY)
+        assert b.curve(KEY) == fit_competence(fresh) and b.count(KEY) == 3
+        await a.reset()  # everything: same rule for every tier and task
+        assert await redis_client.llen(probes) == 0 and int(await redis_client.get(version) or 0) == 8
+        await b.sync(KEY)
+        assert b.count(KEY) == 0 and b.curve(KEY) is None
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -100,8 +100,15 @@ async def test_reset_one_window_or_the_whole_namespace(redis_client: Redis) -> N
     assert await store.snapshot(KEY) == await store.snapshot(edge) == []
     assert await bystander.snapshot(KEY) == await bystander.snapshot(edge) == [0.5]
     await redis_client.set("unrelated", "1")
+    # The namespace's keys that are not windows: the cluster's control record, a probe window.
+    others = {"{re*set:control}": "version", "{re*set:control}:replicas": "r1",
+              "{re*set:quality:device:classification}:probes:v": "7"}
+    for name, value in others.items():
+        await redis_client.set(name, value)
     await store.reset()
     assert await redis_client.get("unrelated") == b"1"
+    for name, value in others.items():
+        assert await redis_client.get(name) == value.encode()
 
 
 async def test_reset_of_many_windows_is_batched(redis_client: Redis) -> None:
