@@ -178,9 +178,10 @@ async def _complete(request: Request, runtime: Runtime, route: Route,
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
     except TierRejected as rejected:
+        where = {"x-recserve-path": rejected.path, "x-recserve-task": task}
         if rejected.status == LOOP_STATUS:
-            raise LoopDetected(rejected.message, code=rejected.code or "loop_detected") from None
-        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code) from None
+            raise LoopDetected(rejected.message, code=rejected.code or "loop_detected", headers=where) from None
+        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code, headers=where) from None
     headers = result_headers(result, task, request_id)
 
     def observe(usage: Mapping[str, Any] | None = None) -> None:

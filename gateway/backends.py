@@ -76,6 +76,7 @@ class TierRejected(Exception):
         self.message = message
         self.param = param
         self.code = code
+        self.path = ""  # the cascade's path up to and including the refusing tier (set by the cascade)
 
 
 @dataclass(frozen=True, slots=True)

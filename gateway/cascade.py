@@ -39,7 +39,8 @@ class Hop:
     outcome: Outcome
     confidence: float | None = None
     threshold: float | None = None
-    reason: str | None = None  # no_confidence | busy | timeout | connect | status | invalid | budget
+    reason: str | None = None  # no_confidence | busy | timeout | connect | status | invalid | budget | rejected
+    #                             | quality (floor escalated or bypassed) | warmup (verify)
     upstream_path: str | None = None  # a chained RecServe gateway's own path
     answer: Mapping[str, Any] | None = None  # a "verify" hop's whole answer, compared with the top tier's
 
@@ -233,7 +234,9 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
         journey.last_fault = f"tier '{name}' failed: {fault.message}"
         journey.timed_out = fault.kind == "timeout" and timeout_s >= remaining
         return None
-    except TierRejected:
+    except TierRejected as rejected:
+        journey.hops.append(Hop(name, "failed" if final else "fault", reason="rejected"))
+        rejected.path = render_path(journey.hops)  # the client's error still says where it was refused
         raise
     finally:
         tier.gate.release()

@@ -112,6 +112,18 @@ def test_upstream_508_is_passed_on(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         ask(client, "x [device:status=508]")
     assert caught.value.status_code == 508
+    # Like every answer, the error says where the request went: the edge refused it.
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(client, "x [device:0.1][device:nologprobs][edge:status=508]")
+    assert caught.value.status_code == 508
+    assert caught.value.response.headers["x-recserve-path"] == "device>edge!"
+
+
+def test_a_tier_refusing_the_clients_request_is_a_400_with_the_path(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, "x [device:status=400]")
+    assert caught.value.response.headers["x-recserve-path"] == "device!"
+    assert caught.value.response.headers["x-recserve-task"] == "generation"
 
 
 def test_chained_gateway_path_is_nested_and_uplink_adds_up(client: openai.OpenAI) -> None:
