@@ -103,7 +103,7 @@ def _live(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     with _client(args.gateway) as client:
-        summary = run_live([Path(t) for t in args.traces], client, config=config, report=_say)
+        summary = run_live([Path(t) for t in args.traces], client, config=config, policy=args.policy, report=_say)
     text = json.dumps(summary, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     live = commands.add_parser("live", help="send a trace's examples through a fresh gateway, compare tiers")
     live.add_argument("traces", nargs="+", metavar="TRACE")
     live.add_argument("--gateway", default=DEFAULT_GATEWAY)
-    live.add_argument("--config", default="config.yaml", help="the gateway's config (for its beta and window)")
+    live.add_argument("--config", default="config.yaml", help="the gateway's config (for its policy settings)")
+    live.add_argument("--policy", choices=("recserve", "quality"), default="recserve",
+                      help="the policy compared: model recserve, or recserve/quality")
     live.add_argument("--json", help="write the per-request comparison here")
     live.set_defaults(handler=_live)
 

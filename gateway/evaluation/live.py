@@ -1,11 +1,17 @@
 """`recserve eval live`: the trace's examples through a running gateway, compared with the replay.
 
-The gateway must be fresh (empty memory windows) and run the recserve policy; its β and W are read
-from the same config file it was started with. Traces are sent one after another in their own order
-and replayed as one sequence through one policy, so windows carry over exactly as in the gateway.
-Besides the served tier, the path, the uplink tokens and the served tier's confidence are compared:
-a decision can only differ if a tier answered differently this time (llama.cpp at temperature 0 is
-normally deterministic), and the confidence comparison says whether that happened.
+The gateway must be fresh (empty memory windows) and run the policy compared (`--policy`: recserve,
+model `recserve`; or quality, model `recserve/quality`); its settings are read from the same config file
+it was started with. Traces are sent one after another in their own order and replayed as one sequence
+through one policy, so windows carry over exactly as in the gateway. Besides the served tier, the path
+(with its `~` bypass and `?` verify marks), the uplink tokens and the served tier's confidence are
+compared: a decision can only differ if a tier answered differently this time (llama.cpp at temperature
+0 is deterministic with `--no-cache-prompt`), and the confidence comparison says whether that happened.
+
+The quality policy is compared exactly only when nothing is left to chance or to timing: probe rate 0
+and `warmup_answer: top`. Then every probe is a warm-up verification, learned from the request's own
+top-tier answer before the client has it; sampled probes (an unseeded RNG in the gateway) and
+background probes (which may land after the next request's decision) are not simulated live.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ from gateway.config import GatewayConfig
 from gateway.evaluation.datasets import Example
 from gateway.evaluation.record import TIERS, chat_request, header_float, read_trace
 from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
+from gateway.evaluation.replay_quality import SimulatedProber
+from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
+
+MODELS = {"recserve": "recserve", "quality": "recserve/quality"}  # --policy -> the model asked for
 
 
 def examples_of(rows: Sequence[dict[str, Any]]) -> list[Example]:
@@ -39,11 +49,11 @@ def examples_of(rows: Sequence[dict[str, Any]]) -> list[Example]:
             for i, r in sorted(first.items())]
 
 
-def ask_live(client: openai.OpenAI, example: Example) -> dict[str, Any]:
-    """One request with model `recserve`; the decision headers the gateway answered with."""
+def ask_live(client: openai.OpenAI, example: Example, model: str = "recserve") -> dict[str, Any]:
+    """One request; the decision headers the gateway answered with."""
     started = time.perf_counter()
     try:
-        raw = client.chat.completions.with_raw_response.create(**chat_request(example, "recserve"))
+        raw = client.chat.completions.with_raw_response.create(**chat_request(example, model))
         raw.parse()
     except openai.APIError as exc:  # counted as a mismatch, never a crash halfway through the run
         return {"tier": None, "path": f"error: {exc}", "confidence": None, "threshold": None,
@@ -72,7 +82,7 @@ def compare(requests: Sequence[Request], examples: Sequence[Example], outcomes: 
             and math.isclose(recorded, seen["confidence"], rel_tol=1e-9, abs_tol=1e-9)))
         rows.append({"dataset": example.dataset, "index": example.index,
                      "replay_tier": outcome.served, "live_tier": seen["tier"],
-                     "replay_path": ">".join(outcome.visited), "live_path": seen["path"],
+                     "replay_path": outcome.path(), "live_path": seen["path"],
                      "replay_uplink_tokens": _uplink(request, outcome), "live_uplink_tokens": seen["uplink_tokens"],
                      "recorded_confidence": recorded, "live_confidence": seen["confidence"],
                      "confidence_same": same_conf, "live_latency_s": seen["latency_s"]})
@@ -86,11 +96,28 @@ def compare(requests: Sequence[Request], examples: Sequence[Example], outcomes: 
     }
 
 
-def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayConfig,
+async def _replay(requests: Sequence[Request], config: GatewayConfig, policy: str) -> list[Outcome]:
+    """The replay of the policy the gateway ran, built from the gateway's config as the gateway builds it."""
+    if policy == "recserve":
+        return await cascade(requests, RecServePolicy(MemoryWindowStore(), config.beta_for,
+                                                      config.policy.recserve.window))
+    quality = config.policy.quality
+    rule = RecServePolicy(MemoryWindowStore(), config.beta_for, config.policy.recserve.window, namespace="quality")
+    settings = QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
+                               quality.warmup_answer)
+    floor = QualityPolicy(rule, ProbeWindows(quality.window), settings)
+    return await cascade(requests, floor, prober=SimulatedProber(floor, quality.probe_rate, quality.similarity, 0))
+
+
+def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayConfig, policy: str = "recserve",
              report: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Send every trace's examples through the gateway in order, replay them, compare."""
-    if config.policy.default != "recserve" or config.windows.store != "memory":
-        report("warning: the live comparison assumes policy.default recserve and windows.store memory")
+    if config.windows.store != "memory":
+        report("warning: the live comparison assumes windows.store memory (a fresh gateway starts empty)")
+    quality = config.policy.quality
+    if policy == "quality" and (quality.probe_rate > 0 or quality.warmup_answer != "top"):
+        report("warning: the quality policy is compared exactly only with policy.quality.probe_rate 0 and "
+               "warmup_answer top (sampled and background probes are left to chance and timing)")
     requests: list[Request] = []
     examples: list[Example] = []
     for trace in traces:
@@ -102,14 +129,15 @@ def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayCo
     started = time.monotonic()
     live: list[dict[str, Any]] = []
     for count, example in enumerate(examples, start=1):
-        live.append(ask_live(client, example))
+        live.append(ask_live(client, example, MODELS[policy]))
         if count % 10 == 0 or count == len(examples):
             rate = count / max(time.monotonic() - started, 1e-9)
             report(f"live: {count}/{len(examples)} requests, {rate:.2f}/s, "
                    f"ETA {(len(examples) - count) / rate:.0f} s")
-    policy = RecServePolicy(MemoryWindowStore(), config.beta_for, config.policy.recserve.window)
-    outcomes = asyncio.run(cascade(requests, policy))
+    outcomes = asyncio.run(_replay(requests, config, policy))
     summary = compare(requests, examples, outcomes, live)
-    summary.update(traces=[str(t) for t in traces], beta=config.policy.recserve.beta,
+    summary.update(traces=[str(t) for t in traces], policy=policy, beta=config.policy.recserve.beta,
                    window=config.policy.recserve.window, seconds=time.monotonic() - started)
+    if policy == "quality":
+        summary["quality"] = quality.model_dump()
     return summary

@@ -46,3 +46,35 @@ def test_live_gateway_serves_where_replay_says(start_gateway: GatewayStarter, tm
     assert summary["uplink_token_matches"] == 40
     served = {row["live_tier"] for row in summary["requests"]}
     assert served == {"device", "edge", "cloud"}  # the sequence really exercises every tier
+
+
+QUALITY = {"policy": {"default": "quality", "recserve": {"beta": {"device": 0.3, "edge": 0.3}, "window": 10},
+                      "quality": {"probe_rate": 0.0, "target": 0.8, "min_probes": 5, "window": 40}}}
+
+
+def _quality_examples(count: int) -> list[Example]:
+    """The device agrees with the cloud only when sure (> 0.6); the edge when above 0.3."""
+    rng = random.Random(5)
+    examples = []
+    for index in range(count):
+        device, edge = rng.uniform(0.05, 0.95), rng.uniform(0.05, 0.95)
+        prompt = (f"question {index} [device:{device:.3f}][device:answer={'yes' if device > 0.6 else 'no'}]"
+                  f"[edge:{edge:.3f}][edge:answer={'yes' if edge > 0.3 else 'no'}][cloud:answer=yes]")
+        examples.append(Example("scripted", index, prompt, "generation", None, "yes", 8))
+    return examples
+
+
+def test_live_quality_gateway_serves_where_replay_says(start_gateway: GatewayStarter, tmp_path: Path) -> None:
+    """`recserve eval live --policy quality` on scripted tiers: the warm-up's verifications (probe rate 0,
+    warmup_answer top) and the learned floor decide alike live and in replay."""
+    trace = tmp_path / "quality.jsonl"
+    with start_gateway(QUALITY).sdk() as client:
+        assert record(_quality_examples(60), trace, client, report=lambda _: None) == 60
+    fresh = start_gateway(QUALITY)
+    with fresh.sdk() as client:
+        summary = run_live([trace], client, config=fresh.config, policy="quality")
+    assert summary["requests_total"] == 60 and summary["policy"] == "quality"
+    assert summary["path_matches"] == summary["served_tier_matches"] == summary["uplink_token_matches"] == 60
+    paths = {row["live_path"] for row in summary["requests"]}
+    assert {"device?>cloud", "device"} <= paths  # verified during the warm-up, then kept once learned
+    assert any("edge?" in path for path in paths)  # the edge warmed up in turn
