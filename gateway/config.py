@@ -71,6 +71,9 @@ class LocalTierConfig(_Strict):
     threads: int = Field(1, ge=1, le=256)
     ctx_size: int = Field(2048, ge=256)
     parallel: int = Field(1, ge=1, le=64)
+    # --no-cache-prompt: the same prompt always gets the same logprobs (so decisions replay exactly);
+    # false keeps llama.cpp's prompt cache: a repeated prompt's TTFT drops (~310 → ~29 ms on the device).
+    deterministic: bool = True
 
 
 class TierConfig(_Strict):

@@ -115,7 +115,7 @@ def tiers_up(tiers: list[LocalTier], layout: CacheLayout, *, health_timeout_s: f
         if running is not None and running.port == tier.local.port and status(
             tier.name, tier.local.port, run_dir).healthy:
             _say(f"tier '{tier.name}': already running on {running.base_url} (pid {running.pid})")
-            if not runs_deterministic(running.pid):
+            if tier.local.deterministic and not runs_deterministic(running.pid):
                 _say(f"warning: tier '{tier.name}' was started without {' '.join(DETERMINISTIC_FLAGS)}: its "
                      f"logprobs depend on what it served before; `recserve tiers down` and `up` again")
             continue
@@ -137,7 +137,7 @@ def tiers_up(tiers: list[LocalTier], layout: CacheLayout, *, health_timeout_s: f
             running = start_tier(
                 server,
                 TierSpec(tier.name, paths[tier.name], tier.local.port, tier.local.threads,
-                         tier.local.ctx_size, tier.local.parallel),
+                         tier.local.ctx_size, tier.local.parallel, deterministic=tier.local.deterministic),
                 run_dir, health_timeout_s=health_timeout_s,
             )
             started.append(running)

@@ -94,3 +94,18 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["sideways"])
     assert info.value.code == 2
+
+
+def test_deterministic_is_on_unless_turned_off_and_must_be_a_boolean(
+    tmp_path: Path, layout: CacheLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.config import parse_config
+
+    on, off = tier("device", 18101), tier("edge", 18102)
+    off["local"] = {**off["local"], "deterministic": False}  # type: ignore[dict-item]
+    parsed = parse_config({"tiers": [on, off]})
+    assert [t.local.deterministic for t in parsed.tiers if t.local] == [True, False]
+    bad = tier("device", 18101)
+    bad["local"] = {**bad["local"], "deterministic": "sometimes"}  # type: ignore[dict-item]
+    assert main(["up", "--config", write_config(tmp_path, [bad])]) == 2
+    assert "tiers.0.local.deterministic" in capsys.readouterr().err
