@@ -16,9 +16,11 @@ from gateway.evaluation.report_common import (
     interpolate,
     main_rows,
     panels,
+    quality_beta_curve,
     quality_curve,
 )
 from gateway.evaluation.report_quality import (
+    envelope_counts,
     plot_warmups,
     quality_sections,
     quality_summary,
@@ -116,6 +118,11 @@ def plot(results: Sequence[Mapping[str, Any]], path: Path, probe_rate: float = D
             ax.plot([e["comm_vs_cloud"] for e in curve], [e["accuracy"] for e in curve], style, ms=5,
                     color="tab:purple", label=f"Quality t 0.6-0.95 (β={MAIN_BETA}, probes {probe_rate:.0%}"
                     + (f", warm-up answer {main}" if main else "") + (", steady state)" if warm else ")"))
+        sweep = quality_beta_curve(result, probe_rate)
+        if len(sweep) > 1:
+            ax.plot([e["comm_vs_cloud"] for e in sweep], [e["accuracy"] for e in sweep], "-.d", ms=5,
+                    color="tab:brown", label=f"Quality β {sweep[0]['params']['beta']}-{sweep[-1]['params']['beta']} "
+                    f"(t={sweep[0]['params']['target']}, probes {probe_rate:.0%})")
         for answer in (a for a in WARMUP_ANSWERS if main and a != main):
             curve = quality_curve(result, probe_rate, answer=answer)
             if curve:
@@ -143,6 +150,7 @@ def write_report(traces: Path, out: Path, options: QualityOptions | None = None)
     json_path = out / "results.json"
     json_path.write_text(json.dumps({"results": results, "comparison": [matched_comparison(r) for r in results],
                                      "quality": [slim(m) for m in summaries],
+                                     "quality_envelope_counts": envelope_counts(summaries),
                                      "warmup_answer": [warmup_answer_comparison(r, options.probe_rate)
                                                        for r in results] if options.other_warmup_answers else [],
                                      "quality_options": {**asdict(options), "warmup_probes": options.warmup}},

@@ -19,17 +19,40 @@ MAIN_TARGET = 0.9
 DEFAULT_PROBE_RATE = DEFAULT_OPTIONS.probe_rate
 
 
+def _quality_runs(result: Mapping[str, Any], probe_rate: float, warm: bool, warmup: int | None,
+                  answer: str | None) -> list[Mapping[str, Any]]:
+    """The quality policy's runs at a probe rate, cold or warm, warm-up length and warm-up answer (defaults:
+    the result's main `quality_warmup` and `quality_warmup_answer`): every target x β that was run."""
+    warmup = result.get("quality_warmup") if warmup is None else warmup
+    answer = result.get("quality_warmup_answer") if answer is None else answer
+    return [e for e in result["policies"] if e["policy"] == "quality"
+            and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm
+            and (warmup is None or e["params"].get("warmup_probes") == warmup)
+            and (answer is None or e["params"].get("warmup_answer") == answer)]
+
+
 def quality_curve(result: Mapping[str, Any], probe_rate: float, warm: bool = False,
                   warmup: int | None = None, answer: str | None = None) -> list[Mapping[str, Any]]:
     """The quality policy's target sweep at the main β, the given probe rate, warm-up length and warm-up
     answer (defaults: the result's main `quality_warmup` and `quality_warmup_answer`), by target."""
-    warmup = result.get("quality_warmup") if warmup is None else warmup
-    answer = result.get("quality_warmup_answer") if answer is None else answer
-    return sorted((e for e in result["policies"] if e["policy"] == "quality" and e["params"]["beta"] == MAIN_BETA
-                   and e["params"]["probe_rate"] == probe_rate and bool(e["params"].get("warm")) == warm
-                   and (warmup is None or e["params"].get("warmup_probes") == warmup)
-                   and (answer is None or e["params"].get("warmup_answer") == answer)),
-                  key=lambda e: e["params"]["target"])
+    return sorted((e for e in _quality_runs(result, probe_rate, warm, warmup, answer)
+                   if e["params"]["beta"] == MAIN_BETA), key=lambda e: e["params"]["target"])
+
+
+def quality_targets(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> list[float]:
+    """The targets the quality policy ran at (any β), ascending."""
+    return sorted({e["params"]["target"] for e in _quality_runs(result, probe_rate, warm, None, None)})
+
+
+def quality_beta_curve(result: Mapping[str, Any], probe_rate: float, target: float = MAIN_TARGET,
+                       warm: bool = False) -> list[Mapping[str, Any]]:
+    """The quality policy's β sweep at the target nearest `target` (the main warm-up length and answer,
+    the given probe rate), by β: every β it ran at there (only β 0.3 where only that was run)."""
+    runs = _quality_runs(result, probe_rate, warm, None, None)
+    if not runs:
+        return []
+    nearest = min({e["params"]["target"] for e in runs}, key=lambda t: abs(t - target))
+    return sorted((e for e in runs if e["params"]["target"] == nearest), key=lambda e: e["params"]["beta"])
 
 
 def quality_main(result: Mapping[str, Any], probe_rate: float, warm: bool = False,

@@ -23,6 +23,17 @@ def test_write_report(tmp_path: Path) -> None:
     result = json.loads(js.read_text(encoding="utf-8"))["results"][0]
     assert result["n"] == 3 and {p["policy"] for p in result["policies"]} >= {"oracle", "casserve", "recserve"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The envelope verdict's three views: the target sweep at β 0.3, the β sweep at t=0.9, per target.
+    assert "### Target sweep at β=0.3" in text and "### β sweep (0.1-0.7) at t=0.9" in text
+    assert "### Per target: datasets on or above the envelope" in text
+    assert "Goal 2 (on or above the envelope on ≥ 6 of 8 datasets), cold: β sweep 0.1-0.7 at t=0.9: " in text
+    data = json.loads(js.read_text(encoding="utf-8"))
+    quality = data["quality"][0]
+    assert quality["envelope_beta"]["points"] == 7 and quality["envelope_beta"]["target"] == 0.9
+    assert quality["warm_envelope_beta"] is None  # the steady state is run at β 0.3 only
+    assert [v["target"] for v in quality["envelope_by_target"]] == [0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    counts = data["quality_envelope_counts"]
+    assert counts["cold"]["beta_sweep"]["of"] == 1 and counts["steady state"]["beta_sweep"] is None
 
 
 def test_interpolate_clamps_and_interpolates() -> None:
