@@ -19,8 +19,8 @@ from gateway.evaluation.report_common import (
     quality_beta_curve,
     quality_curve,
 )
+from gateway.evaluation.report_envelope import envelope_counts
 from gateway.evaluation.report_quality import (
-    envelope_counts,
     plot_warmups,
     quality_sections,
     quality_summary,

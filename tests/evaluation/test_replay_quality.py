@@ -15,7 +15,7 @@ import pytest
 from gateway.evaluation.replay import Request, TierAnswer, cascade, requests_from_rows, summarise
 from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, quality_policy, run_quality
 from gateway.evaluation.report import write_report
-from gateway.evaluation.report_quality import envelope_points, envelope_verdict
+from gateway.evaluation.report_envelope import envelope_points, envelope_verdict
 from gateway.evaluation.sweeps import interleave, replay_mixed
 
 TOKENS = {"device": 10, "edge": 12, "cloud": 14}

@@ -7,16 +7,14 @@ from typing import Any
 
 import pytest
 
-from gateway.evaluation.report_quality import (
+from gateway.evaluation.report_envelope import (
     beta_envelope,
     beta_envelope_table,
     envelope_by_target,
     envelope_counts,
-    goal_lines,
-    quality_summary,
-    slim,
     target_envelope_table,
 )
+from gateway.evaluation.report_quality import goal_lines, quality_summary, slim
 
 N = 100  # half an example of slack: 0.005
 
