@@ -152,6 +152,10 @@ async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
                          "overrides": current.overrides.current.to_json()})
 
 
+# The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
+WINDOW_POLICIES = ("recserve", QualityPolicy.name)
+
+
 @router.post("/admin/windows/reset")
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     """Empty every window, or those of one tier and/or task (`?tier=device&task=classification`).
@@ -183,10 +187,6 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
             await runtime.store.reset(WindowKey(policy, name, pair_task))
     scope = [f"{name}/{pair_task}" for name, pair_task in pairs]
     return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
-
-
-# The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
-WINDOW_POLICIES = ("recserve", QualityPolicy.name)
 
 
 @router.get("/admin/ui")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.backends import build_backend
 from gateway.cascade import Tier
-from gateway.config import POLICY_NAMES, GatewayConfig
+from gateway.config import POLICY_NAMES, GatewayConfig, QualityPolicyConfig
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
 from gateway.observer import RequestObserver
@@ -23,6 +23,12 @@ from policies.recserve import RecServePolicy
 from policies.stores.factory import Stores, build_stores
 
 MODEL_PREFIX = "recserve"
+
+
+def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
+    """The quality policy's settings from its config section (the gateway's and `eval live`'s replay)."""
+    return QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
+                           quality.warmup_answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +79,7 @@ class Runtime:
         layer = PolicyOverrides(config, overrides)
         quality_policy = QualityPolicy(
             RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
-            probes, QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
-                                    quality.warmup_answer))
+            probes, quality_settings(quality))
         prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics)
         closers.append(prober.aclose)
         policies: dict[str, ThresholdPolicy] = {

@@ -30,7 +30,8 @@ from gateway.evaluation.datasets import Example
 from gateway.evaluation.record import TIERS, chat_request, header_float, read_trace
 from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
 from gateway.evaluation.replay_quality import SimulatedProber
-from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
+from gateway.runtime import quality_settings
+from policies.quality import ProbeWindows, QualityPolicy
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
 
@@ -103,9 +104,7 @@ async def _replay(requests: Sequence[Request], config: GatewayConfig, policy: st
                                                       config.policy.recserve.window))
     quality = config.policy.quality
     rule = RecServePolicy(MemoryWindowStore(), config.beta_for, config.policy.recserve.window, namespace="quality")
-    settings = QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
-                               quality.warmup_answer)
-    floor = QualityPolicy(rule, ProbeWindows(quality.window), settings)
+    floor = QualityPolicy(rule, ProbeWindows(quality.window), quality_settings(quality))
     return await cascade(requests, floor, prober=SimulatedProber(floor, quality.probe_rate, quality.similarity, 0))
 
 
