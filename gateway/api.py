@@ -4,54 +4,44 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from gateway import jsonio
-from gateway.backends import LOOP_STATUS, TierFault, TierRejected
-from gateway.cascade import CascadeFailed, CascadeRequest, TierCall, render_path, run_cascade, send_call
+from gateway.backends import TierFault, TierRejected
+from gateway.disconnect import CLIENT_LEFT_STATE, ClientLeft, DisconnectWatch
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
     LoopDetected,
     NotFound,
     UpstreamFailed,
-    UpstreamTimeout,
     error_response,
-    from_validation_error,
     unexpected_error_response,
 )
-from gateway.intake import check_api_key, read_json_body, request_id_for
+from gateway.intake import check_api_key, request_id_for
+from gateway.pipeline import Admission, read_body, serve
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
 from gateway.ratelimit import admit_client
 from gateway.runtime import Runtime
-from gateway.shaping import (
-    HOPS_HEADER,
-    TASK_HEADER,
-    VIA_HEADER,
-    client_body,
-    forward_body,
-    resolve_task,
-    result_headers,
-    result_summary,
-)
-from gateway.streaming import EventStreamResponse, StreamPlan, buffered_call, client_events, early_call, stream_body
-from policies.quality import QualityPolicy
+from gateway.shaping import HOPS_HEADER, VIA_HEADER, client_body
+from gateway.streaming import EventStreamResponse, client_events
 
 log = logging.getLogger("recserve.access")
-Model = TypeVar("Model", bound=BaseModel)
 
 
 class AnswerResponse(JSONResponse):
     """A completion answer, serialised with orjson (Starlette's JSONResponse uses the stdlib)."""
 
     def render(self, content: Any) -> bytes:
-        return jsonio.dumps(content)
+        try:
+            return jsonio.dumps(content)
+        except (TypeError, ValueError, RecursionError):  # a tier's answer nested past what JSON writers take
+            raise UpstreamFailed("The tier's answer cannot be passed on: it is nested too deeply.") from None
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -91,7 +81,7 @@ async def embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
     name = runtime.config.embeddings_tier
     if name is None:
         raise NotFound("No embeddings tier is configured (set `embeddings_tier`).", code="model_not_found")
-    raw, _ = await _read(request, runtime, EmbeddingRequest)
+    raw, _ = await read_body(request, runtime, EmbeddingRequest)
     tier = next(t for t in runtime.tiers if t.config.name == name)
     try:
         reply = await tier.backend.send("embeddings", raw, timeout_s=tier.config.timeout_s, headers={})
@@ -114,10 +104,15 @@ FAST_ROUTES: dict[str, Callable[[Request], Awaitable[Response]]] = {
 
 async def serve_fast(route: Callable[[Request], Awaitable[Response]], scope: Scope, receive: Receive,
                      send: Send) -> None:
-    """Run a hot route as plain ASGI, rendering errors exactly as the installed handlers do."""
-    request = Request(scope, receive)
+    """Run a hot route as plain ASGI, rendering errors exactly as the installed handlers do. A client
+    that leaves before the answer starts cancels the route (and so the tier calls) and gets nothing."""
+    watch = DisconnectWatch(receive)
+    request = Request(scope, watch.receive)
     try:
-        response = await route(request)
+        response = await watch.run(route(request))
+    except ClientLeft:
+        scope.setdefault("state", {})[CLIENT_LEFT_STATE] = True
+        return
     except GatewayError as exc:
         response = error_response(exc, getattr(request.state, "request_id", None))
     except Exception as exc:
@@ -132,73 +127,27 @@ def _begin(request: Request, runtime: Runtime) -> str:
     return request_id
 
 
-async def _read(request: Request, runtime: Runtime, schema: type[Model]) -> tuple[dict[str, Any], Model]:
-    """The body as the raw dict we forward, and as the validated model we reason about."""
-    server = runtime.config.server
-    raw = await read_json_body(request, server.max_body_bytes, server.max_json_depth)
-    try:
-        return raw, schema.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
+async def admit(request: Request, runtime: Runtime,
+                check_key: Callable[[Request, Sequence[str]], None] = check_api_key) -> Admission:
+    """The door every completion-like route passes: request id, client key, rate limit, gateway chain."""
+    started = time.monotonic()
+    request_id = request_id_for(request)
+    request.state.request_id = request_id
+    check_key(request, runtime.client_keys)
+    await admit_client(request, runtime.config)
+    hops = _incoming_hops(request, runtime.config.server.max_hops)
+    return Admission(request_id, started, hops, _incoming_via(request))
 
 
 async def _complete(request: Request, runtime: Runtime, route: Route,
                     schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> Response:
-    started = time.monotonic()
-    request_id = _begin(request, runtime)
-    await admit_client(request, runtime.config)
-    hops = _incoming_hops(request, runtime.config.server.max_hops)
-    via = _incoming_via(request)
-    raw, parsed = await _read(request, runtime, schema)
-    selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
-    task = resolve_task(parsed, request.headers.get(TASK_HEADER))
-    labels = parsed.recserve.labels if parsed.recserve else None
-    body = forward_body(raw, route, runtime.config.confidence.top_logprobs)
-    call: TierCall = send_call
-    window_suffix = ""
+    admission = await admit(request, runtime)
+    raw, parsed = await read_body(request, runtime, schema)
+    served = await serve(request, runtime, admission, route, raw, parsed)
     if parsed.stream:
-        body = stream_body(body)
-        streaming = runtime.config.streaming
-        if streaming.mode == "early":
-            call, window_suffix = early_call(streaming.decide_after_tokens), f"@prefix{streaming.decide_after_tokens}"
-        else:
-            call = buffered_call
-    cascade_request = CascadeRequest(
-        route=route, body=body, task=task, labels=labels,
-        deadline=started + runtime.config.server.request_timeout_s,
-        forward_headers={HOPS_HEADER: str(hops + 1), VIA_HEADER: ",".join(via), "x-request-id": request_id},
-        count_prompt_tokens=lambda: runtime.tokens.count(body),
-        window_suffix=window_suffix,
-    )
-    try:
-        result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
-    except CascadeFailed as failed:
-        runtime.observer.request_done(request, selected.policy.name, task, body, hops=failed.hops)
-        error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
-        raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
-                                                "x-recserve-task": task}) from None
-    except TierRejected as rejected:
-        where = {"x-recserve-path": rejected.path, "x-recserve-task": task}
-        if rejected.status == LOOP_STATUS:
-            raise LoopDetected(rejected.message, code=rejected.code or "loop_detected", headers=where) from None
-        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code, headers=where) from None
-    headers = result_headers(result, task, request_id)
-
-    def observe(usage: Mapping[str, Any] | None = None) -> None:
-        runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage)
-
-    if not parsed.stream:
-        observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte
-    probes = None  # a streamed answer is probed once the client has all of it
-    if isinstance(selected.policy, QualityPolicy):
-        probes = runtime.prober.after(cascade_request, result)
-        estimate = selected.policy.estimate(result.tier.name, task + window_suffix, result.confidence or 0.0)
-        headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
-    if parsed.stream:
-        plan = StreamPlan(result, route, raw, task, labels, result_summary(result, task),
-                          cascade_request.count_prompt_tokens, observe, probes)
-        return EventStreamResponse(client_events(plan), headers={**headers, "cache-control": "no-cache"})
-    return AnswerResponse(client_body(result, route, raw), headers=headers)
+        return EventStreamResponse(client_events(served.stream_plan(route, raw)),
+                                   headers={**served.headers, "cache-control": "no-cache"})
+    return AnswerResponse(client_body(served.result, route, raw), headers=served.headers)
 
 
 def _incoming_via(request: Request) -> list[str]:
@@ -213,11 +162,12 @@ def _incoming_via(request: Request) -> list[str]:
 
 def _incoming_hops(request: Request, max_hops: int) -> int:
     """Hops this request already made through chained gateways; refuse once the limit is reached."""
-    raw = request.headers.get(HOPS_HEADER, "0")
-    try:
-        hops = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Header {HOPS_HEADER} must be an integer.") from None
+    raw = request.headers.get(HOPS_HEADER, "0").strip()
+    # Digits only: int() would also take "-5", "+3", "1_0" or "٣", and a negative count defeats max_hops.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
+        raise InvalidRequest(f"Header {HOPS_HEADER} must be a non-negative integer below 1000.",
+                             param=HOPS_HEADER, code="invalid_header")
+    hops = int(raw)
     if hops >= max_hops:
         raise LoopDetected(f"Hop limit reached: this request already passed {hops} gateways "
                            f"(server.max_hops = {max_hops}); is there a loop in the tier chain?")

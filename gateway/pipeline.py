@@ -1,0 +1,136 @@
+"""One validated chat-shaped request through the cascade, whichever API it arrived by.
+
+Chat and legacy completions call `serve` with the client's own body; the Responses and Anthropic
+Messages routes translate theirs into a chat body first and translate the answer back. Everything
+that decides (routing, task, streaming mode, the cascade, quality probes, observation) happens here
+once, so the APIs cannot drift apart in how they are served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from gateway.backends import LOOP_STATUS, TierRejected
+from gateway.cascade import CascadeFailed, CascadeRequest, CascadeResult, TierCall, render_path, run_cascade, send_call
+from gateway.errors import InvalidRequest, LoopDetected, UpstreamFailed, UpstreamTimeout, from_validation_error
+from gateway.intake import read_json_body
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, Route
+from gateway.runtime import Runtime
+from gateway.shaping import (
+    HOPS_HEADER,
+    TASK_HEADER,
+    VIA_HEADER,
+    forward_body,
+    resolve_task,
+    result_headers,
+    result_summary,
+)
+from gateway.streaming import StreamPlan, buffered_call, early_call, stream_body
+from policies.base import Task
+from policies.quality import QualityPolicy
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request that passed the door: its id, when it started, and the gateway chain it came by."""
+
+    request_id: str
+    started: float  # time.monotonic(); the cascade's deadline counts from here
+    hops: int
+    via: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The cascade's answer to one request, ready to be rendered by the API that asked."""
+
+    result: CascadeResult
+    headers: dict[str, str]  # x-recserve-* and x-request-id
+    task: Task
+    labels: Sequence[str] | None
+    cascade_request: CascadeRequest
+    observe: Callable[[Mapping[str, Any] | None], None]  # a stream calls it at its end, with the usage
+    probes: Callable[[Mapping[str, Any]], None] | None  # quality probes of a streamed answer, once whole
+
+    def summary(self) -> dict[str, Any]:
+        """The decision as data (the `recserve` field of an answer or of a stream's last event)."""
+        return result_summary(self.result, self.task)
+
+    def stream_plan(self, route: Route, raw: Mapping[str, Any]) -> StreamPlan:
+        return StreamPlan(self.result, route, raw, self.task, self.labels, self.summary(),
+                          self.cascade_request.count_prompt_tokens, self.observe, self.probes)
+
+
+async def read_body(request: Request, runtime: Runtime, schema: type[Model]) -> tuple[dict[str, Any], Model]:
+    """The body as the raw dict we forward, and as the validated model we reason about."""
+    server = runtime.config.server
+    raw = await read_json_body(request, server.max_body_bytes, server.max_json_depth)
+    return raw, validate(schema, raw)
+
+
+def validate(schema: type[Model], raw: Mapping[str, Any]) -> Model:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def serve(request: Request, runtime: Runtime, admission: Admission, route: Route, raw: dict[str, Any],
+                parsed: ChatCompletionRequest | CompletionRequest) -> Served:
+    """Run the cascade for `raw` (already validated as `parsed`); raises GatewayError subclasses.
+
+    A non-streamed answer is observed here; a stream is observed by whoever renders it, at its end.
+    """
+    selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
+    task = resolve_task(parsed, request.headers.get(TASK_HEADER))
+    labels = parsed.recserve.labels if parsed.recserve else None
+    body = forward_body(raw, route, runtime.config.confidence.top_logprobs)
+    call: TierCall = send_call
+    window_suffix = ""
+    if parsed.stream:
+        body = stream_body(body)
+        streaming = runtime.config.streaming
+        if streaming.mode == "early":
+            call, window_suffix = early_call(streaming.decide_after_tokens), f"@prefix{streaming.decide_after_tokens}"
+        else:
+            call = buffered_call
+    cascade_request = CascadeRequest(
+        route=route, body=body, task=task, labels=labels,
+        deadline=admission.started + runtime.config.server.request_timeout_s,
+        forward_headers={HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
+                         "x-request-id": admission.request_id},
+        count_prompt_tokens=lambda: runtime.tokens.count(body),
+        window_suffix=window_suffix,
+    )
+    try:
+        result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
+    except CascadeFailed as failed:
+        runtime.observer.request_done(request, selected.policy.name, task, body, hops=failed.hops)
+        error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
+        raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
+                                                "x-recserve-task": task}) from None
+    except TierRejected as rejected:
+        where = {"x-recserve-path": rejected.path, "x-recserve-task": task}
+        if rejected.status == LOOP_STATUS:
+            raise LoopDetected(rejected.message, code=rejected.code or "loop_detected", headers=where) from None
+        raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code, headers=where) from None
+    headers = result_headers(result, task, admission.request_id)
+
+    def observe(usage: Mapping[str, Any] | None = None) -> None:
+        runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage)
+
+    if not parsed.stream:
+        observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte
+    probes = None  # a streamed answer is probed once the client has all of it
+    if isinstance(selected.policy, QualityPolicy):
+        probes = runtime.prober.after(cascade_request, result)
+        estimate = selected.policy.estimate(result.tier.name, task + window_suffix, result.confidence or 0.0)
+        headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
+    return Served(result, headers, task, labels, cascade_request, observe, probes)
