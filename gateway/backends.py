@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from gateway import http1, jsonio, sse
 from gateway.config import TierConfig
 from gateway.protocol import Route
+from gateway.vetting import redact
 
 # Tier statuses that are the request's own fault: the client gets them back as a 400.
 _CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
@@ -62,7 +63,7 @@ class TierFault(Exception):
 
     def __init__(self, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # timeout | connect | status | invalid
+        self.kind = kind  # timeout | connect | status | invalid | limit
         self.message = message
         self.status = status
 
@@ -86,6 +87,8 @@ class TierStream:
     events: AsyncIterator[dict[str, Any]]
     close: Callable[[], Awaitable[None]]
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Called when the rest is to be served live: byte limits meant for buffering no longer apply.
+    serve_live: Callable[[], None] = lambda: None
 
 
 class Backend(Protocol):
@@ -118,8 +121,13 @@ class OpenAICompatibleBackend:
         if key:
             headers["authorization"] = f"Bearer {key}"
         self._model = tier.model
+        self._secrets = (key,) if key else ()  # never shown to a client, even when the tier echoes them
+        bounds = tier.limits
+        limits = http1.Limits(header_bytes=bounds.max_header_bytes, headers=bounds.max_headers,
+                              body_bytes=bounds.max_body_bytes, line_bytes=bounds.max_sse_line_bytes)
         # Probes and queued requests may exceed the tier's own concurrency for a moment.
-        self._pool = http1.Pool(tier.base_url, limit=max(tier.max_concurrency, 1) * 2, headers=headers)
+        self._pool = http1.Pool(tier.base_url, limit=max(tier.max_concurrency, 1) * 2, headers=headers,
+                                limits=limits)
 
     def _payload(self, body: dict[str, Any]) -> bytes:
         return jsonio.dumps({**body, "model": self._model})
@@ -133,14 +141,14 @@ class OpenAICompatibleBackend:
         except TimeoutError as exc:
             raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
         except http1.HttpError as exc:
-            raise TierFault("connect", str(exc)) from exc
+            raise _transport_fault(exc) from exc
         elapsed = time.perf_counter() - started
         if response.status != 200:
-            raise _status_error(response.status, response.body)
+            raise _status_error(response.status, response.body, self._secrets)
         try:
             answer = jsonio.loads(response.body)
         except (ValueError, RecursionError) as exc:
-            raise TierFault("invalid", "answer is not JSON") from exc
+            raise TierFault("invalid", "answer is not JSON (or nested too deeply)") from exc
         if not isinstance(answer, dict):
             raise TierFault("invalid", "answer is not a JSON object")
         return TierReply(answer, response.headers, elapsed)
@@ -154,7 +162,7 @@ class OpenAICompatibleBackend:
         except TimeoutError as exc:
             raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
         except http1.HttpError as exc:
-            raise TierFault("connect", str(exc)) from exc
+            raise _transport_fault(exc) from exc
         if response.status != 200:
             try:
                 async with asyncio.timeout(timeout_s):
@@ -163,14 +171,15 @@ class OpenAICompatibleBackend:
                 content = b""
             finally:
                 response.release()
-            raise _status_error(response.status, content)
+            raise _status_error(response.status, content, self._secrets)
 
         async def close() -> None:
             # A stream read to its end goes back to the pool; one cut short drops its connection
             # (release closes it), or the tier would keep generating into it.
             response.release()
 
-        return TierStream(_sse_events(response, timeout_s), close, response.headers)
+        return TierStream(_sse_events(response, timeout_s, self._secrets), close, response.headers,
+                          response.lift_body_limit)
 
     async def aclose(self) -> None:
         await self._pool.aclose()
@@ -181,37 +190,51 @@ async def _lines(response: http1.Body, read_timeout_s: float) -> AsyncIterator[s
         yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-async def _sse_events(response: http1.Body, read_timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+async def _sse_events(response: http1.Body, read_timeout_s: float,
+                      secrets: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
     try:
         async for event in sse.parse_events(_lines(response, read_timeout_s)):
             yield event
     except sse.StreamBroken as exc:
-        raise TierFault("invalid", str(exc)) from exc
+        raise TierFault("invalid", redact(str(exc), secrets)) from exc
     except TimeoutError as exc:
         raise TierFault("timeout", "stream stalled past the read timeout") from exc
     except http1.HttpError as exc:
-        raise TierFault("connect", f"stream broke: {exc}") from exc
+        raise _transport_fault(exc, "stream broke: ") from exc
 
 
-def _status_error(status: int, content: bytes) -> Exception:
+def _transport_fault(exc: http1.HttpError, prefix: str = "") -> TierFault:
+    return TierFault("limit" if isinstance(exc, http1.LimitExceeded) else "connect", f"{prefix}{exc}")
+
+
+def _status_error(status: int, content: bytes, secrets: Sequence[str] = ()) -> Exception:
+    """A tier's non-200 answer as ours; its own words reach the client only redacted and cut short."""
     message, param, code = _upstream_error_fields(content)
+    message = redact(message, secrets) if message is not None else None
     if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
-        return TierRejected(status, message or f"tier rejected the request ({status})", param, code)
+        return TierRejected(status, message or f"tier rejected the request ({status})", _short(param), _short(code))
     return TierFault("status", f"HTTP {status}" + (f": {message}" if message else ""), status)
+
+
+def _short(value: str | None) -> str | None:
+    # param and code are identifiers in OpenAI's errors; anything else is not passed on.
+    if value is None or len(value) > 64 or not value.replace("_", "").replace(".", "").isalnum():
+        return None
+    return value
 
 
 def _upstream_error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:
     try:
         error = json.loads(content).get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None, None, None
     if isinstance(error, str):
-        return error[:500], None, None
+        return error, None, None
     if not isinstance(error, dict):
         return None, None, None
     message, param, code = error.get("message"), error.get("param"), error.get("code")
     return (
-        str(message)[:500] if message is not None else None,
+        message if isinstance(message, str) else None,
         param if isinstance(param, str) else None,
         code if isinstance(code, str) else None,
     )
@@ -256,11 +279,12 @@ class LiteLLMBackend:
         litellm = self._litellm
         if isinstance(exc, TimeoutError | litellm.exceptions.Timeout):
             return TierFault("timeout", f"timed out after {timeout_s:.3g}s")
+        secrets = (self._tier.api_key() or "",)
         if isinstance(exc, litellm.exceptions.APIConnectionError):
-            return TierFault("connect", str(exc)[:500])
+            return TierFault("connect", redact(str(exc), secrets))
         if isinstance(exc, self._openai.OpenAIError):  # litellm's other errors derive from openai's
             status = int(getattr(exc, "status_code", 0) or 0)
-            message = str(getattr(exc, "message", exc))[:500]
+            message = redact(str(getattr(exc, "message", exc)), secrets)
             if status in _CLIENT_FAULT_STATUSES or status == LOOP_STATUS:
                 return TierRejected(status, message)
             return TierFault("status" if status else "invalid", message, status or None)

@@ -13,10 +13,13 @@ from typing import Any, Literal
 from gateway.backends import Backend, TierFault, TierRejected, TierReply
 from gateway.config import TierConfig
 from gateway.protocol import Route
+from gateway.vetting import upstream_path, upstream_uplink_tokens
 from policies.base import Task, ThresholdPolicy
 from policies.confidence import response_confidence
 
 Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed", "verify"]
+# A tier's usage count beyond this is a lie (or an overflow waiting to happen): we count ourselves.
+MAX_REPORTED_TOKENS = 1 << 40
 # Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
 _NO_ANSWER = frozenset({"fault", "busy", "skipped", "failed"})
 
@@ -171,7 +174,7 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             continue
         journey.replies.append(reply)
         confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
-        upstream = reply.headers.get("x-recserve-path")
+        upstream = upstream_path(reply.headers, tier.config.recserve_gateway)
         if final:
             journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
             return _result(reply, tier, journey, confidence, None)
@@ -242,7 +245,7 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
         tier.gate.release()
     if tier.level > 0:
         journey.uplink_tokens += prompt_tokens_of(reply.body, request.count_prompt_tokens)
-    journey.uplink_tokens += _upstream_uplink(reply.headers)
+    journey.uplink_tokens += upstream_uplink_tokens(reply.headers, tier.config.recserve_gateway)
     return reply
 
 
@@ -251,19 +254,9 @@ def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
     usage = body.get("usage")
     if isinstance(usage, Mapping):
         tokens = usage.get("prompt_tokens")
-        if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:
+        if isinstance(tokens, int) and not isinstance(tokens, bool) and 0 <= tokens <= MAX_REPORTED_TOKENS:
             return tokens
     return count()
-
-
-def _upstream_uplink(headers: Mapping[str, str]) -> int:
-    # A chained RecServe gateway reports what it shipped further up; the totals add up.
-    raw = headers.get("x-recserve-uplink-tokens")
-    try:
-        value = int(raw) if raw is not None else 0
-    except ValueError:
-        return 0
-    return max(value, 0)
 
 
 def _result(reply: TierReply, tier: Tier, journey: _Journey, confidence: float | None,

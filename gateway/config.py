@@ -35,6 +35,9 @@ class ServerConfig(_Strict):
     max_header_bytes: int = Field(32 * 1024, ge=1024)  # all request headers together; over it → 431
     timeout_keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this
     limit_concurrency: int | None = Field(None, ge=1)  # connections+tasks before uvicorn answers 503
+    # Processes serving the one port (`recserve serve --workers` overrides it). More than one needs
+    # shared windows (windows.store: redis) unless windows.per_worker says each may keep its own.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class RateLimitConfig(_Strict):
@@ -76,6 +79,18 @@ class LocalTierConfig(_Strict):
     deterministic: bool = True
 
 
+class TierLimits(_Strict):
+    """Bounds on what a tier may send back. A tier crossing one gets a fault of kind `limit`: a lower
+    tier escalates, the last tier is a 502 (or a streamed answer's error event)."""
+
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # the response's whole header section
+    max_headers: int = Field(128, ge=8)
+    # A whole answer, and a stream while the gateway buffers it to judge it: on the wire and again
+    # after gzip/deflate inflation. A stream being served live is bounded in time instead.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    max_sse_line_bytes: int = Field(1024 * 1024, ge=4096)  # one line of a server-sent event stream
+
+
 class TierConfig(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     base_url: str
@@ -86,6 +101,10 @@ class TierConfig(_Strict):
     max_concurrency: int = Field(64, ge=1)
     queue_timeout_s: float = Field(0.5, ge=0)
     min_budget_s: float = Field(0.0, ge=0)
+    limits: TierLimits = TierLimits()
+    # The tier is another RecServe gateway: its x-recserve-path and x-recserve-uplink-tokens are
+    # read (validated and capped). Any other tier's x-recserve-* headers are ignored.
+    recserve_gateway: bool = False
     local: LocalTierConfig | None = None
 
     @field_validator("base_url")
@@ -166,6 +185,12 @@ class WindowsConfig(_Strict):
     # Name of an env var holding the URL, so a password need not sit in config.yaml (or a ConfigMap).
     redis_url_env: str | None = None
     namespace: str = Field("recserve", min_length=1)
+    # exact: every decision steps the shared window (one Redis call); batched: decide on a local
+    # view and flush to the shared window every flush_ms (no Redis call on the request path).
+    sync: Literal["exact", "batched"] = "exact"
+    flush_ms: float = Field(20.0, gt=0, le=10_000)
+    # With store: memory and several workers, each worker keeps (and decides on) its own windows.
+    per_worker: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +201,13 @@ class WindowsConfig(_Strict):
                 raise ValueError(f"redis_url_env: environment variable {data['redis_url_env']} is not set")
             data = {**data, "redis_url": url}
         return data
+
+
+class ConversationsConfig(_Strict):
+    """Stored Responses API answers (`previous_response_id`), kept in the windows' store."""
+
+    ttl_s: float = Field(30 * 24 * 3600.0, gt=0)  # OpenAI keeps stored responses for 30 days
+    max_entries: int = Field(10000, ge=1)  # the memory store only: beyond it the oldest go first
 
 
 class StreamingConfig(_Strict):
@@ -199,6 +231,7 @@ class GatewayConfig(_Strict):
     windows: WindowsConfig = WindowsConfig()
     streaming: StreamingConfig = StreamingConfig()
     logging: LoggingConfig = LoggingConfig()
+    conversations: ConversationsConfig = ConversationsConfig()
     embeddings_tier: str | None = None
 
     @model_validator(mode="after")

@@ -5,6 +5,10 @@ CPU and this client about 15 µs (bench/NOTES.md), and the gateway pays it on ev
 Its scope is what a tier needs: POST with a body, Content-Length / chunked / read-until-close
 responses, streamed bodies, TLS, keep-alive reuse. No proxies, cookies or redirects; a compressed
 answer is inflated although we never ask for one.
+
+A tier is somebody else's server, so everything it sends is bounded (`Limits`): the header section
+in bytes and fields, the body on the wire and after inflation, one line of a line-read body.
+Crossing a bound raises LimitExceeded at once; nothing past the bound is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import httptools
 
 # Stop reading a stream's socket while this much is buffered and unread: the tier waits for us.
 _STREAM_HIGH_WATER = 1 << 20
+# Inflate a compressed body in pieces of at most this size, yielding to the event loop between them.
+_INFLATE_PIECE = 64 * 1024
 
 
 class HttpError(Exception):
@@ -31,6 +37,20 @@ class HttpError(Exception):
 
 class _Stale(HttpError):
     """A reused keep-alive connection died before any answer byte: the request may be sent again."""
+
+
+class LimitExceeded(HttpError):
+    """The answer crossed one of the configured bounds; the connection is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one answer. `body_bytes` holds on the wire and again after inflation."""
+
+    header_bytes: int = 64 * 1024
+    headers: int = 128
+    body_bytes: int = 8 * 1024 * 1024
+    line_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +86,9 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time. httptools calls the on_* methods."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.body_limit: int | None = limits.body_bytes  # None: lifted for a stream served live
         self.transport: asyncio.Transport | None = None
         self.reusable = False  # the last answer completed and the server allows keep-alive
         self.closed = False
@@ -84,6 +106,11 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._error: HttpError | None = None
         self._until_close = False
+        self._head_bytes = 0  # bytes received before the head was complete
+        self._header_count = 0
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._limit_error: LimitExceeded | None = None  # raised inside a parser callback
 
     # asyncio.Protocol
 
@@ -112,9 +139,18 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if not self._complete:  # else the answer is whole; only what follows it is bad
+            if self._limit_error is not None:
+                self._fail(self._limit_error)
+            elif not self._complete:  # else the answer is whole; only what follows it is bad
                 self._fail(HttpError(f"malformed HTTP answer: {exc}"))
             self._abort()
+            return
+        if self._head is not None and not self._head.done():
+            # An endless header section (or one endless field) never completes a header callback.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.header_bytes:
+                self._fail(LimitExceeded(f"header section over {self.limits.header_bytes} bytes"))
+                self._abort()
 
     # httptools callbacks
 
@@ -124,19 +160,42 @@ class _Connection(asyncio.Protocol):
             # parser here (it raises HttpParserCallbackError) before it appends to this answer's body.
             raise HttpError("bytes after the answer")
 
+    def _over_limit(self, message: str) -> LimitExceeded:
+        self._limit_error = LimitExceeded(message)
+        return self._limit_error
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_count > self.limits.headers:
+            raise self._over_limit(f"more than {self.limits.headers} header fields")
+        if self._header_bytes > self.limits.header_bytes:
+            raise self._over_limit(f"header section over {self.limits.header_bytes} bytes")
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         known = self._headers.get(key)
         self._headers[key] = text if known is None else f"{known}, {text}"  # repeated field: RFC 9110 §5.3
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
+        if self._interim:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self._until_close = "content-length" not in self._headers and "chunked" not in self._headers.get(
             "transfer-encoding", "").lower()
+        declared = self._headers.get("content-length", "")
+        if self.body_limit is not None and declared.isdigit() and int(declared) > self.body_limit:
+            raise self._over_limit(f"body of {declared} bytes is over the limit of {self.body_limit}")
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
+    @property
+    def _interim(self) -> bool:
+        # 101 is not interim: nobody asked to switch protocols, so it is the (unusable) answer.
+        return 100 <= self._status < 200 and self._status != 101
+
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self.body_limit is not None and self._body_bytes > self.body_limit:
+            raise self._over_limit(f"body over the limit of {self.body_limit} bytes")
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _STREAM_HIGH_WATER and self.transport is not None and not self._paused:
@@ -145,6 +204,9 @@ class _Connection(asyncio.Protocol):
         self._notify()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._headers, self._header_count, self._header_bytes = {}, 0, 0
+            return
         self._complete = True
         self.reusable = not self._until_close and self._parser.should_keep_alive()
         self._notify()
@@ -158,6 +220,9 @@ class _Connection(asyncio.Protocol):
         self._status, self._headers, self._until_close = 0, {}, False
         self._chunks.clear()
         self._buffered = 0
+        self._head_bytes = self._header_count = self._header_bytes = self._body_bytes = 0
+        self._limit_error = None
+        self.body_limit = self.limits.body_bytes
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._head
@@ -238,59 +303,101 @@ class Body:
         self.headers: Mapping[str, str] = connection.headers
         encoding = self.headers.get("content-encoding", "identity").lower()
         self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate", "x-gzip") else None
+        self._inflated_bytes = 0
         self._released = False
 
     @property
     def at_eof(self) -> bool:
         return self._connection.complete and not self._connection._chunks
 
-    def _inflated(self, chunk: bytes | None) -> bytes:
-        """A piece of a compressed body inflated; None, its end. Broken or cut short: HttpError, which
-        callers handle, not zlib.error, which they would not."""
-        inflate = self._inflate
-        assert inflate is not None
-        try:
-            if chunk is not None:
-                return inflate.decompress(chunk)
-            rest = inflate.flush()
-        except zlib.error as exc:
-            raise HttpError(f"broken compressed body: {exc}") from exc
-        if not inflate.eof:
-            raise HttpError("compressed body cut short")
-        return rest
+    def lift_body_limit(self) -> None:
+        """Stop counting body bytes: the rest is served live and bounded in time by the caller."""
+        self._connection.body_limit = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._connection.next_chunk()) is not None:
-            yield self._inflated(chunk) if self._inflate is not None else chunk
-        if self._inflate is not None:
-            yield self._inflated(None)
-
-    async def read(self) -> bytes:
-        """The rest of the body."""
-        parts = [chunk async for chunk in self.chunks()]
-        return b"".join(parts)
-
-    async def lines(self, read_timeout_s: float | None) -> AsyncIterator[bytes]:
-        """The body split at b"\\n" (each line with its ending), each wait bounded by `read_timeout_s`."""
-        pending = b""
+    async def _pieces(self, read_timeout_s: float | None) -> AsyncIterator[bytes]:
+        """The body as it arrives, inflated when compressed; each wait bounded by `read_timeout_s`."""
         connection = self._connection
-        ended = False
-        while not ended:
+        while True:
             if read_timeout_s is None:
                 raw = await connection.next_chunk()
             else:
                 async with asyncio.timeout(read_timeout_s):
                     raw = await connection.next_chunk()
-            ended = raw is None
-            chunk = self._inflated(raw) if self._inflate is not None else raw or b""
-            pending += chunk
-            if b"\n" not in chunk:
+            if self._inflate is None:
+                if raw is None:
+                    return
+                yield raw
                 continue
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
+            async for piece in self._inflated(raw):
+                yield piece
+            if raw is None:
+                return
+
+    async def _inflated(self, chunk: bytes | None) -> AsyncIterator[bytes]:
+        """A piece of a compressed body inflated in bounded steps; None, its end. Broken, cut short
+        or inflating past the limit: HttpError, which callers handle, not zlib.error."""
+        inflate = self._inflate
+        assert inflate is not None
+        pending = chunk if chunk is not None else b""
+        try:
+            while True:
+                piece = inflate.decompress(pending, _INFLATE_PIECE)
+                pending = inflate.unconsumed_tail
+                if piece:
+                    self._inflated_bytes += len(piece)
+                    limit = self._connection.body_limit
+                    if limit is not None and self._inflated_bytes > limit:
+                        raise LimitExceeded(f"inflated body over the limit of {limit} bytes")
+                    yield piece
+                if not pending:
+                    break
+                await asyncio.sleep(0)  # a bomb must not hold the event loop
+            if chunk is None:
+                rest = inflate.flush()
+                if not inflate.eof:
+                    raise HttpError("compressed body cut short")
+                if rest:
+                    yield rest
+        except zlib.error as exc:
+            raise HttpError(f"broken compressed body: {exc}") from exc
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for piece in self._pieces(None):
+            yield piece
+
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        parts = [chunk async for chunk in self._pieces(None)]
+        return b"".join(parts)
+
+    async def lines(self, read_timeout_s: float | None,
+                    max_line_bytes: int | None = None) -> AsyncIterator[bytes]:
+        """The body split at b"\\n" (each line with its ending), each wait bounded by `read_timeout_s`;
+        a line longer than `max_line_bytes` (default: the pool's line limit) raises LimitExceeded."""
+        limit = self._connection.limits.line_bytes if max_line_bytes is None else max_line_bytes
+        parts: list[bytes] = []  # the unfinished line, joined only once it ends (no quadratic copying)
+        size = 0
+        async for chunk in self._pieces(read_timeout_s):
+            if b"\n" not in chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise LimitExceeded(f"a line over {limit} bytes")
+                parts.append(chunk)
+                continue
+            first, *middle, rest = chunk.split(b"\n")
+            parts.append(first)
+            if size + len(first) > limit:
+                raise LimitExceeded(f"a line over {limit} bytes")
+            yield b"".join(parts) + b"\n"
+            for line in middle:
+                if len(line) > limit:
+                    raise LimitExceeded(f"a line over {limit} bytes")
                 yield line + b"\n"
-        if pending:
-            yield pending
+            parts, size = ([rest], len(rest)) if rest else ([], 0)
+            if size > limit:
+                raise LimitExceeded(f"a line over {limit} bytes")
+        if parts:
+            yield b"".join(parts)
 
     def release(self) -> None:
         """Hand the connection back: to the pool if the answer was read to its end, else closed."""
@@ -304,8 +411,10 @@ class Pool:
     """Keep-alive connections to one origin, at most `limit` in use at once."""
 
     def __init__(self, base_url: str, *, limit: int, headers: Mapping[str, str] | None = None,
-                 keepalive_s: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 keepalive_s: float = 30.0, ssl_context: ssl.SSLContext | None = None,
+                 limits: Limits = Limits()) -> None:
         self.origin = Origin.parse(base_url)
+        self.limits = limits
         self._keepalive_s = keepalive_s
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(limit)
@@ -323,7 +432,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(
-                _Connection, self.origin.host, self.origin.port, ssl=self._ssl,
+                lambda: _Connection(self.limits), self.origin.host, self.origin.port, ssl=self._ssl,
                 server_hostname=self.origin.host if self._ssl else None)
         except OSError as exc:
             raise HttpError(f"cannot connect to {self.origin.host}:{self.origin.port}: {exc}") from exc

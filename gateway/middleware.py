@@ -13,14 +13,17 @@ from typing import Any, Final
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access_log import access_record, emit
-from gateway.api import FAST_ROUTES, serve_fast
+from gateway.api import serve_fast
+from gateway.disconnect import CLIENT_LEFT_STATE
+from gateway.hot_routes import FAST_ROUTES
 from gateway.observer import SUMMARY_STATE, CascadeSummary, start_tier_clock, stop_tier_clock
 from gateway.reload import Reloader
 
+CLIENT_CLOSED_STATUS: Final = 499  # nginx's name for a request whose client left before the answer
 RUNTIME_STATE: Final = "runtime"  # request.state attribute `api.get_runtime` reads
 # Probes and scrapes: no catch-up round trip, no access-log line.
 _QUIET: Final = frozenset({"/healthz", "/readyz", "/metrics"})
-_ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models"})
+_ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models", "responses", "messages"})
 
 
 def route_label(path: str) -> str | None:
@@ -81,6 +84,8 @@ class GatewayMiddleware:
                     else:
                         await self.app(scope, receive, send_status)
                 finally:
+                    if state.get(CLIENT_LEFT_STATE):
+                        status = CLIENT_CLOSED_STATUS
                     record(runtime.config.logging.access_log)  # the app raised or never finished the body
         finally:
             stop_tier_clock(token)

@@ -43,8 +43,8 @@ async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any
 def _decode(payload: str) -> dict[str, Any]:
     try:
         event = jsonio.loads(payload)
-    except ValueError:
-        raise StreamBroken("stream event is not JSON") from None
+    except (ValueError, RecursionError):
+        raise StreamBroken("stream event is not JSON (or nested too deeply)") from None
     if not isinstance(event, dict):
         raise StreamBroken("stream event is not a JSON object")
     if "error" in event:

@@ -9,8 +9,9 @@ text of one tier only: nothing is sent before the serving tier has produced its 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
@@ -21,63 +22,8 @@ from gateway.backends import TierFault, TierReply, TierStream
 from gateway.cascade import CascadeRequest, CascadeResult, Tier, TierCall
 from gateway.protocol import Route
 from gateway.shaping import shape_choice, wanted_top_logprobs
+from gateway.stream_tally import ChunkAccumulator, StreamTally
 from policies.base import Task
-from policies.confidence import response_confidence
-
-
-@dataclass
-class ChunkAccumulator:
-    """Rebuilds a streamed answer's per-choice logprobs (either layout) and usage from its chunks."""
-
-    logprobs: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
-    tokens: int = 0  # tokens of choice 0 seen so far
-    usage: dict[str, Any] | None = None
-
-    def add(self, chunk: Mapping[str, Any]) -> None:
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            return
-        for choice in choices:
-            if not isinstance(choice, dict):
-                continue
-            index = choice.get("index", 0)
-            index = index if isinstance(index, int) else 0
-            merged = self.logprobs.setdefault(index, {})
-            counted = self._merge(merged, choice.get("logprobs"))
-            if index == 0:
-                self.tokens += counted if counted else int(bool(_choice_text(choice)))
-
-    @staticmethod
-    def _merge(merged: dict[str, list[Any]], logprobs: Any) -> int:
-        if not isinstance(logprobs, dict):
-            return 0
-        added = 0
-        for key in ("content", "tokens", "token_logprobs", "top_logprobs"):
-            values = logprobs.get(key)
-            if isinstance(values, list):
-                merged.setdefault(key, []).extend(values)
-                if key in ("content", "tokens"):
-                    added += len(values)
-        return added
-
-    def body(self) -> dict[str, Any]:
-        """A response-shaped body for the confidence estimators."""
-        choices = [{"index": i, "logprobs": self.logprobs[i] or None} for i in sorted(self.logprobs)]
-        return {"choices": choices, "usage": self.usage}
-
-    def confidence(self, task: Task, labels: Any) -> float | None:
-        return response_confidence(task, self.body()["choices"], labels)
-
-
-def _choice_text(choice: Mapping[str, Any]) -> str:
-    delta = choice.get("delta")
-    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-        return str(delta["content"])
-    text = choice.get("text")
-    return text if isinstance(text, str) else ""
 
 
 async def _open(tier: Tier, request: CascadeRequest, timeout_s: float) -> TierStream:
@@ -107,10 +53,28 @@ async def _read_prefix(stream: TierStream, timeout_s: float, enough: Callable[[C
 
 
 def _reply(stream: TierStream, chunks: list[dict[str, Any]], accumulator: ChunkAccumulator | None,
-           ended: bool) -> TierReply:
+           ended: bool, deadline: float) -> TierReply:
     body = accumulator.body() if accumulator is not None else {}
-    return TierReply(body, stream.headers, chunks=chunks, tail=None if ended else stream.events,
-                     release=stream.close)
+    tail = None
+    if not ended:
+        # The rest is served live or closed: it is bounded by the request's deadline and kept in
+        # constant memory (StreamTally), so the limit on buffered bytes no longer applies.
+        stream.serve_live()
+        tail = _until(deadline, stream.events)
+    return TierReply(body, stream.headers, chunks=chunks, tail=tail, release=stream.close)
+
+
+async def _until(deadline: float, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The events that arrive before `deadline` (time.monotonic); then a timeout fault."""
+    while True:
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                event = await anext(events)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise TierFault("timeout", "the stream ran past server.request_timeout_s") from None
+        yield event
 
 
 async def _first_chunk(tier: Tier, request: CascadeRequest, timeout_s: float) -> TierReply:
@@ -118,7 +82,7 @@ async def _first_chunk(tier: Tier, request: CascadeRequest, timeout_s: float) ->
     hand over the live rest."""
     stream = await _open(tier, request, timeout_s)
     chunks, _, ended = await _read_prefix(stream, timeout_s, lambda _: True)
-    return _reply(stream, chunks, None, ended)
+    return _reply(stream, chunks, None, ended, request.deadline)
 
 
 async def buffered_call(tier: Tier, request: CascadeRequest, timeout_s: float, final: bool) -> TierReply:
@@ -126,7 +90,7 @@ async def buffered_call(tier: Tier, request: CascadeRequest, timeout_s: float, f
         return await _first_chunk(tier, request, timeout_s)
     stream = await _open(tier, request, timeout_s)
     chunks, accumulator, _ = await _read_prefix(stream, timeout_s, lambda _: False)
-    return _reply(stream, chunks, accumulator, True)
+    return _reply(stream, chunks, accumulator, True, request.deadline)
 
 
 def early_call(decide_after_tokens: int) -> TierCall:
@@ -136,7 +100,7 @@ def early_call(decide_after_tokens: int) -> TierCall:
         stream = await _open(tier, request, timeout_s)
         chunks, accumulator, ended = await _read_prefix(
             stream, timeout_s, lambda acc: acc.tokens >= decide_after_tokens)
-        return _reply(stream, chunks, accumulator, ended)
+        return _reply(stream, chunks, accumulator, ended, request.deadline)
 
     return call
 
@@ -159,6 +123,8 @@ class StreamPlan:
     count_prompt_tokens: Callable[[], int]
     observe: Callable[[Mapping[str, Any] | None], None]  # metrics and access log; gets the tier's usage
     on_complete: Callable[[Mapping[str, Any]], None] | None = None  # gets the whole answer (quality probes)
+    # The most answer text kept for on_complete; a longer answer is not compared (and not kept).
+    max_answer_chars: int = 1 << 20
 
 
 async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
@@ -168,45 +134,42 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
     wanted = wanted_top_logprobs(plan.route, plan.raw)
     options = plan.raw.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    accumulator = ChunkAccumulator()
+    tally = StreamTally(plan.max_answer_chars if plan.on_complete is not None else 0)
     model = plan.result.tier.served_model
     last: dict[str, Any] = {}
-    texts: list[str] | None = [] if plan.on_complete is not None else None  # only when someone wants it
     observed = False
 
     def observe() -> None:
         nonlocal observed
         if not observed:
             observed = True
-            plan.observe(accumulator.usage)
+            plan.observe(tally.usage)
 
     try:
         async for chunk in _all_chunks(reply):
-            accumulator.add(chunk)
+            tally.add(chunk)
             last = chunk
-            if texts is not None:
-                texts.append(_first_choice_text(chunk))
             shaped = _shape_chunk(chunk, wanted, include_usage, model)
             if shaped is not None:
-                yield sse.encode(shaped)
-    except TierFault as fault:
-        yield sse.encode({"error": {"message": f"tier '{plan.result.tier.name}' failed mid-stream: "
-                                               f"{fault.message}", "type": "upstream_error", "param": None,
-                                    "code": "stream_interrupted"}})
+                yield _encode(shaped)
+    except (TierFault, UnencodableChunk) as fault:
+        code = "stream_timeout" if isinstance(fault, TierFault) and fault.kind == "timeout" else "stream_interrupted"
+        yield sse.encode({"error": {"message": f"tier '{plan.result.tier.name}' failed mid-stream: {fault}",
+                                    "type": "upstream_error", "param": None, "code": code}})
         return
     finally:
         observe()  # also when the client left mid-stream
         await reply.release()
-    if plan.on_complete is not None and texts is not None:
-        plan.on_complete(_answer_body("".join(texts)))  # starts background work only: the client is not held
-    if include_usage and accumulator.usage is None:
+    if plan.on_complete is not None and tally.text is not None:
+        plan.on_complete(_answer_body(tally.text))  # starts background work only: the client is not held
+    if include_usage and tally.usage is None:
         prompt = plan.count_prompt_tokens()
         yield sse.encode({**_envelope(last, model), "choices": [], "usage": {
-            "prompt_tokens": prompt, "completion_tokens": accumulator.tokens,
-            "total_tokens": prompt + accumulator.tokens}})
+            "prompt_tokens": prompt, "completion_tokens": tally.tokens,
+            "total_tokens": prompt + tally.tokens}})
     summary = dict(plan.summary)
     if plan.result.confidence is None and plan.result.reply.tail is not None:
-        summary["confidence"] = accumulator.confidence(plan.task, plan.labels)
+        summary["confidence"] = tally.confidence(plan.task, plan.labels)
     yield sse.encode({**_envelope(last, model), "choices": [], "recserve": summary})
     yield sse.DONE
 
@@ -219,11 +182,15 @@ async def _all_chunks(reply: TierReply) -> AsyncIterator[dict[str, Any]]:
             yield chunk
 
 
-def _first_choice_text(chunk: Mapping[str, Any]) -> str:
-    choices = chunk.get("choices")
-    if not isinstance(choices, list):
-        return ""
-    return "".join(_choice_text(c) for c in choices if isinstance(c, dict) and c.get("index", 0) == 0)
+class UnencodableChunk(Exception):
+    """A tier's chunk that cannot be written back as JSON (nested past what the encoder allows)."""
+
+
+def _encode(chunk: dict[str, Any]) -> bytes:
+    try:
+        return sse.encode(chunk)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnencodableChunk("the tier sent a chunk that cannot be passed on") from exc
 
 
 def _answer_body(text: str) -> dict[str, Any]:

@@ -74,7 +74,10 @@ def _number(value: Any) -> float | None:
     # bool is an int subclass; a logprob of `true` is malformed, not 1.0.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: no logprob
+        return None
 
 
 def _usable(logprob: float) -> float | None:

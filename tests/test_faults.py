@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from tests.conftest import BOTH_BACKENDS, GatewayStarter, ask
+from tests.conftest import BOTH_BACKENDS, GatewayStarter, ask, base_config
 from tests.support.scripted_tier import ThreadedTier
 
 # Both backends (plain HTTP and litellm) must pass every test here.
@@ -126,9 +126,21 @@ def test_a_tier_refusing_the_clients_request_is_a_400_with_the_path(client: open
     assert caught.value.response.headers["x-recserve-task"] == "generation"
 
 
-def test_chained_gateway_path_is_nested_and_uplink_adds_up(client: openai.OpenAI) -> None:
-    prompt = ("x [device:status=500][edge:0.9][edge:header=x-recserve-path:edge%5Bdevice>cloud%5D]"
-              "[edge:header=x-recserve-uplink-tokens:10]")
-    _, headers = ask(client, prompt)
+CHAINED_PROMPT = ("x [device:status=500][edge:0.9][edge:header=x-recserve-path:edge%5Bdevice>cloud%5D]"
+                  "[edge:header=x-recserve-uplink-tokens:10]")
+
+
+def test_chained_gateway_path_is_nested_and_uplink_adds_up(start_gateway: GatewayStarter,
+                                                           tiers: dict[str, ThreadedTier]) -> None:
+    marked = [{**entry, "recserve_gateway": entry["name"] == "edge"} for entry in base_config(tiers)["tiers"]]
+    gateway = start_gateway({"tiers": marked})
+    with gateway.sdk() as sdk:
+        _, headers = ask(sdk, CHAINED_PROMPT)
     assert headers["x-recserve-path"] == "device!>edge[edge[device>cloud]]"
     assert int(headers["x-recserve-uplink-tokens"]) == 2 + 10  # our edge hop (2 words) + the chain's
+
+
+def test_recserve_headers_of_a_tier_that_is_not_a_gateway_are_ignored(client: openai.OpenAI) -> None:
+    _, headers = ask(client, CHAINED_PROMPT)
+    assert headers["x-recserve-path"] == "device!>edge"
+    assert int(headers["x-recserve-uplink-tokens"]) == 2

@@ -22,8 +22,9 @@ def _gateway_config(instance_id: str, tiers: list[tuple[str, str, str]]) -> dict
     return {
         "server": {"instance_id": instance_id, "request_timeout_s": REQUEST_TIMEOUT_S, "max_hops": 4},
         "auth": {"api_keys_env": "RECSERVE_CHAIN_TEST_KEYS_NEVER_SET", "admin_key_env": None},
-        "tiers": [{"name": name, "base_url": url, "model": model, "provider": "openai", "timeout_s": 8}
-                  for name, url, model in tiers],
+        # A tier whose model is `recserve` is another gateway: its path and uplink count are read.
+        "tiers": [{"name": name, "base_url": url, "model": model, "provider": "openai", "timeout_s": 8,
+                   "recserve_gateway": model == "recserve"} for name, url, model in tiers],
         "policy": {"default": "recserve", "recserve": {"beta": 0.3, "window": 1000}},
         "windows": {"store": "memory"},
     }

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.sse import StreamBroken, parse_events
-from gateway.streaming import ChunkAccumulator
+from gateway.stream_tally import ChunkAccumulator
 from policies.confidence import choice_confidence, parse_logprobs, response_confidence
 
 JSON = st.recursive(

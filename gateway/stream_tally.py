@@ -1,0 +1,192 @@
+"""What the gateway keeps of a streamed answer.
+
+`ChunkAccumulator` rebuilds a judged prefix's logprobs (bounded by the tier's body limit while it
+is buffered). `StreamTally` follows a stream served live to the client in constant memory: the
+running confidence, the token count, the last usage, and the answer's text up to a cap. A tier
+that streams forever costs time, never memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.base import Task, TokenLogprob
+from policies.confidence import classification_confidence, parse_logprobs, response_confidence
+
+# More distinct choice indices than any client may ask for (OpenAI's n is at most 128).
+MAX_CHOICES = 128
+
+
+@dataclass
+class ChunkAccumulator:
+    """Rebuilds a streamed answer's per-choice logprobs (either layout) and usage from its chunks."""
+
+    logprobs: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
+    tokens: int = 0  # tokens of choice 0 seen so far
+    usage: dict[str, Any] | None = None
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        for index, choice in _choices(chunk):
+            merged = self.logprobs.setdefault(index, {})
+            counted = self._merge(merged, choice.get("logprobs"))
+            if index == 0:
+                self.tokens += counted if counted else int(bool(choice_text(choice)))
+
+    @staticmethod
+    def _merge(merged: dict[str, list[Any]], logprobs: Any) -> int:
+        if not isinstance(logprobs, dict):
+            return 0
+        added = 0
+        for key in ("content", "tokens", "token_logprobs", "top_logprobs"):
+            values = logprobs.get(key)
+            if isinstance(values, list):
+                merged.setdefault(key, []).extend(values)
+                if key in ("content", "tokens"):
+                    added += len(values)
+        return added
+
+    def body(self) -> dict[str, Any]:
+        """A response-shaped body for the confidence estimators."""
+        choices = [{"index": i, "logprobs": self.logprobs[i] or None} for i in sorted(self.logprobs)]
+        return {"choices": choices, "usage": self.usage}
+
+    def confidence(self, task: Task, labels: Any) -> float | None:
+        return response_confidence(task, self.body()["choices"], labels)
+
+
+@dataclass(slots=True)
+class _ChoiceTally:
+    """One choice's confidence inputs, folded token by token."""
+
+    logprob_sum: float = 0.0
+    tokens: int = 0
+    first_visible: TokenLogprob | None = None  # the classification estimator reads only this token
+    seen_logprobs: bool = False
+    malformed: bool = False  # a layout the parser refuses: no confidence for any task
+    unusable_logprob: bool = False  # NaN or positive: no generation confidence
+
+    def fold(self, tokens: Sequence[TokenLogprob] | None) -> None:
+        if tokens is None:
+            self.malformed = True
+            return
+        for token in tokens:
+            if self.first_visible is None and token.token.strip():
+                self.first_visible = token
+            if math.isnan(token.logprob) or token.logprob > 1e-6:
+                self.unusable_logprob = True
+            else:
+                self.logprob_sum += min(token.logprob, 0.0)  # the order and rule of generation_confidence
+            self.tokens += 1
+
+    def confidence(self, task: Task, labels: Sequence[str] | None) -> float | None:
+        if self.malformed or not self.seen_logprobs:
+            return None
+        if task == "classification":
+            value = classification_confidence([self.first_visible], labels) if self.first_visible else None
+        elif self.unusable_logprob:
+            return None
+        else:
+            value = math.exp(self.logprob_sum / self.tokens) if self.tokens else None
+        if value is None or math.isnan(value):
+            return None
+        return min(max(value, 0.0), 1.0)
+
+
+@dataclass
+class StreamTally:
+    """A live stream followed in O(1) memory; its confidence equals ChunkAccumulator's on the same chunks."""
+
+    max_text_chars: int
+    tokens: int = 0  # tokens of choice 0
+    usage: dict[str, Any] | None = None
+    _choices: dict[int, _ChoiceTally] = field(default_factory=dict)
+    _too_many_choices: bool = False
+    _text: list[str] = field(default_factory=list)
+    _text_chars: int = 0
+    _text_cut: bool = False
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        for index, choice in _choices(chunk):
+            tally = self._choices.get(index)
+            if tally is None:
+                if len(self._choices) >= MAX_CHOICES:
+                    self._too_many_choices = True
+                    continue
+                tally = self._choices[index] = _ChoiceTally()
+            counted = self._fold(tally, choice.get("logprobs"))
+            if index == 0:
+                text = choice_text(choice)
+                self.tokens += counted if counted else int(bool(text))
+                self._keep_text(text)
+
+    @staticmethod
+    def _fold(tally: _ChoiceTally, logprobs: Any) -> int:
+        if not isinstance(logprobs, dict):
+            return 0
+        content = logprobs.get("content")
+        if isinstance(content, list):
+            if content:
+                tally.seen_logprobs = True
+                tally.fold(parse_logprobs({"content": content}))
+            return len(content)
+        tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+        if isinstance(tokens, list) and isinstance(values, list):
+            if tokens or values:
+                tally.seen_logprobs = True
+                tally.fold(parse_logprobs(logprobs))
+            return len(tokens)
+        return 0
+
+    def _keep_text(self, text: str) -> None:
+        if not text or self._text_cut:
+            return
+        if self._text_chars + len(text) > self.max_text_chars:
+            self._text_cut, self._text = True, []  # too long to compare: no answer kept at all
+            return
+        self._text.append(text)
+        self._text_chars += len(text)
+
+    @property
+    def text(self) -> str | None:
+        """Choice 0's whole text, or None when it grew past `max_text_chars`."""
+        return None if self._text_cut else "".join(self._text)
+
+    def confidence(self, task: Task, labels: Any) -> float | None:
+        if not self._choices or self._too_many_choices:
+            return None
+        lowest: float | None = None
+        for index in sorted(self._choices):
+            value = self._choices[index].confidence(task, labels)
+            if value is None:
+                return None
+            lowest = value if lowest is None else min(lowest, value)
+        return lowest
+
+
+def _choices(chunk: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return []
+    found: list[tuple[int, Mapping[str, Any]]] = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            index = choice.get("index", 0)
+            found.append((index if isinstance(index, int) and not isinstance(index, bool) else 0, choice))
+    return found
+
+
+def choice_text(choice: Mapping[str, Any]) -> str:
+    delta = choice.get("delta")
+    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+        return str(delta["content"])
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
