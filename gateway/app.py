@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import admin, api
+from gateway import admin, api, responses_api
 from gateway.config import GatewayConfig, load_config
+from gateway.conversations import build_conversations
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics, StoreHealth
 from gateway.middleware import GatewayMiddleware
@@ -63,9 +64,14 @@ def create_app(config: GatewayConfig | None = None, *,
         reloader = await Reloader.start(resolved, config_path=config_path, metrics=metrics,
                                         store=store)
         app.state.reloader = reloader
+        # Built once from the starting config: a reload that moves the windows does not move
+        # stored conversations (they would be lost mid-conversation).
+        conversations = build_conversations(resolved.windows, resolved.conversations)
+        setattr(app.state, responses_api.CONVERSATIONS_STATE, conversations)
         try:
             yield
         finally:
+            await conversations.close()
             await reloader.aclose()
             await close_limiter(app.state)
 
@@ -87,5 +93,6 @@ def create_app(config: GatewayConfig | None = None, *,
     metrics.watch(store_health, version)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(responses_api.router)
     app.include_router(admin.router)
     return app
