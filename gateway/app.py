@@ -19,6 +19,7 @@ from gateway.middleware import GatewayMiddleware
 from gateway.ratelimit import close_limiter
 from gateway.reload import Reloader
 from policies.base import WindowStore
+from policies.stores.batched import BatchedWindowStore
 from policies.stores.failover import FailoverWindowStore
 
 CONFIG_ENV = "RECSERVE_CONFIG"
@@ -82,7 +83,7 @@ def create_app(config: GatewayConfig | None = None, *,
     def store_health() -> StoreHealth | None:
         reloader: Reloader | None = getattr(app.state, "reloader", None)
         current = reloader.holder.current.store if reloader else None
-        if isinstance(current, FailoverWindowStore):
+        if isinstance(current, FailoverWindowStore | BatchedWindowStore):
             return StoreHealth(current.error_count, current.degraded)
         return None
 

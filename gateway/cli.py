@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 
+def _report(source: str, errors: Sequence[str]) -> None:
+    print(f"config error in {source}:", file=sys.stderr)
+    for line in errors:
+        print(f"  {line}", file=sys.stderr)
+
+
 def _load_or_report(path: str) -> GatewayConfig | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"config error in {exc.source}:", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+        _report(exc.source, exc.errors)
         return None
 
 
@@ -24,29 +27,48 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return 2
+    import os
+
     import uvicorn
 
-    from gateway.access_log import configure_access_log
-    from gateway.app import create_app
+    from gateway.workers import (
+        WORKER_FACTORY,
+        configure_logging,
+        uvicorn_options,
+        worker_environment,
+        workers_problem,
+    )
 
+    workers = args.workers if args.workers is not None else config.server.workers
+    problem = workers_problem(config, workers)
+    if problem is not None:
+        _report(args.config, [problem])
+        return 2
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every upstream call at INFO; the access log already says which tiers a request took.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if config.logging.access_log:
-        configure_access_log()  # bare JSON lines, one per request, on stderr
-    uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, log_level=args.log_level,
-                access_log=False, timeout_graceful_shutdown=10,
-                timeout_keep_alive=config.server.timeout_keep_alive_s,
-                limit_concurrency=config.server.limit_concurrency,
-                h11_max_incomplete_event_size=config.server.max_header_bytes)
+    options = uvicorn_options(config, args.log_level)
+    if workers == 1:
+        from gateway.app import create_app
+
+        configure_logging(args.log_level, config.logging.access_log)
+        uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, **options)
+        return 0
+    # Spawned workers build their own app from the file (see gateway.workers).
+    os.environ.update(worker_environment(args.config, args.log_level))
+    configure_logging(args.log_level, access_log=False)  # the supervisor's own lines
+    uvicorn.run(WORKER_FACTORY, factory=True, workers=workers, host=host, port=port, **options)
     return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
     config = _load_or_report(args.path)
     if config is None:
+        return 2
+    from gateway.workers import workers_problem
+
+    problem = workers_problem(config, config.server.workers)
+    if problem is not None:
+        _report(args.path, [problem])
         return 2
     names = " > ".join(t.name for t in config.tiers)
     print(f"{args.path}: OK ({len(config.tiers)} tiers: {names}; default policy {config.policy.default})")
@@ -62,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=int, choices=range(1, 65), metavar="N",
+                       help="gateway processes on the one port (default: server.workers, 1)")
     serve.set_defaults(handler=_serve)
 
     config = commands.add_parser("config", help="config tools")

@@ -9,6 +9,9 @@ Keys (one hash tag per namespace, so they live in one slot on Redis Cluster too)
 A change bumps `version` and publishes it in one server-side script, so no replica can see a
 version without its record. A replica that misses the message (pub/sub is fire-and-forget) finds
 the higher version on its next check (see `Reloader.catch_up`).
+
+Every call is bounded by the URL's socket timeout (`windows.redis_url`, default 0.5 s), retries
+included: the control record is read in the background, but an admin call waits on it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from policies.stores.urls import RedisConnection, connect
+from policies.stores.urls import AnyConnection, connect_any
 
 log = logging.getLogger("recserve.reload")
 
@@ -37,6 +40,7 @@ return v
 HEARTBEAT_S: Final = 5.0
 STALE_AFTER_S: Final = 3 * HEARTBEAT_S
 _MAX_BACKOFF_S: Final = 10.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,7 @@ class ClusterLink:
     """The Redis side of reload coordination for one (redis_url, namespace)."""
 
     def __init__(self, redis_url: str, namespace: str, replica_id: str) -> None:
-        self._connection: RedisConnection = connect(redis_url, socket_timeout=2.0)
+        self._connection: AnyConnection = connect_any(redis_url)
         self._control = "{" + namespace + ":control}"
         self._replicas = self._control + ":replicas"
         self._channel = namespace + ":control"
@@ -65,12 +69,21 @@ class ClusterLink:
         self._publish = self._connection.client.register_script(_PUBLISH_SCRIPT)
         self._listener: asyncio.Task[None] | None = None
 
+    @property
+    def timeout_s(self) -> float:
+        """The budget of one call to Redis (the URL's socket timeout)."""
+        return self._connection.timeout_s
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._connection.timeout_s):
+            return await call
+
     async def version(self) -> int:
-        raw = await self._connection.client.hget(self._control, "version")
+        raw = await self._bounded(self._connection.client.hget(self._control, "version"))
         return int(_text(raw)) if raw is not None else 0
 
     async def state(self) -> ControlState:
-        raw = await self._connection.client.hgetall(self._control)
+        raw = await self._bounded(self._connection.client.hgetall(self._control))
         fields = {_text(k): _text(v) for k, v in raw.items()}
         overrides: Any = {}
         try:
@@ -81,17 +94,17 @@ class ClusterLink:
 
     async def announce(self, kind: str, overrides: Any) -> int:
         """Record a change (`reload` or `policy`) and tell every replica; returns the new version."""
-        result = await self._publish(keys=[self._control],
-                                     args=[kind, json.dumps(overrides), self.replica_id, self._channel])
+        result = await self._bounded(self._publish(
+            keys=[self._control], args=[kind, json.dumps(overrides), self.replica_id, self._channel]))
         return int(result)
 
     async def report(self, entry: dict[str, Any]) -> None:
         """Publish what this replica runs, for `GET /admin/config` on any replica."""
-        await self._connection.client.hset(self._replicas, self.replica_id,
-                                           json.dumps({**entry, "seen": time.time()}))
+        await self._bounded(self._connection.client.hset(self._replicas, self.replica_id,
+                                                          json.dumps({**entry, "seen": time.time()})))
 
     async def replicas(self) -> list[dict[str, Any]]:
-        raw = await self._connection.client.hgetall(self._replicas)
+        raw = await self._bounded(self._connection.client.hgetall(self._replicas))
         now = time.time()
         entries: list[dict[str, Any]] = []
         for key, value in raw.items():
@@ -148,5 +161,5 @@ class ClusterLink:
                 await self._listener
         # Shutting down while Redis is away: the entry goes stale on its own.
         with contextlib.suppress(Exception):
-            await self._connection.client.hdel(self._replicas, self.replica_id)
+            await self._bounded(self._connection.client.hdel(self._replicas, self.replica_id))
         await self._connection.close()

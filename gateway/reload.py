@@ -6,8 +6,9 @@ takes the admin call applies the change, then announces it; the others re-read *
 config file (in a deployment, the same mounted file) and take the overrides from Redis. Without
 Redis the version is a local counter.
 
-A replica that missed an announcement notices on its next request: the middleware calls
-`catch_up()`, which compares versions at most every `CHECK_INTERVAL_S` (one HGET).
+A replica that missed an announcement notices right after its next request: the middleware calls
+`catch_up()`, which compares versions in the background at most every `CHECK_INTERVAL_S` (one
+HGET), so no request waits on Redis for it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Reloader:
         self._next_check = 0.0
         self._checking = False
         self._recheck = False
+        self._background: set[asyncio.Task[None]] = set()  # control-record checks off the request path
 
     @classmethod
     async def start(cls, config: GatewayConfig, *, config_path: str | None, metrics: Metrics,
@@ -146,22 +148,35 @@ class Reloader:
     async def catch_up(self, *, force: bool = False) -> None:
         """Apply a change announced by another replica if this one has not seen it yet.
 
-        Cheap when nothing changed: at most one HGET per `CHECK_INTERVAL_S`, none while Redis is
-        failing (the listener reconnects on its own). Never raises.
+        On the request path (`force=False`) this never waits on Redis: at most every
+        `CHECK_INTERVAL_S` it starts a check in the background (one HGET), so a missed announcement
+        is followed within a moment of the next request, and a frozen Redis delays nobody. None is
+        started while checks fail (the listener reconnects on its own). `force=True` (an admin
+        change, the listener) waits for the check, which is bounded by the Redis socket timeout.
+        Never raises.
         """
         link = self._link
         if link is None:
             return
+        if force:
+            await self._check_now(link, force=True)
+            return
+        now = time.monotonic()
+        if self._checking or now < self._next_check:
+            return
+        self._next_check = now + CHECK_INTERVAL_S
+        task = asyncio.get_running_loop().create_task(self._check_now(link, force=False))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _check_now(self, link: ClusterLink, *, force: bool) -> None:
         if self._checking:
             # An announcement during a check that may have read the version just before it: look again.
             self._recheck |= force
             return
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return
         self._checking = True
         try:
-            self._next_check = now + CHECK_INTERVAL_S
+            self._next_check = time.monotonic() + CHECK_INTERVAL_S
             again = True
             while again:
                 self._recheck = False
@@ -302,6 +317,10 @@ class Reloader:
         await self._link_cluster(config)
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._link is not None:
             await self._link.aclose()
         await self.holder.aclose()

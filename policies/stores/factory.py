@@ -11,11 +11,12 @@ from redis.exceptions import RedisError
 
 from policies.base import WindowStore
 from policies.quality import ProbeStore, ProbeWindows
+from policies.stores.batched import BatchedWindowStore
 from policies.stores.failover import FailoverWindowStore
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.probes_redis import SharedProbeWindows
 from policies.stores.redis import RedisWindowStore
-from policies.stores.urls import connect
+from policies.stores.urls import connect_any
 
 # What "Redis is unavailable" looks like from redis-py: its own errors (ConnectionError,
 # TimeoutError, AuthenticationError, ResponseError such as LOADING/READONLY/OOM, ...) plus the
@@ -35,6 +36,12 @@ class WindowsSettings(Protocol):
     @property
     def namespace(self) -> str: ...
 
+    @property
+    def sync(self) -> str: ...
+
+    @property
+    def flush_ms(self) -> float: ...
+
 
 async def _nothing_to_close() -> None:
     return None
@@ -50,32 +57,41 @@ class Stores:
 
 
 def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
-    """`memory` → process-local stores; `redis` → Redis stores (one connection) behind local failover.
+    """`memory` → process-local stores; `redis` → Redis stores (one client) with local failover.
 
-    Nothing connects here (the Redis client connects on first use), so a gateway starts even while
-    Redis is down and serves from local windows until it appears. Await `close` on shutdown.
+    `sync: exact` steps the shared window on every decision (behind `FailoverWindowStore`);
+    `sync: batched` decides locally and flushes every `flush_ms` (`BatchedWindowStore`, which fails
+    over by itself). Nothing connects here (the Redis client connects on first use), so a gateway
+    starts even while Redis is down and serves from local windows until it appears. Await `close`
+    on shutdown.
     """
     if windows.store == "memory":
         return Stores(MemoryWindowStore(), ProbeWindows(probe_window), _nothing_to_close)
-    if windows.store == "redis":
-        connection = connect(windows.redis_url)
-        shared = RedisWindowStore(connection.client, windows.namespace)
-        store = FailoverWindowStore(
-            shared,
-            MemoryWindowStore(),
-            unavailable=REDIS_UNAVAILABLE,
-            describe=f"Redis window store at {connection.url}",
-        )
-        probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,
-                                    unavailable=REDIS_UNAVAILABLE, describe=f"Redis probe store at {connection.url}",
-                                    limit=shared.limit)
+    if windows.store != "redis":
+        raise ValueError(f"unknown windows.store {windows.store!r} (expected memory or redis)")
+    if windows.sync not in ("exact", "batched"):
+        raise ValueError(f"unknown windows.sync {windows.sync!r} (expected exact or batched)")
+    connection = connect_any(windows.redis_url)
+    shared = RedisWindowStore(connection.client, windows.namespace, call_timeout_s=connection.timeout_s)
+    describe = f"Redis window store at {connection.url}"
+    store: WindowStore
+    batched: BatchedWindowStore | None = None
+    if windows.sync == "batched":
+        store = batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
+                                             limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE)
+    else:
+        store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
+    probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,
+                                unavailable=REDIS_UNAVAILABLE, describe=f"Redis probe store at {connection.url}",
+                                limit=shared.limit)
 
-        async def close() -> None:
-            await probes.aclose()  # its reads and writes in flight go before the connection does
-            await connection.close()
+    async def close() -> None:
+        await probes.aclose()  # its reads and writes in flight go before the connection does
+        if batched is not None:
+            await batched.aclose()  # its last flush, too
+        await connection.close()
 
-        return Stores(store, probes, close)
-    raise ValueError(f"unknown windows.store {windows.store!r} (expected memory or redis)")
+    return Stores(store, probes, close)
 
 
 def build_window_store(windows: WindowsSettings) -> tuple[WindowStore, Callable[[], Awaitable[None]]]:

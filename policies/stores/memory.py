@@ -19,12 +19,29 @@ class SlidingWindow:
         self._sorted: list[float] = []
 
     def step(self, value: float, size: int, beta: float) -> WindowStep:
+        self.push(value, size)
+        return WindowStep(linear_quantile(self._sorted, quantile_fraction(beta)), len(self._fifo))
+
+    def push(self, value: float, size: int) -> None:
+        """Append `value` and drop the oldest beyond `size` (a step without the quantile)."""
         self._fifo.append(value)
         insort(self._sorted, value)
         while len(self._fifo) > size:
             oldest = self._fifo.popleft()
             del self._sorted[bisect_left(self._sorted, oldest)]
-        return WindowStep(linear_quantile(self._sorted, quantile_fraction(beta)), len(self._fifo))
+
+    def quantile(self, beta: float) -> float:
+        """The beta-quantile of the values held (numpy's "linear"); the window must not be empty."""
+        return linear_quantile(self._sorted, quantile_fraction(beta))
+
+    def copy(self) -> SlidingWindow:
+        twin = SlidingWindow()
+        twin._fifo = self._fifo.copy()
+        twin._sorted = self._sorted.copy()
+        return twin
+
+    def __len__(self) -> int:
+        return len(self._fifo)
 
     def values(self) -> list[float]:
         return list(self._fifo)

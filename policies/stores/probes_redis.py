@@ -26,13 +26,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final
 
-from redis.asyncio import Redis
-
 from policies.base import WindowKey
 from policies.competence import CompetenceCurve, fit_competence
 from policies.quality import ProbeWindows
 from policies.stores.failover import Outage
 from policies.stores.redis import InFlightLimit, _escape, _escape_glob, _text, window_tag
+from policies.stores.urls import RedisClient
 
 log = logging.getLogger("recserve.windows")
 
@@ -86,7 +85,7 @@ class _Seen:
 class SharedProbeWindows:
     """A `policies.quality.ProbeStore` in Redis, read through a cache; owns its background tasks."""
 
-    def __init__(self, client: Redis, namespace: str, size: int, *,
+    def __init__(self, client: RedisClient, namespace: str, size: int, *,
                  unavailable: tuple[type[BaseException], ...] = (Exception,),
                  describe: str = "shared probe store", refresh_s: float = DEFAULT_REFRESH_S,
                  clock: Callable[[], float] = time.monotonic, limit: InFlightLimit | None = None) -> None:

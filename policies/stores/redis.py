@@ -20,11 +20,11 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from policies.base import WindowKey, WindowStep
 from policies.quantile import quantile_fraction
+from policies.stores.urls import DEFAULT_SOCKET_TIMEOUT_S, RedisClient
 
 # KEYS: z, fifo, seq.  ARGV: confidence (repr string), size, q (repr string).
 # The confidence is passed to ZADD as the caller's string, never through a Lua number: Redis turns
@@ -72,6 +72,7 @@ return out
 _SUFFIXES: Final = ("z", "fifo", "seq")
 DEFAULT_MAX_IN_FLIGHT: Final = 64
 DEFAULT_QUEUE_TIMEOUT_S: Final = 0.5
+DEFAULT_CALL_TIMEOUT_S: Final = DEFAULT_SOCKET_TIMEOUT_S
 
 
 def _escape(part: str) -> str:
@@ -105,22 +106,34 @@ T = TypeVar("T")
 
 
 class InFlightLimit:
-    """At most `max_in_flight` calls at once on one client; a caller waits `queue_timeout_s` at most.
+    """At most `max_in_flight` calls at once on one client; one call, queueing included, lasts at
+    most `call_timeout_s` (the URL's socket timeout).
 
     redis-py's asyncio pool raises MaxConnectionsError instead of waiting once every connection is
     busy; a burst of requests would then look like an outage. Queue here instead, below the pool's
     limit (steps take ~0.1 ms, so the wait is short) — and not for long: when Redis hangs, requests
     queued behind the stuck ones must fail over too, not wait their turn to time out one batch after
-    another. Stores sharing one client share one limit.
+    another. The call's own budget is what is left of `call_timeout_s` after the queue: a request
+    never waits on Redis longer than the configured socket timeout, whatever redis-py does inside
+    (a reconnect, a cluster's topology refresh). Stores sharing one client share one limit.
     """
 
-    def __init__(self, client: Redis, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
-        pool_limit = getattr(client.connection_pool, "max_connections", max_in_flight)
+    def __init__(self, client: RedisClient, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
+        pool = getattr(client, "connection_pool", None)  # a cluster client has a pool per node
+        pool_limit = getattr(pool, "max_connections", max_in_flight)
         self._in_flight = asyncio.Semaphore(max(1, min(max_in_flight, int(pool_limit))))
-        self._queue_timeout_s = queue_timeout_s
+        self._queue_timeout_s = min(queue_timeout_s, call_timeout_s)
+        self._call_timeout_s = call_timeout_s
+
+    @property
+    def call_timeout_s(self) -> float:
+        return self._call_timeout_s
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._call_timeout_s
         try:
             async with asyncio.timeout(self._queue_timeout_s):
                 await self._in_flight.acquire()
@@ -128,7 +141,11 @@ class InFlightLimit:
             waited = self._queue_timeout_s
             raise TimeoutError(f"Redis window store: no free connection within {waited}s") from None
         try:
-            return await call()
+            async with asyncio.timeout_at(deadline):
+                return await call()
+        except TimeoutError as exc:
+            budget = self._call_timeout_s
+            raise TimeoutError(f"Redis window store: no answer within {budget}s") from exc
         finally:
             self._in_flight.release()
 
@@ -141,14 +158,15 @@ class RedisWindowStore:
     built it closes it (see `policies.stores.factory`).
     """
 
-    def __init__(self, client: Redis, namespace: str = "recserve", *,
+    def __init__(self, client: RedisClient, namespace: str = "recserve", *,
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
         if not namespace:
             raise ValueError("namespace must not be empty")
         self._client = client
         self._namespace = namespace
-        self._limit = InFlightLimit(client, max_in_flight, queue_timeout_s)
+        self._limit = InFlightLimit(client, max_in_flight, queue_timeout_s, call_timeout_s)
         # register_script sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a
         # Redis restart or failover), so the script body crosses the network once per server.
         self._step_script = client.register_script(STEP_SCRIPT)
@@ -157,6 +175,10 @@ class RedisWindowStore:
     @property
     def namespace(self) -> str:
         return self._namespace
+
+    @property
+    def client(self) -> RedisClient:
+        return self._client
 
     @property
     def limit(self) -> InFlightLimit:

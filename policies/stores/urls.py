@@ -7,13 +7,20 @@ Accepted forms (query parameters are optional; see `QUERY_PARAMETERS`):
     unix://[[user]:password@]/path/to/redis.sock[?db=N]     Unix domain socket
     redis+sentinel://[[user]:password@]host1[:26379][,host2[:26379]...]/service_name[/db]
     rediss+sentinel://...                                   Sentinel, TLS to the master
+    redis+cluster://[[user]:password@]host1[:6379][,host2[:6379]...][/0]
+    rediss+cluster://...                                    Redis Cluster (TLS to every node)
+
+For Redis Cluster the hosts are startup nodes: any reachable one discovers the others. Every script
+the stores run touches keys of one hash tag, hence one slot, as the cluster requires.
 
 For Sentinel, the user and password authenticate against the Redis master; the sentinels take
 `sentinel_username` / `sentinel_password` query parameters when they require their own AUTH.
 
-Timeouts default to half a second so that an unreachable Redis costs a request at most about a
-second before the failover store answers locally; `socket_timeout` and `socket_connect_timeout` in
-the query override them. Building a client never touches the network: connections open lazily.
+Timeouts default to half a second; `socket_timeout` and `socket_connect_timeout` in the query
+override them. `socket_timeout` is also the whole budget of one call on the request path
+(`RedisConnection.timeout_s`): a timed-out call is not retried (a frozen Redis would double the
+wait), only a connection that broke is, once, on a fresh socket. Building a client never touches
+the network: connections open lazily.
 """
 
 from __future__ import annotations
@@ -25,16 +32,19 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 DEFAULT_SOCKET_TIMEOUT_S: Final = 0.5
 DEFAULT_CONNECT_TIMEOUT_S: Final = 0.5
 DEFAULT_SENTINEL_PORT: Final = 26379
 DEFAULT_REDIS_PORT: Final = 6379
 
-SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+                  "rediss+cluster")
 
 
 def _to_bool(value: str) -> bool:
@@ -88,18 +98,47 @@ class SentinelTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterTarget:
+    """A parsed `redis+cluster://` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class RedisConnection:
     """A client plus whatever must be closed with it (the sentinel clients, for Sentinel URLs)."""
 
     client: Redis
     url: str  # redacted, safe to log
     sentinel: Sentinel | None = None
+    timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S  # the budget of one call, retries included
 
     async def close(self) -> None:
         """Close the client's pool and, for Sentinel, the connections to the sentinels."""
         await self.client.aclose()
         if self.sentinel is not None:
             await self.sentinel.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConnection:
+    """A Redis Cluster client (it keeps one pool per node and follows failovers itself)."""
+
+    client: RedisCluster
+    url: str  # redacted, safe to log
+    timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+# Both expose what the stores use: register_script, hget/hset/hgetall/hdel, delete, scan_iter, pubsub.
+RedisClient = Redis | RedisCluster
+AnyConnection = RedisConnection | ClusterConnection
 
 
 def scheme_of(url: str) -> str:
@@ -155,11 +194,22 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
     return unquote(host), port
 
 
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Parse `redis+sentinel://[[user]:password@]h1[:p1][,h2[:p2]...]/service_name[/db][?query]`."""
+@dataclass(frozen=True, slots=True)
+class _MultiHostUrl:
+    """`scheme://[[user]:password@]h1[:p1][,h2[:p2]...][/path][?query]`, split up."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int], ...]
+    path: str
+    options: dict[str, Any]
+    username: str | None
+    password: str | None
+
+
+def _split_multi_host(url: str, kind: str, default_port: int) -> _MultiHostUrl:
     scheme = scheme_of(url)
-    if not scheme.endswith("+sentinel"):
-        raise ValueError("not a redis+sentinel:// URL")
+    if not scheme.endswith("+" + kind):
+        raise ValueError(f"not a redis+{kind}:// URL")
     rest = url.partition("://")[2]
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
@@ -170,27 +220,57 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    sentinels = tuple(_host_port(part, DEFAULT_SENTINEL_PORT) for part in netloc.split(",") if part.strip())
-    if not sentinels:
-        raise ValueError("a redis+sentinel:// URL needs at least one sentinel host")
-    segments = [unquote(segment) for segment in path.split("/") if segment]
+    hosts = tuple(_host_port(part, default_port) for part in netloc.split(",") if part.strip())
+    if not hosts:
+        raise ValueError(f"a redis+{kind}:// URL needs at least one {kind} host")
+    return _MultiHostUrl(scheme, hosts, path, _query_options(query), username, password)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Parse `redis+sentinel://[[user]:password@]h1[:p1][,h2[:p2]...]/service_name[/db][?query]`."""
+    parts = _split_multi_host(url, "sentinel", DEFAULT_SENTINEL_PORT)
+    segments = [unquote(segment) for segment in parts.path.split("/") if segment]
     if not segments or len(segments) > 2:
         raise ValueError("a redis+sentinel:// URL's path is /service_name or /service_name/db")
-    options = _query_options(query)
+    options = parts.options
     db = int(segments[1]) if len(segments) == 2 else int(options.pop("db", 0))
     options.pop("db", None)
-    return SentinelTarget(sentinels, segments[0], db, username, password, scheme.startswith("rediss"),
-                          options)
+    return SentinelTarget(parts.hosts, segments[0], db, parts.username, parts.password,
+                          parts.scheme.startswith("rediss"), options)
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """Parse `redis+cluster://[[user]:password@]h1[:p1][,h2[:p2]...][/0][?query]`."""
+    parts = _split_multi_host(url, "cluster", DEFAULT_REDIS_PORT)
+    options = parts.options
+    db = parts.path.strip("/") or str(options.pop("db", 0))
+    options.pop("db", None)
+    if db != "0":
+        raise ValueError("Redis Cluster has only database 0 (leave the path empty or write /0)")
+    misplaced = [name for name in options if name in _SENTINEL_ONLY]
+    if misplaced:
+        raise ValueError(f"{', '.join(misplaced)} only apply to redis+sentinel:// URLs")
+    return ClusterTarget(parts.hosts, parts.username, parts.password, parts.scheme.startswith("rediss"), options)
 
 
 def _no_retry_storm() -> Retry:
     # One immediate retry on a fresh connection rides over a pooled socket that a Redis restart
-    # closed; anything longer is the failover store's job (it backs off and answers locally).
-    return Retry(NoBackoff(), 1)
+    # closed. A timeout is not retried: a frozen Redis would make every call wait twice. Anything
+    # longer is the failover store's job (it backs off and answers locally).
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def connect(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
             socket_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> RedisConnection:
+    """Build (without connecting) a client for a single Redis (plain, TLS, unix, Sentinel) URL."""
+    connection = connect_any(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout)
+    if isinstance(connection, ClusterConnection):
+        raise ValueError("a redis+cluster:// URL needs connect_any(), not connect()")
+    return connection
+
+
+def connect_any(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+                socket_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> AnyConnection:
     """Build (without connecting) a client for any of the URL forms in this module's docstring."""
     scheme = scheme_of(url)
     defaults: dict[str, Any] = {
@@ -200,6 +280,8 @@ def connect(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
     }
     if scheme.endswith("+sentinel"):
         return _connect_sentinel(parse_sentinel_url(url), url, defaults)
+    if scheme.endswith("+cluster"):
+        return _connect_cluster(parse_cluster_url(url), url, defaults)
     query = urlsplit(url).query
     options = _query_options(query)
     misplaced = [name for name in options if name in _SENTINEL_ONLY]
@@ -209,7 +291,19 @@ def connect(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
         raise ValueError("ssl_* parameters only apply to rediss:// URLs")
     # redis-py parses host, port, db, user and password itself; query values win over our defaults.
     client: Redis = Redis.from_url(url, **defaults)
-    return RedisConnection(client, redact_url(url))
+    return RedisConnection(client, redact_url(url), timeout_s=options.get("socket_timeout", socket_timeout))
+
+
+def _connect_cluster(target: ClusterTarget, url: str, defaults: dict[str, Any]) -> ClusterConnection:
+    options = dict(target.options)
+    if not target.tls and any(name in _TLS_ONLY for name in options):
+        raise ValueError("ssl_* parameters only apply to rediss+cluster:// URLs")
+    kwargs: dict[str, Any] = {**defaults, **options}
+    if target.tls:
+        kwargs["ssl"] = True
+    client = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+                          username=target.username, password=target.password, **kwargs)
+    return ClusterConnection(client, redact_url(url), kwargs["socket_timeout"])
 
 
 def _connect_sentinel(target: SentinelTarget, url: str, defaults: dict[str, Any]) -> RedisConnection:
@@ -225,7 +319,7 @@ def _connect_sentinel(target: SentinelTarget, url: str, defaults: dict[str, Any]
         raise ValueError("ssl_* parameters only apply to rediss+sentinel:// URLs")
     if target.tls:
         master_kwargs["ssl"] = True
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves __init__ untyped
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped in older redis-py
         list(target.sentinels),
         sentinel_kwargs={**timeouts, "retry": _no_retry_storm(),
                          **{k: v for k, v in sentinel_auth.items() if v is not None}},
@@ -233,4 +327,4 @@ def _connect_sentinel(target: SentinelTarget, url: str, defaults: dict[str, Any]
     )
     client: Redis = sentinel.master_for(target.service_name, db=target.db, username=target.username,
                                         password=target.password)
-    return RedisConnection(client, redact_url(url), sentinel)
+    return RedisConnection(client, redact_url(url), sentinel, timeouts["socket_timeout"])

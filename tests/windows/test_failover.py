@@ -188,6 +188,8 @@ async def test_factory_end_to_end_with_real_clock(server: RedisServer,
         store: str
         redis_url: str
         namespace: str
+        sync: str = "exact"
+        flush_ms: float = 20.0
 
     store, close = build_window_store(
         Windows("redis", f"redis://:hunter2@127.0.0.1:{server.port}/0", "factory"))
