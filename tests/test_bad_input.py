@@ -101,6 +101,14 @@ def test_hop_limit_is_508(http: httpx.Client) -> None:
     assert_openai_error(http.post(CHAT, json=GOOD, headers={"x-recserve-hops": "many"}), 400)
 
 
+@pytest.mark.parametrize("hops", ["-5", "-0", "+1", "1_0", "1.0", "\u0663", "9" * 400, "1000", ""])
+def test_hop_header_must_be_a_small_non_negative_integer(http: httpx.Client, tiers: dict[str, ThreadedTier],
+                                                         hops: str) -> None:
+    response = http.post(CHAT, json=GOOD, headers={"x-recserve-hops": hops.encode()})
+    assert_openai_error(response, 400, param="x-recserve-hops")
+    assert all(not tier.requests for tier in tiers.values())  # refused before any tier was asked
+
+
 def test_models_list(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
     assert ids == ["recserve", "recserve/recserve", "recserve/casserve", "recserve/quality",

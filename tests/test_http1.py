@@ -786,3 +786,155 @@ async def test_tls_pool_refuses_an_untrusted_certificate(certificate: tuple[Path
                 await post(pool)
         finally:
             await pool.aclose()
+
+
+# Bounds on what a server may send (a tier is somebody else's server).
+
+SMALL = http1.Limits(header_bytes=4096, headers=16, body_bytes=64 * 1024, line_bytes=1024)
+
+
+async def _send_forever(peer: Peer, piece: bytes) -> None:
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await peer.write(piece)
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(lambda: head(200, *["x-repeat: a"] * 200_000, "content-length: 2") + b"{}", id="repeated-field"),
+    pytest.param(lambda: head(200, "x-big: " + "a" * 200_000, "content-length: 2") + b"{}", id="one-huge-field"),
+])
+async def test_header_section_over_the_limit_is_refused_fast(answer: Callable[[], bytes]) -> None:
+    data = answer()
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        with contextlib.suppress(ConnectionError):
+            await peer.write(data)
+
+    async with serve(script, keep_serving) as server, pool_for(server, limits=SMALL) as pool:
+        with pytest.raises(http1.LimitExceeded):
+            await post(pool)
+        assert (await post(pool)).body == b"1/1"  # the offending connection was dropped
+
+
+async def test_endless_header_section_is_refused_at_the_limit() -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(b"HTTP/1.1 200 OK\r\n")
+        await _send_forever(peer, b"x-more: " + b"a" * 1000 + b"\r\n")
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        with pytest.raises(http1.LimitExceeded):
+            await post(pool)
+        await server.closed(0)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "until-close"])
+async def test_body_over_the_limit_is_refused_without_keeping_it(framing: str) -> None:
+    piece = b"x" * 4096
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        if framing == "content-length":
+            await peer.write(head(200, f"content-length: {200 << 20}"))
+            await _send_forever(peer, piece)
+        elif framing == "chunked":
+            await peer.write(head(200, "transfer-encoding: chunked"))
+            await _send_forever(peer, chunk(piece))
+        else:
+            await peer.write(head(200))
+            await _send_forever(peer, piece)
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        with pytest.raises(http1.LimitExceeded):
+            await post(pool)
+        await server.closed(0)
+
+
+async def test_body_under_the_limit_is_whole() -> None:
+    body = b"y" * (SMALL.body_bytes - 1)
+
+    async def script(peer: Peer) -> None:
+        while await peer.next_request() is not None:
+            await peer.answer(body)
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        assert (await post(pool)).body == body
+
+
+@pytest.mark.parametrize("as_lines", [False, True], ids=["read", "lines"])
+async def test_compression_bomb_stops_at_the_limit(as_lines: bool) -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)  # ~64 KB on the wire, 64 MiB inflated
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(head(200, "content-encoding: gzip", f"content-length: {len(bomb)}") + bomb)
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        body = await pool.open("POST", ROUTE, b"{}", {})
+        try:
+            with pytest.raises(http1.LimitExceeded):
+                if as_lines:
+                    async for _ in body.lines(1.0, max_line_bytes=1 << 30):
+                        pass
+                else:
+                    await body.read()
+        finally:
+            body.release()
+        assert body._inflated_bytes <= SMALL.body_bytes + (64 << 10)  # stopped within one piece
+        assert server.accepted == 1
+
+
+async def test_a_line_over_the_limit_is_refused_and_shorter_lines_pass() -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(head(200, "transfer-encoding: chunked"))
+        await peer.write(chunk(b"data: short\n\n" + b"z" * 700))
+        await _send_forever(peer, chunk(b"z" * 100))
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        body = await pool.open("POST", ROUTE, b"{}", {})
+        seen: list[bytes] = []
+        try:
+            with pytest.raises(http1.LimitExceeded):
+                async for line in body.lines(1.0):
+                    seen.append(line)
+        finally:
+            body.release()
+        assert seen == [b"data: short\n", b"\n"]
+        assert server.accepted == 1
+
+
+async def test_lifted_body_limit_lets_a_live_stream_run_past_it() -> None:
+    lines = [b"data: %d\n\n" % i for i in range(20_000)]  # ~200 KB: over the 64 KiB body limit
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(head(200, "transfer-encoding: chunked"))
+        for start in range(0, len(lines), 100):
+            await peer.write(chunk(b"".join(lines[start:start + 100])))
+        await peer.write(b"0\r\n\r\n")
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        body = await pool.open("POST", ROUTE, b"{}", {})
+        body.lift_body_limit()
+        try:
+            received = [line async for line in body.lines(1.0)]
+        finally:
+            body.release()
+        assert len(received) == 2 * len(lines)
+        assert server.accepted == 1
+
+
+async def test_interim_answers_are_skipped() -> None:
+    async def script(peer: Peer) -> None:
+        while await peer.next_request() is not None:
+            await peer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+                             + head(200, "content-length: 5", "x-real: yes") + b"final")
+
+    async with serve(script) as server, pool_for(server) as pool:
+        first = await post(pool)
+        assert (first.status, first.body, first.headers.get("x-real"), "link" in first.headers) == (
+            200, b"final", "yes", False)
+        assert (await post(pool)).body == b"final"  # the connection stayed usable
+        assert server.accepted == 1
