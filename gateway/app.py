@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import admin, api, responses_api
+from gateway import admin, api, messages_api, responses_api
 from gateway.config import GatewayConfig, load_config
 from gateway.conversations import build_conversations
 from gateway.errors import install_error_handlers
@@ -95,5 +95,6 @@ def create_app(config: GatewayConfig | None = None, *,
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(responses_api.router)
+    app.include_router(messages_api.router)
     app.include_router(admin.router)
     return app

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("recserve.errors")
@@ -92,7 +93,11 @@ class LoopDetected(GatewayError):
 
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
     """The first schema violation, named by its field path the way OpenAI names params."""
-    err = exc.errors(include_url=False)[0]
+    return from_error_detail(exc.errors(include_url=False)[0])
+
+
+def from_error_detail(err: ErrorDetails) -> InvalidRequest:
+    """One schema violation (an entry of `ValidationError.errors()`) as OpenAI's 400."""
     param = _param_path(err["loc"])
     kind = err["type"]
     if kind == "missing":

@@ -10,9 +10,10 @@ from typing import Final
 from fastapi import Request
 from fastapi.responses import Response
 
-from gateway import api, responses_api
+from gateway import api, messages_api, responses_api
 
 FAST_ROUTES: Final[dict[str, Callable[[Request], Awaitable[Response]]]] = {
     **api.FAST_ROUTES,
     "/v1/responses": responses_api.create_response,
+    "/v1/messages": messages_api.create_message,
 }

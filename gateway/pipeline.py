@@ -17,7 +17,14 @@ from starlette.requests import Request
 
 from gateway.backends import LOOP_STATUS, TierRejected
 from gateway.cascade import CascadeFailed, CascadeRequest, CascadeResult, TierCall, render_path, run_cascade, send_call
-from gateway.errors import InvalidRequest, LoopDetected, UpstreamFailed, UpstreamTimeout, from_validation_error
+from gateway.errors import (
+    InvalidRequest,
+    LoopDetected,
+    UpstreamFailed,
+    UpstreamTimeout,
+    from_error_detail,
+    from_validation_error,
+)
 from gateway.intake import read_json_body
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Route
 from gateway.runtime import Runtime
@@ -68,18 +75,30 @@ class Served:
                           self.cascade_request.count_prompt_tokens, self.observe, self.probes)
 
 
-async def read_body(request: Request, runtime: Runtime, schema: type[Model]) -> tuple[dict[str, Any], Model]:
+async def read_body(request: Request, runtime: Runtime, schema: type[Model],
+                    branch_tags: frozenset[str] = frozenset()) -> tuple[dict[str, Any], Model]:
     """The body as the raw dict we forward, and as the validated model we reason about."""
     server = runtime.config.server
     raw = await read_json_body(request, server.max_body_bytes, server.max_json_depth)
-    return raw, validate(schema, raw)
+    return raw, validate(schema, raw, branch_tags)
 
 
-def validate(schema: type[Model], raw: Mapping[str, Any]) -> Model:
+def validate(schema: type[Model], raw: Mapping[str, Any], branch_tags: frozenset[str] = frozenset()) -> Model:
+    """`raw` as `schema`, or OpenAI's 400 naming the offending param.
+
+    With `branch_tags` (the tags of a schema's tagged unions), the error reported is the one from
+    the deepest branch tried, named without the tags: `input[0].role`, not `input.str`.
+    """
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        if not branch_tags:
+            raise from_validation_error(exc) from None
+        deepest = max(exc.errors(include_url=False), key=lambda error: len(error["loc"]))
+        loc = deepest["loc"]
+        # A tag is followed by the fields of its branch; a tag name that ends the path is a field.
+        deepest["loc"] = tuple(p for i, p in enumerate(loc) if p not in branch_tags or i == len(loc) - 1)
+        raise from_error_detail(deepest) from None
 
 
 async def serve(request: Request, runtime: Runtime, admission: Admission, route: Route, raw: dict[str, Any],

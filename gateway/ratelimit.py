@@ -170,10 +170,13 @@ def client_bucket(client: str) -> str:
 
 
 def client_identity(request: Request) -> str:
-    """The presented bearer key; without one (an open gateway) the peer address."""
+    """The presented key (bearer, or Anthropic's x-api-key); without one (an open gateway) the peer address."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented.strip():
         return "key:" + presented.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    if api_key:
+        return "key:" + api_key
     peer = request.client.host if request.client else "unknown"
     return "peer:" + peer
 

@@ -19,7 +19,7 @@ from gateway.errors import NotFound
 from gateway.intake import check_api_key
 from gateway.pipeline import read_body, serve, validate
 from gateway.protocol import ChatCompletionRequest
-from gateway.responses_request import ResponsesRequest, chat_body, input_messages
+from gateway.responses_request import BRANCH_TAGS, ResponsesRequest, chat_body, input_messages
 from gateway.responses_shape import finish, new_id, output_items, skeleton, transcript_turn
 from gateway.responses_stream import response_events
 from gateway.runtime import Runtime
@@ -40,7 +40,7 @@ def conversation_store(request: Request) -> ConversationStore:
 async def create_response(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     admission = await admit(request, runtime)
-    _, parsed = await read_body(request, runtime, ResponsesRequest)
+    _, parsed = await read_body(request, runtime, ResponsesRequest, BRANCH_TAGS)
     store = conversation_store(request)
     history: list[dict[str, Any]] = []
     if parsed.previous_response_id is not None:

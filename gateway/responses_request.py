@@ -12,6 +12,9 @@ from gateway.errors import InvalidRequest
 from gateway.protocol import NonEmptyStr, Number, RecServeExtension
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+# The names pydantic puts in an error's path for the branches of the unions below.
+BRANCH_TAGS = frozenset({"message", "function_call", "function_call_output",
+                         "input_text", "output_text", "refusal", "input_image"})
 
 
 class _Part(BaseModel):
@@ -66,10 +69,15 @@ def _item_kind(value: Any) -> str | None:
     return getattr(value, "type", None)
 
 
+def _input_kind(value: Any) -> str | None:
+    return "str" if isinstance(value, str) else "list[item]" if isinstance(value, list) else None
+
+
 InputItem = Annotated[
     Annotated[MessageItem, Tag("message")] | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    Discriminator(_item_kind),
+    Discriminator(_item_kind, custom_error_type="invalid_type",
+                  custom_error_message="Input items are messages, function_call or function_call_output items"),
 ]
 
 
@@ -113,7 +121,10 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: NonEmptyStr
-    input: StrictStr | Annotated[list[InputItem], Field(min_length=1)]
+    input: Annotated[
+        Annotated[StrictStr, Tag("str")] | Annotated[list[InputItem], Field(min_length=1), Tag("list[item]")],
+        Discriminator(_input_kind, custom_error_type="invalid_type",
+                      custom_error_message="Input should be a string or a list of input items")]
     instructions: StrictStr | None = None
     max_output_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
