@@ -15,13 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from gateway import jsonio
 from gateway.config import ConversationsConfig, WindowsConfig
 from gateway.errors import GatewayError
 from policies.stores.factory import REDIS_UNAVAILABLE
-from policies.stores.urls import connect
+from policies.stores.urls import RedisClient, connect_any
 
 log = logging.getLogger("recserve.conversations")
 
@@ -85,7 +83,7 @@ class RedisConversations:
     """Records as JSON strings with a Redis TTL; a Redis outage is a 503 on reads and a logged miss
     on writes (the answer itself is still served)."""
 
-    def __init__(self, client: Redis, namespace: str, ttl_s: float) -> None:
+    def __init__(self, client: RedisClient, namespace: str, ttl_s: float) -> None:
         self._client = client
         self._prefix = f"{namespace}:response:"
         self._ttl_ms = max(int(ttl_s * 1000), 1)
@@ -127,7 +125,7 @@ async def _nothing_to_close() -> None:
 def build_conversations(windows: WindowsConfig, settings: ConversationsConfig) -> Conversations:
     """The store beside the windows `windows:` configures; nothing connects until first use."""
     if windows.store == "redis":
-        connection = connect(windows.redis_url)
+        connection = connect_any(windows.redis_url)  # any URL form, Redis Cluster too
         return Conversations(RedisConversations(connection.client, windows.namespace, settings.ttl_s),
                              connection.close)
     return Conversations(MemoryConversations(settings.ttl_s, settings.max_entries), _nothing_to_close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ def recserve_command() -> list[str]:
 class GatewayProcess:
     """`recserve serve --config FILE` as a child process; stderr (its log) kept in a file."""
 
-    def __init__(self, name: str, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, name: str, config: dict[str, Any], workdir: Path, args: Sequence[str] = ()) -> None:
         self.name = name
+        self.args = tuple(args)  # extra `recserve serve` arguments, e.g. ("--workers", "2")
         self.port = free_port()
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
@@ -38,7 +40,7 @@ class GatewayProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [*recserve_command(), "serve", "--config", str(self.config_path), "--port", str(self.port),
-                 "--log-level", "info"],
+                 "--log-level", "info", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             wait_http_ok(f"http://127.0.0.1:{self.port}/readyz", timeout=30)
@@ -57,6 +59,15 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def wait(self, timeout: float) -> int:
+        """The exit code once the process has ended (TimeoutExpired after `timeout`)."""
+        assert self._process is not None
+        return self._process.wait(timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
