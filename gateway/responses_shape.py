@@ -90,7 +90,7 @@ def status_of(answer: Answer) -> tuple[str, dict[str, str] | None]:
 
 
 def usage(answer: Answer) -> dict[str, Any]:
-    return {"input_tokens": answer.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+    return {"input_tokens": answer.input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": answer.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": answer.input_tokens + answer.output_tokens}
 
