@@ -49,6 +49,7 @@ def test_served_tiers_equal_the_transcribed_rule(start_gateway: GatewayStarter,
     # The gateway's confidence for a one-token answer is exp(ln p): the rule sees the same number.
     expected = transcribed_rule([{t: math.exp(math.log(p)) for t, p in d.items()} for d in draws], tasks)
     ask = client(start_gateway({"policy": {"recserve": {"beta": BETA, "window": WINDOW}}}))
-    served = [ask(f"q [device:{d['device']!r}][edge:{d['edge']!r}]", task) for d, task in zip(draws, tasks, strict=True)]
+    served = [ask(f"q [device:{d['device']!r}][edge:{d['edge']!r}]", task)
+              for d, task in zip(draws, tasks, strict=True)]
     assert served == expected
     assert served.count("edge") > 20 and served.count("cloud") > 3

@@ -77,8 +77,9 @@ def test_tools_and_tool_results(sdk: anthropic.Anthropic, tiers: dict[str, Threa
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     sdk.messages.create(model="recserve", max_tokens=16, tools=TOOLS, messages=[
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": [{"type": "text", "text": "checking"},
-                                          {"type": "tool_use", "id": use.id, "name": use.name, "input": {"city": "Oslo"}}]},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "checking"},
+            {"type": "tool_use", "id": use.id, "name": use.name, "input": {"city": "Oslo"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"},
                                      {"type": "text", "text": "so?"}]},
     ])
