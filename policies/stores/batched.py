@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ log = logging.getLogger("recserve.windows")
 
 DEFAULT_FLUSH_S: Final = 0.020
 
-# KEYS: z, fifo, seq.  ARGV: size, seen (the newest sequence number the caller holds, 0 for none),
-# the caller's score for it, then the values to append (repr strings, as the step script takes).
+# KEYS: z, fifo, seq.  ARGV: size (0: unknown here, trim nothing), seen (the newest sequence number
+# the caller holds, 0 for none), the caller's score for it, then the values to append (repr strings,
+# as the step script takes).
 # Returns {1 | 0, newest sequence number, scores}: 1 = the scores appended since `seen` (the caller's
 # mirror still matches), 0 = the whole window (start the mirror over).
 FLUSH_SCRIPT: Final = """
@@ -57,7 +59,7 @@ for i = 4, #ARGV do
   redis.call('RPUSH', KEYS[2], member)
 end
 local n = redis.call('LLEN', KEYS[2])
-while n > size do
+while size > 0 and n > size do
   redis.call('ZREM', KEYS[1], redis.call('LPOP', KEYS[2]))
   n = n - 1
 end
@@ -82,7 +84,7 @@ return {matches, newest, out}
 class _Window:
     """One window as this replica knows it."""
 
-    size: int
+    size: int  # 0 until this replica steps the window (then the trim applies)
     mirror: SlidingWindow = field(default_factory=SlidingWindow)  # the shared window at the last flush
     view: SlidingWindow = field(default_factory=SlidingWindow)  # mirror + pending: what steps read
     pending: list[float] = field(default_factory=list)  # stepped here, not yet sent
@@ -138,8 +140,9 @@ class BatchedWindowStore:
         return WindowStep(window.view.quantile(beta), len(window.view), fallback=self._outage.degraded)
 
     async def snapshot(self, key: WindowKey) -> list[float]:
+        """The window as this replica sees it after a sync (its view, when Redis is unreachable)."""
         with contextlib.suppress(*self._unavailable):
-            await self.flush()
+            await self.flush(refresh=key)
         window = self._windows.get(key)
         return window.view.values() if window else []
 
@@ -152,14 +155,18 @@ class BatchedWindowStore:
                 self._windows.pop(key, None)
             await self._limit.run(lambda: self._shared.reset(key))
 
-    async def flush(self) -> None:
-        """Send every window's pending values and bring its mirror up to date (one call per window)."""
+    async def flush(self, *, refresh: WindowKey | None = None) -> None:
+        """Send every window's pending values and bring its mirror up to date (one call per window
+        with pending values, and one for `refresh` even without: a window this replica does not
+        step is not kept up to date, so it costs nothing while idle here)."""
         async with self._flushing:
             probe = self._outage.begin()
             if probe is None:
                 return
+            if refresh is not None and refresh not in self._windows:
+                self._windows[refresh] = _Window(0)  # size unknown until stepped here
             try:
-                await self._flush_once()
+                await self._flush_once(refresh)
             except self._unavailable as exc:
                 self._outage.failed(exc, probe)
                 return
@@ -167,8 +174,9 @@ class BatchedWindowStore:
                 self._outage.end(probe)
             self._outage.recovered()
 
-    async def _flush_once(self) -> None:
-        due = [(key, window, window.pending) for key, window in self._windows.items() if window.pending]
+    async def _flush_once(self, refresh: WindowKey | None) -> None:
+        due = [(key, window, window.pending) for key, window in self._windows.items()
+               if window.pending or key == refresh]
         if not due:
             return
         for _, window, _ in due:
@@ -195,17 +203,18 @@ class BatchedWindowStore:
     def _apply(window: _Window, reply: Any) -> None:
         matches, newest, scores = reply
         values = [float(_text(score)) for score in scores]
+        size = window.size or sys.maxsize
         if not int(matches):
             window.mirror = SlidingWindow()
         for value in values:
-            window.mirror.push(value, window.size)
+            window.mirror.push(value, size)
         window.seen = int(newest)
         window.seen_score = _text(scores[-1]) if scores else window.seen_score
         if not len(window.mirror):
             window.seen, window.seen_score = 0, ""
         view = window.mirror.copy()
         for value in window.pending:
-            view.push(value, window.size)
+            view.push(value, size)
         window.view = view
 
     async def _flush_forever(self) -> None:

@@ -31,6 +31,7 @@ class GatewayProcess:
         self.log_path = workdir / f"{name}.log"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self._process: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None  # set by stop(): how the process ended
 
     @property
     def url(self) -> str:
@@ -55,7 +56,7 @@ class GatewayProcess:
             return
         process.terminate()  # uvicorn shuts down gracefully: the lifespan closes the window store
         try:
-            process.wait(timeout=15)
+            self.returncode = process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
@@ -63,11 +64,6 @@ class GatewayProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
-
-    def wait(self, timeout: float) -> int:
-        """The exit code once the process has ended (TimeoutExpired after `timeout`)."""
-        assert self._process is not None
-        return self._process.wait(timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,142 @@
+"""`windows.sync: batched` on a real redis-server: local views, flushes, convergence, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from policies.base import WindowKey
+from policies.stores.batched import BatchedWindowStore
+from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
+from policies.stores.memory import MemoryWindowStore
+from policies.stores.redis import RedisWindowStore
+from policies.stores.urls import RedisConnection, connect
+
+from .conftest import ServerFactory
+from .redis_proc import RedisServer
+
+KEY = WindowKey("recserve", "device", "classification")
+EDGE = WindowKey("recserve", "edge", "classification")
+
+
+@pytest.fixture
+async def connection(redis_server: RedisServer, redis_client: Redis) -> AsyncIterator[RedisConnection]:
+    connection = connect(redis_server.url)  # redis_client has flushed the server
+    yield connection
+    await connection.close()
+
+
+async def test_one_replica_decides_exactly_like_the_memory_store(connection: RedisConnection) -> None:
+    """Alone, a replica's view is the shared window whatever the flush timing: equal thresholds."""
+    store = BatchedWindowStore(connection.client, "solo", flush_s=0.002)
+    memory = MemoryWindowStore()
+    rng = random.Random(3)
+    try:
+        for i in range(800):
+            key, confidence = rng.choice((KEY, EDGE)), rng.random()
+            assert await store.step(key, confidence, 50, 0.3) == await memory.step(key, confidence, 50, 0.3)
+            if i % 7 == 0:
+                await asyncio.sleep(rng.choice((0, 0.001, 0.004)))  # flushes land between some steps
+    finally:
+        await store.aclose()
+    shared = RedisWindowStore(connection.client, "solo")
+    assert await shared.snapshot(KEY) == await memory.snapshot(KEY)  # every value reached Redis, in order
+    assert await shared.snapshot(EDGE) == await memory.snapshot(EDGE)
+    assert store.calls < 800  # batched: far fewer calls than steps
+
+
+async def test_replicas_converge_on_the_shared_window(connection: RedisConnection) -> None:
+    replicas = [BatchedWindowStore(connection.client, "many", background=False) for _ in range(3)]
+    exact = RedisWindowStore(connection.client, "many")
+    rng = random.Random(5)
+    for _ in range(40):
+        for replica in replicas:
+            for _ in range(rng.randrange(1, 6)):
+                await replica.step(KEY, rng.random(), 30, 0.3)
+        for replica in rng.sample(replicas, len(replicas)):
+            await replica.flush()
+    for replica in replicas:
+        await replica.flush()  # the last one to pick up the others' final flushes
+    truth = await exact.snapshot(KEY)
+    assert len(truth) == 30
+    for replica in replicas:
+        assert await replica.snapshot(KEY) == truth
+    # The next step on any replica now answers what an exact step would.
+    step = await replicas[0].step(KEY, 0.5, 30, 0.3)
+    memory = MemoryWindowStore()
+    for value in [*truth, 0.5]:
+        expected = await memory.step(KEY, value, 30, 0.3)
+    assert step == expected
+
+
+async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection) -> None:
+    store = BatchedWindowStore(connection.client, "reset", background=False)
+    for value in (0.1, 0.2, 0.3):
+        await store.step(KEY, value, 10, 0.5)
+    await store.flush()
+    await RedisWindowStore(connection.client, "reset").reset()  # another replica's admin reset
+    await RedisWindowStore(connection.client, "reset").step(KEY, 0.9, 10, 0.5)
+    await store.step(KEY, 0.7, 10, 0.5)
+    await store.flush()
+    assert await store.snapshot(KEY) == [0.9, 0.7]  # the shared window, not the stale mirror
+
+
+async def test_an_outage_decides_locally_and_flushes_after(redis_factory: ServerFactory) -> None:
+    server = redis_factory()
+    connection = connect(server.url)
+    store = BatchedWindowStore(connection.client, "outage", background=False, unavailable=REDIS_UNAVAILABLE)
+    try:
+        await store.step(KEY, 0.4, 10, 0.5)
+        await store.flush()
+        server.stop()
+        await store.step(KEY, 0.6, 10, 0.5)
+        await store.flush()  # fails: the outage begins
+        assert store.degraded and store.error_count == 1
+        step = await store.step(KEY, 0.8, 10, 0.5)
+        assert step.fallback and step.length == 3  # the local view, warm
+        server.start()  # empty: Redis lost the window
+        for _ in range(100):  # bounded; the retry is due 0.5 s after the failure
+            await asyncio.sleep(0.05)
+            await store.flush()
+            if not store.degraded:
+                break
+        assert not store.degraded
+        # The value of the failed flush may or may not have landed, so it is not sent twice; what
+        # was decided during the outage reaches the shared window now.
+        assert await RedisWindowStore(connection.client, "outage").snapshot(KEY) == [0.8]
+        assert not (await store.step(KEY, 0.2, 10, 0.5)).fallback
+    finally:
+        await store.aclose()
+        await connection.close()
+
+
+async def test_a_snapshot_of_a_window_never_stepped_here_trims_nothing(connection: RedisConnection) -> None:
+    exact = RedisWindowStore(connection.client, "peek")
+    for value in (0.1, 0.2, 0.3):
+        await exact.step(KEY, value, 10, 0.5)
+    store = BatchedWindowStore(connection.client, "peek", background=False)
+    assert await store.snapshot(KEY) == [0.1, 0.2, 0.3]
+    assert await exact.snapshot(KEY) == [0.1, 0.2, 0.3]
+
+
+async def test_the_factory_builds_batched_stores(redis_server: RedisServer, redis_client: Redis) -> None:
+    from gateway.config import WindowsConfig
+
+    settings = WindowsConfig(store="redis", redis_url=redis_server.url, namespace="fac", sync="batched",
+                             flush_ms=5)
+    stores = build_stores(settings, probe_window=10)
+    try:
+        assert isinstance(stores.windows, BatchedWindowStore)
+        for value in (0.3, 0.6):
+            await stores.windows.step(KEY, value, 10, 0.3)
+        for _ in range(100):  # bounded: the background flush runs every 5 ms
+            await asyncio.sleep(0.01)
+            if await redis_client.llen("{fac:recserve:device:classification}:fifo") == 2:
+                break
+        assert await RedisWindowStore(redis_client, "fac").snapshot(KEY) == [0.3, 0.6]
+    finally:
+        await stores.close()
