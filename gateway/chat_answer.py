@@ -9,7 +9,7 @@ Those APIs have no `n`: only choice 0 is read.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,3 +217,24 @@ class AnswerStream:
             self._served.observe(self._usage)  # also when the client left mid-stream
         finally:
             await self._served.result.reply.release()
+
+
+class ClosingEvents:
+    """A stream's event bytes whose closing also closes the answer stream, even when the client left
+    before the first event was asked for (an async generator never started skips its `finally`)."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], stream: AnswerStream) -> None:
+        self._events = events
+        self._stream = stream
+
+    def __aiter__(self) -> ClosingEvents:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            await self._stream.close()

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api import AnswerResponse, admit
-from gateway.chat_answer import AnswerStream, whole_answer
+from gateway.chat_answer import AnswerStream, ClosingEvents, whole_answer
 from gateway.errors import AuthenticationFailed, GatewayError
 from gateway.intake import check_api_key
 from gateway.messages_request import MessagesRequest, chat_body
@@ -72,7 +72,8 @@ async def _create_message(request: Request) -> Response:
                          validate(ChatCompletionRequest, chat_raw))
     model = served.result.tier.served_model
     if parsed.stream:
-        events = message_events(AnswerStream(served, None), model)
+        stream = AnswerStream(served, None)
+        events = ClosingEvents(message_events(stream, model), stream)
         return EventStreamResponse(events, headers={**served.headers, "cache-control": "no-cache"})
     answer = whole_answer(served.result.reply.body, None, served.cascade_request.count_prompt_tokens)
     return AnswerResponse(message(answer, model, served.summary()), headers=served.headers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from gateway.backends import TierFault
@@ -65,7 +65,7 @@ def message(answer: Answer, model: str, summary: Mapping[str, Any]) -> dict[str,
             "recserve": dict(summary)}
 
 
-async def message_events(stream: AnswerStream, model: str) -> AsyncIterator[bytes]:
+async def message_events(stream: AnswerStream, model: str) -> AsyncGenerator[bytes, None]:
     """The Anthropic event stream of a streamed chat answer. Blocks open as their first delta
     arrives; a block is stopped when the next one opens (Anthropic streams blocks one at a time)."""
     # Input tokens are known only at the end (the tier's usage): message_delta carries the count.

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api import AnswerResponse, RuntimeDep, admit
-from gateway.chat_answer import Answer, AnswerStream, whole_answer
+from gateway.chat_answer import Answer, AnswerStream, ClosingEvents, whole_answer
 from gateway.conversations import ConversationStore, StoredResponse
 from gateway.errors import NotFound
 from gateway.intake import check_api_key
@@ -63,7 +63,8 @@ async def create_response(request: Request) -> Response:
             await store.put(response_id, StoredResponse(final, [*history, *new, transcript_turn(answer)]))
 
     if parsed.stream:
-        events = response_events(AnswerStream(served, wanted), base, parsed.wants_logprobs, remember)
+        stream = AnswerStream(served, wanted)
+        events = ClosingEvents(response_events(stream, base, parsed.wants_logprobs, remember), stream)
         return EventStreamResponse(events, headers={**served.headers, "cache-control": "no-cache"})
     answer = whole_answer(served.result.reply.body, wanted, served.cascade_request.count_prompt_tokens)
     final = finish(base, answer, output_items(answer, parsed.wants_logprobs), served.summary())

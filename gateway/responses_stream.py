@@ -15,7 +15,7 @@ ends. A tier fault after the first byte ends the stream with `response.failed`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class _Item:
 
 
 async def response_events(stream: AnswerStream, base: dict[str, Any], wants_logprobs: bool,
-                          remember: Remember) -> AsyncIterator[bytes]:
+                          remember: Remember) -> AsyncGenerator[bytes, None]:
     events = _Events()
     yield events("response.created", response=base)
     yield events("response.in_progress", response=base)

@@ -182,3 +182,13 @@ def test_unknown_model_and_tier_failure_in_anthropic_shape(sdk: anthropic.Anthro
     assert failed.value.status_code == 502
     assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     assert failed.value.response.headers["x-recserve-path"] == "cloud!"
+
+
+def test_fault_after_the_first_byte_is_an_error_event(sdk: anthropic.Anthropic) -> None:
+    seen: list[Any] = []
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        for event in sdk.messages.create(model="recserve/cloud", max_tokens=16, stream=True,
+                                         messages=[{"role": "user", "content": "x [cloud:tokens=0.9,0.9][cloud:cut]"}]):
+            seen.append(event)
+    assert "mid-stream" in str(caught.value)
+    assert "".join(e.delta.text for e in seen if e.type == "content_block_delta") == "cloud"

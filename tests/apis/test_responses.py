@@ -268,3 +268,24 @@ def test_openapi_describes_both_routes(http: httpx.Client) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert "post" in paths["/v1/responses"] and "post" in paths["/v1/messages"]
     assert {"get", "delete"} <= set(paths["/v1/responses/{response_id}"])
+
+
+def test_fault_after_the_first_byte_ends_with_response_failed(client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="recserve/cloud", input="x [cloud:tokens=0.9,0.9,0.9][cloud:cut]",
+                                          stream=True))
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None and "mid-stream" in events[-1].response.error.message
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "cloud"
+
+
+def test_client_leaving_a_stream_closes_the_tier_stream(gateway: RunningGateway,
+                                                        tiers: dict[str, ThreadedTier]) -> None:
+    body = {"model": "recserve/cloud", "stream": True, "input": "x [cloud:tokens=0.9,0.9][cloud:stall=30]"}
+    with httpx.Client(base_url=gateway.root, timeout=10) as raw, \
+            raw.stream("POST", "/v1/responses", json=body) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())
+    deadline = time.monotonic() + 5
+    while tiers["cloud"].active_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tiers["cloud"].active_connections == 0
