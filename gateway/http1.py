@@ -29,6 +29,10 @@ import httptools
 _STREAM_HIGH_WATER = 1 << 20
 # Inflate a compressed body in pieces of at most this size, yielding to the event loop between them.
 _INFLATE_PIECE = 64 * 1024
+# A body read faster than it is processed never waits for the socket, so its reader would keep the
+# event loop to itself; it yields after each this many bytes, and other requests get their turn.
+_YIELD_EVERY = 64 * 1024
+_YIELD_EVERY_LINES = 256  # the same for lines: one piece of a body may hold thousands of events
 
 
 class HttpError(Exception):
@@ -317,12 +321,18 @@ class Body:
     async def _pieces(self, read_timeout_s: float | None) -> AsyncIterator[bytes]:
         """The body as it arrives, inflated when compressed; each wait bounded by `read_timeout_s`."""
         connection = self._connection
+        unyielded = 0
         while True:
             if read_timeout_s is None:
                 raw = await connection.next_chunk()
             else:
                 async with asyncio.timeout(read_timeout_s):
                     raw = await connection.next_chunk()
+            if raw is not None:
+                unyielded += len(raw)
+                if unyielded > _YIELD_EVERY:
+                    unyielded = 0
+                    await asyncio.sleep(0)
             if self._inflate is None:
                 if raw is None:
                     return
@@ -389,10 +399,12 @@ class Body:
             if size + len(first) > limit:
                 raise LimitExceeded(f"a line over {limit} bytes")
             yield b"".join(parts) + b"\n"
-            for line in middle:
+            for number, line in enumerate(middle, 1):
                 if len(line) > limit:
                     raise LimitExceeded(f"a line over {limit} bytes")
                 yield line + b"\n"
+                if number % _YIELD_EVERY_LINES == 0:
+                    await asyncio.sleep(0)  # each line is work for the reader: let others in between
             parts, size = ([rest], len(rest)) if rest else ([], 0)
             if size > limit:
                 raise LimitExceeded(f"a line over {limit} bytes")
