@@ -23,6 +23,9 @@ class RecServeExtension(BaseModel):
 
     task: Literal["classification", "generation"] | None = None
     labels: Annotated[list[NonEmptyStr], Field(min_length=1, max_length=256)] | None = None
+    # The application a request belongs to ("humaneval", "sentiment-tagger"); bounded and restricted
+    # to a key-safe alphabet because it becomes part of window keys and metric labels.
+    workload: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")] | None = None
 
 
 class StreamOptions(_Open):
