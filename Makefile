@@ -33,9 +33,12 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# WORKERS=N: N gateway processes on the port (default: server.workers in the config, 1). More than
+# one needs windows.store: redis (or windows.per_worker: true); on this 2-core box the three local
+# tiers, not the gateway, are the bottleneck, so the default stays one.
 run: install
 	$(VENV)/bin/recserve tiers up --config $(CONFIG)
-	$(VENV)/bin/recserve serve --config $(CONFIG)
+	$(VENV)/bin/recserve serve --config $(CONFIG) $(if $(WORKERS),--workers $(WORKERS))
 
 tiers-down: install
 	$(VENV)/bin/recserve tiers down --config $(CONFIG)

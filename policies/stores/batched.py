@@ -5,12 +5,14 @@ the mirror with this replica's values appended since (its pending values). A req
 local step on the view, so it decides against the last shared state merged with its own pending
 values; no request waits on Redis.
 
-Every `flush_s` a background task sends each window's pending values in one script call (all windows
-at once, concurrently). The script appends them to the shared window (same keys and layout as the
-exact mode's step, so replicas in either mode can share windows) and returns what the caller's
-mirror lacks: every value appended since the last one the caller saw (its own included, in the
-server's order), or the whole window when the mirror no longer matches (a reset, a Redis restart, a
-first flush). A window's view is therefore at most one flush behind the other replicas.
+Every `flush_s` a background task sends each window's pending values in one script call per window,
+all windows in one pipeline (one round trip; one per node on a cluster). The script appends them to
+the shared window (same keys and layout as the exact mode's step, so replicas in either mode can
+share windows) and returns what the caller's mirror lacks: every value appended since the last one
+the caller saw (its own included, in the server's order), or the whole window when the mirror no
+longer matches (a reset, a Redis restart, a first flush). A window this replica steps is therefore
+at most one flush behind the other replicas; one it does not step is not kept up to date (free
+while idle here) and is caught up by the flush after its next step.
 
 With one replica the view is always exactly the shared window, so decisions equal `exact`'s. With
 many, a decision between flushes misses the other replicas' values of the last `flush_s`
@@ -26,14 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
+
+from redis.exceptions import NoScriptError
 
 from policies.base import WindowKey, WindowStep
 from policies.stores.failover import Outage
@@ -105,7 +110,8 @@ class BatchedWindowStore:
         self._limit = limit or self._shared.limit
         self._namespace = namespace
         self._flush_s = flush_s
-        self._script = client.register_script(FLUSH_SCRIPT)
+        self._client = client
+        self._sha = hashlib.sha1(FLUSH_SCRIPT.encode()).hexdigest()
         self._unavailable = unavailable
         self._outage = Outage(describe=describe, clock=clock)
         self._windows: dict[WindowKey, _Window] = {}
@@ -113,6 +119,7 @@ class BatchedWindowStore:
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
         self.calls = 0  # script calls sent (one per window per flush), for the bench and metrics
+        self.round_trips = 0  # pipelines sent (one per flush with anything to send)
 
     @property
     def degraded(self) -> bool:
@@ -182,22 +189,32 @@ class BatchedWindowStore:
         for _, window, _ in due:
             window.pending = []  # steps made while the calls are out go to the next flush
         self.calls += len(due)
-        replies = await asyncio.gather(
-            *(self._limit.run(partial(self._send, key, window, values)) for key, window, values in due),
-            return_exceptions=True)
+        self.round_trips += 1
+        replies = await self._limit.run(partial(self._send, due))
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # A restarted or failed-over Redis forgot the script: none of those calls ran, so
+            # sending them again after loading it cannot append anything twice.
+            await self._client.script_load(FLUSH_SCRIPT)
+            again = [entry for entry, reply in zip(due, replies, strict=True) if isinstance(reply, NoScriptError)]
+            retried = iter(await self._limit.run(partial(self._send, again)))
+            replies = [next(retried) if isinstance(reply, NoScriptError) else reply for reply in replies]
         failure: BaseException | None = None
         for (key, window, _), reply in zip(due, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-                continue
-            if self._windows.get(key) is window:  # not reset meanwhile
+            elif self._windows.get(key) is window:  # not reset meanwhile
                 self._apply(window, reply)
         if failure is not None:
             raise failure
 
-    async def _send(self, key: WindowKey, window: _Window, values: list[float]) -> Any:
-        args: list[str | int] = [window.size, window.seen, window.seen_score, *(repr(v) for v in values)]
-        return await self._script(keys=window_keys(self._namespace, key), args=args)
+    async def _send(self, due: Sequence[tuple[WindowKey, _Window, list[float]]]) -> list[Any]:
+        """One pipeline: a script call per window, one round trip (per node, on a cluster)."""
+        pipe = self._client.pipeline(transaction=False)
+        for key, window, values in due:
+            pipe.evalsha(self._sha, 3, *window_keys(self._namespace, key),
+                         window.size, window.seen, window.seen_score, *(repr(v) for v in values))
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     @staticmethod
     def _apply(window: _Window, reply: Any) -> None:
@@ -212,10 +229,9 @@ class BatchedWindowStore:
         window.seen_score = _text(scores[-1]) if scores else window.seen_score
         if not len(window.mirror):
             window.seen, window.seen_score = 0, ""
-        view = window.mirror.copy()
+        window.view.assign(window.mirror)  # in place: the next step need not grow a fresh list
         for value in window.pending:
-            view.push(value, size)
-        window.view = view
+            window.view.push(value, size)
 
     async def _flush_forever(self) -> None:
         while True:

@@ -34,6 +34,12 @@ class SlidingWindow:
         """The beta-quantile of the values held (numpy's "linear"); the window must not be empty."""
         return linear_quantile(self._sorted, quantile_fraction(beta))
 
+    def assign(self, other: SlidingWindow) -> None:
+        """Become a copy of `other`, reusing this window's storage."""
+        self._fifo.clear()
+        self._fifo.extend(other._fifo)
+        self._sorted[:] = other._sorted
+
     def copy(self) -> SlidingWindow:
         twin = SlidingWindow()
         twin._fifo = self._fifo.copy()
