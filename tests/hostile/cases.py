@@ -28,8 +28,8 @@ SLACK_S = 1.0
 MAX_RSS_MB = 300.0
 MAX_HEALTHY_S = 0.5
 HOSTILE_HEADER_TEXT = ["evil", "<script>", "A" * 16, EVIL_UPLINK]
-PATH_GRAMMAR = re.compile(r"^[A-Za-z0-9_.\-]+!?(>[A-Za-z0-9_.\-]+!?)*$")
-MAX_PATH_CHARS = 512
+PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]>!~?]+$")  # names, nesting, markers (DESIGN.md)
+MAX_PATH_CHARS = 2048  # "capped": ours plus a chained gateway's, generously
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
@@ -42,12 +42,11 @@ class Case:
     positions: tuple[Position, ...] = ("lower", "last")
     tier: str = "hostile"  # the tier pinned as last; the lower position always cascades hostile → healthy
     last_sse: frozenset[str] | None = None  # overrides the kind's outcomes for a served stream
+    behaviour: str = ""  # what the request asks of the hostile tier; default: the case's name
 
     @property
     def word(self) -> str:
-        """What the request says to the hostile tier (TLS cases ask an honest answer of a tier that
-        cannot be reached)."""
-        return "healthy" if self.tier != "hostile" else self.name
+        return self.behaviour or self.name
 
 
 CASES: tuple[Case, ...] = (
@@ -90,8 +89,17 @@ CASES: tuple[Case, ...] = (
          transports=("sse",)),
     Case("sse_error_echo", "fault", "a first chunk, then an error event echoing the request head",
          transports=("sse",)),
-    Case("tls_plain", "fault", "https base_url, plain HTTP server", positions=("last",), tier="tls_plain"),
-    Case("tls_bad_cert", "fault", "https to a self-signed certificate", positions=("last",), tier="tls_bad_cert"),
+    Case("tls_plain", "fault", "https base_url, plain HTTP server", positions=("last",), tier="tls_plain",
+         behaviour="healthy"),
+    Case("tls_bad_cert", "fault", "https to a self-signed certificate", positions=("last",), tier="tls_bad_cert",
+         behaviour="healthy"),
+    # A tier marked recserve_gateway: its x-recserve-* headers are read, but still vetted.
+    Case("gateway_forged_headers", "ok", "trusted gateway tier: 60 KB evil<script> path, 16-digit uplink",
+         positions=("last",), tier="hostile_gw", behaviour="own_recserve_headers"),
+    Case("gateway_deep_path", "ok", "trusted gateway tier: a path nested 10,000 deep", positions=("last",),
+         tier="hostile_gw", behaviour="deep_path"),
+    Case("gateway_long_path", "ok", "trusted gateway tier: a grammatical 40 KB path", positions=("last",),
+         tier="hostile_gw", behaviour="long_path"),
 )
 
 
@@ -113,7 +121,7 @@ def allowed(case: Case, position: Position, transport: Transport) -> frozenset[s
         return frozenset(f"{'answer' if transport == 'json' else 'done'}:{tier}" for tier in tiers)
     if transport == "sse" and case.last_sse is not None:
         return case.last_sse
-    answered = {"answer:hostile"} if transport == "json" else {"done:hostile"}
+    answered = {f"answer:{case.tier}"} if transport == "json" else {f"done:{case.tier}"}
     failed = {"502", "504"} if transport == "json" else {"502", "504", "error:*"}
     if case.kind == "ok":
         return frozenset(answered)
@@ -208,7 +216,7 @@ def header_problems(obs: Observation) -> list[str]:
     problems = [f"hostile header text {n[:20]!r} reached the client" for n in sorted(obs.found_in_headers)
                 if n in HOSTILE_HEADER_TEXT]
     path = obs.headers.get("x-recserve-path")
-    if path is not None and (len(path) > MAX_PATH_CHARS or not PATH_GRAMMAR.match(path)):
+    if path is not None and (len(path) > MAX_PATH_CHARS or not PATH_CHARACTERS.match(path)):
         problems.append(f"x-recserve-path outside the grammar: {path[:80]!r}")
     uplink = obs.headers.get("x-recserve-uplink-tokens")
     if uplink is not None and (not uplink.isdigit() or int(uplink) > 1_000_000):

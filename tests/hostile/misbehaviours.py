@@ -98,6 +98,24 @@ async def own_recserve_headers(ex: Exchange, _: p.Payloads) -> bool:
                              ("x-recserve-degraded", "evil")])
 
 
+@behaviour
+async def valid_path(ex: Exchange, _: p.Payloads) -> bool:
+    """What an honest chained gateway says (the positive control for the trusted-tier cases)."""
+    return await honest(ex, [("x-recserve-path", "edge>cloud!"), ("x-recserve-uplink-tokens", "42")])
+
+
+@behaviour
+async def deep_path(ex: Exchange, _: p.Payloads) -> bool:
+    """A grammatical x-recserve-path nested 10,000 deep (20 KB): a recursive parser's end."""
+    return await honest(ex, [("x-recserve-path", "a[" * 10_000 + "a" + "]" * 10_000)])
+
+
+@behaviour
+async def long_path(ex: Exchange, _: p.Payloads) -> bool:
+    """A grammatical, flat x-recserve-path of 40 KB."""
+    return await honest(ex, [("x-recserve-path", "edge>" * 8_000 + "cloud")])
+
+
 # --- the header section ----------------------------------------------------------------------------------
 
 

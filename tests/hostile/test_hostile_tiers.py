@@ -1,7 +1,7 @@
 """A hostile tier must never freeze the gateway, exhaust its memory, or leak into an answer (issue 16).
 
 One real `recserve serve` process for the whole module, in front of a hostile tier (its own process,
-~37 misbehaviours) and a healthy scripted tier. The hostile tier is the lower tier of the default
+~38 misbehaviours) and a healthy scripted tier. The hostile tier is the lower tier of the default
 cascade (hostile → healthy) and, pinned as `recserve/<tier>`, the last. While each case runs, a second
 client calls `recserve/healthy` in a loop. Every case, in every mode, must end:
   - never 500, and as its kind expects (a fault escalates / is a 502 / ends a stream with an error event);
@@ -175,6 +175,7 @@ def gateway_config(hostile: HostileTierProcess, healthy: ThreadedTier) -> dict[s
             # Only ever pinned: the healthy tier above never escalates (threshold 0).
             hostile_tier("tls_plain", f"https://127.0.0.1:{hostile.port}/v1"),
             hostile_tier("tls_bad_cert", f"https://127.0.0.1:{hostile.tls_port}/v1"),
+            {**hostile_tier("hostile_gw", f"http://127.0.0.1:{hostile.port}/v1"), "recserve_gateway": True},
         ],
         "policy": {"default": "casserve", "casserve": {"thresholds": {"hostile": 0.5, "healthy": 0.0,
                                                                       "tls_plain": 0.0}}},
@@ -191,6 +192,8 @@ def write_report(rows: list[Row], path: Path) -> str:
              "|---|---|---|---|---|---|---|", *(row.markdown() for row in rows), ""]
     failed = sum(bool(row.problems) for row in rows)
     lines.append(f"{len(rows) - failed} of {len(rows)} passed.")
+    lines += ["", "Cases (the hostile tier's behaviour):", "",
+              *(f"- `{case.name}` ({case.kind}): {case.what}" for case in c.CASES)]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -302,3 +305,12 @@ def test_the_checks_catch_what_the_hostile_tier_sends_without_a_gateway(suite: S
         forged = call(direct, "m", "own_recserve_headers", stream=False, deadline_s=5, needles=suite.needles)
     assert leaked.status == 500 and suite.secret in leaked.found
     assert c.header_problems(forged) and "evil" in forged.found_in_headers
+
+
+def test_a_trusted_gateway_tier_still_nests_a_valid_path(suite: Suite) -> None:
+    """Positive control for the gateway_* cases: a tier marked recserve_gateway is read at all."""
+    obs = call(suite.sdk, "recserve/hostile_gw", "valid_path", stream=False, deadline_s=5, needles=[])
+    assert obs.status == 200
+    assert obs.headers.get("x-recserve-path") == "hostile_gw[edge>cloud!]"
+    # Uplink tokens add up: the upstream's 42 plus the prompt tokens this gateway sent up to it.
+    assert 42 < int(obs.headers.get("x-recserve-uplink-tokens", "0")) < 100
