@@ -189,3 +189,25 @@ def test_a_master_killed_under_load_loses_no_request(
     assert all(o.window is None for o in before)
     assert local  # the gap was bridged by local windows, marked as such
     assert after and sum(o.window is None for o in after) >= len(after) - LOAD_THREADS
+
+
+async def test_batched_on_the_cluster_alone_equals_the_memory_store(
+        cluster_connection: ClusterConnection) -> None:
+    """Pipelined flushes over several shards (one round trip per node); alone, exact decisions."""
+    from policies.stores.batched import BatchedWindowStore
+    from policies.stores.memory import MemoryWindowStore
+
+    store = BatchedWindowStore(cluster_connection.client, "bt", background=False)
+    memory = MemoryWindowStore()
+    rng = random.Random(9)
+    keys = _keys()
+    for i in range(600):
+        key, confidence = rng.choice(keys), rng.random()
+        assert await store.step(key, confidence, 40, 0.3) == await memory.step(key, confidence, 40, 0.3)
+        if i % 25 == 0:
+            await store.flush()
+    await store.flush()
+    exact = RedisWindowStore(cluster_connection.client, "bt")
+    for key in keys:
+        assert await exact.snapshot(key) == await memory.snapshot(key)
+    assert store.round_trips < store.calls  # several windows per pipeline
