@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from gateway import openapi_doc
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from gateway.intake import read_json_body
@@ -56,13 +57,13 @@ def require_admin(request: Request) -> Reloader:
 AdminDep = Annotated[Reloader, Depends(require_admin)]
 
 
-@router.get("/healthz")
+@router.get("/healthz", **openapi_doc.HEALTHZ)
 async def healthz() -> JSONResponse:
     """The process is alive and serving HTTP."""
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", **openapi_doc.READYZ)
 async def readyz(request: Request) -> JSONResponse:
     """Ready once the lifespan has built the runtime (clients, policies, window store)."""
     reloader: Reloader | None = getattr(request.app.state, "reloader", None)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import jsonio
+from gateway import jsonio, openapi_doc
 from gateway.backends import TierFault, TierRejected
 from gateway.disconnect import CLIENT_LEFT_STATE, ClientLeft, DisconnectWatch
 from gateway.errors import (
@@ -57,24 +57,24 @@ router = APIRouter(prefix="/v1")
 
 # The completion routes read the leased runtime directly instead of through Depends: FastAPI's
 # dependency solving is a measurable share of the gateway's per-request cost (bench/NOTES.md).
-@router.post("/chat/completions")
+@router.post("/chat/completions", **openapi_doc.CHAT_COMPLETIONS)
 async def chat_completions(request: Request) -> Response:
     return await _complete(request, request.state.runtime, "chat/completions", ChatCompletionRequest)
 
 
-@router.post("/completions")
+@router.post("/completions", **openapi_doc.COMPLETIONS)
 async def completions(request: Request) -> Response:
     return await _complete(request, request.state.runtime, "completions", CompletionRequest)
 
 
-@router.get("/models")
+@router.get("/models", **openapi_doc.MODELS)
 async def list_models(request: Request, runtime: RuntimeDep) -> JSONResponse:
     check_api_key(request, runtime.client_keys)
     data = [{"id": m, "object": "model", "created": 0, "owned_by": "recserve"} for m in runtime.model_ids()]
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **openapi_doc.EMBEDDINGS)
 async def embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
     request_id = _begin(request, runtime)
     await admit_client(request, runtime.config)
@@ -172,4 +172,3 @@ def _incoming_hops(request: Request, max_hops: int) -> int:
         raise LoopDetected(f"Hop limit reached: this request already passed {hops} gateways "
                            f"(server.max_hops = {max_hops}); is there a loop in the tier chain?")
     return hops
-

@@ -6,11 +6,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import admin, api, messages_api, responses_api
+from gateway import admin, api, messages_api, openapi_doc, responses_api
 from gateway.config import GatewayConfig, load_config
 from gateway.conversations import build_conversations
 from gateway.errors import install_error_handlers
@@ -18,6 +19,7 @@ from gateway.metrics import Metrics, StoreHealth
 from gateway.middleware import GatewayMiddleware
 from gateway.ratelimit import close_limiter
 from gateway.reload import Reloader
+from gateway.runtime import model_ids
 from policies.base import WindowStore
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.failover import FailoverWindowStore
@@ -45,6 +47,15 @@ class GatewayApp(FastAPI):
             return
         scope["app"] = self  # what Starlette would set; the middleware and routes read app.state
         await self._gateway(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """The published document (gateway/openapi_doc.py), naming the models the config running now has."""
+        if self.openapi_schema is None:
+            openapi_doc.complete(super().openapi())
+        assert self.openapi_schema is not None
+        reloader: Reloader | None = getattr(self.state, "reloader", None)
+        config: GatewayConfig = reloader.holder.current.config if reloader else self.state.started_config
+        return openapi_doc.with_models(self.openapi_schema, model_ids(config))
 
 
 def create_app(config: GatewayConfig | None = None, *,
@@ -78,6 +89,7 @@ def create_app(config: GatewayConfig | None = None, *,
 
     app = GatewayApp(title="RecServe gateway", version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.started_config = resolved
     app.state.instance_id = resolved.server.instance_id or f"gw-{uuid.uuid4().hex[:12]}"
 
     def store_health() -> StoreHealth | None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway import openapi_doc
 from gateway.api import AnswerResponse, admit
 from gateway.chat_answer import AnswerStream, ClosingEvents, whole_answer
 from gateway.errors import AuthenticationFailed, GatewayError
@@ -46,7 +47,7 @@ def check_key(request: Request, keys: Sequence[str]) -> None:
         raise AuthenticationFailed("Incorrect API key provided.")
 
 
-@router.post("/messages")
+@router.post("/messages", **openapi_doc.MESSAGES)
 async def create_message(request: Request) -> Response:
     try:
         return await _create_message(request)

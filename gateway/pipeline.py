@@ -107,7 +107,7 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
 
     A non-streamed answer is observed here; a stream is observed by whoever renders it, at its end.
     """
-    selected = runtime.route(parsed.model, uses_tools=bool(raw.get("tools")))
+    selected = runtime.resolve(parsed.model, uses_tools=bool(raw.get("tools")))
     task = resolve_task(parsed, request.headers.get(TASK_HEADER))
     labels = parsed.recserve.labels if parsed.recserve else None
     body = forward_body(raw, route, runtime.config.confidence.top_logprobs)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway import openapi_doc
 from gateway.api import AnswerResponse, RuntimeDep, admit
 from gateway.chat_answer import Answer, AnswerStream, ClosingEvents, whole_answer
 from gateway.conversations import ConversationStore, StoredResponse
@@ -36,7 +37,7 @@ def conversation_store(request: Request) -> ConversationStore:
     return store
 
 
-@router.post("/responses")
+@router.post("/responses", **openapi_doc.RESPONSES)
 async def create_response(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     admission = await admit(request, runtime)
@@ -72,7 +73,7 @@ async def create_response(request: Request) -> Response:
     return AnswerResponse(final, headers=served.headers)
 
 
-@router.get("/responses/{response_id}")
+@router.get("/responses/{response_id}", **openapi_doc.STORED_RESPONSE)
 async def get_response(response_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
     check_api_key(request, runtime.client_keys)
     record = await conversation_store(request).get(response_id)
@@ -81,7 +82,7 @@ async def get_response(response_id: str, request: Request, runtime: RuntimeDep) 
     return AnswerResponse(record.response)
 
 
-@router.delete("/responses/{response_id}")
+@router.delete("/responses/{response_id}", **openapi_doc.DELETE_RESPONSE)
 async def delete_response(response_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
     check_api_key(request, runtime.client_keys)
     if not await conversation_store(request).delete(response_id):

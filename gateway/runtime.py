@@ -31,9 +31,15 @@ def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
                            quality.warmup_answer)
 
 
+def model_ids(config: GatewayConfig) -> list[str]:
+    """The model names a gateway with `config` answers to (`GET /v1/models`, the OpenAPI document)."""
+    return [MODEL_PREFIX, *(f"{MODEL_PREFIX}/{p}" for p in POLICY_NAMES),
+            *(f"{MODEL_PREFIX}/{t.name}" for t in config.tiers)]
+
+
 @dataclass(frozen=True, slots=True)
-class Route:
-    """Which policy decides and which tiers it may use, for one model name."""
+class ModelBinding:
+    """What a model name resolves to: the policy that decides and the tiers it may use."""
 
     policy: ThresholdPolicy
     tiers: list[Tier]
@@ -95,10 +101,9 @@ class Runtime:
             await close()
 
     def model_ids(self) -> list[str]:
-        return [MODEL_PREFIX, *(f"{MODEL_PREFIX}/{p}" for p in POLICY_NAMES),
-                *(f"{MODEL_PREFIX}/{t.config.name}" for t in self.tiers)]
+        return model_ids(self.config)
 
-    def route(self, model: str, *, uses_tools: bool = False) -> Route:
+    def resolve(self, model: str, *, uses_tools: bool = False) -> ModelBinding:
         """`recserve` → the default policy; `recserve/<policy>`; `recserve/<tier>` pins one tier."""
         if model == MODEL_PREFIX:
             choice = self.config.policy.default
@@ -110,15 +115,15 @@ class Runtime:
             pinned = self.config.policy.tool_requests if uses_tools else None
             if pinned is not None:
                 return self._pinned(pinned)
-            return Route(self.policies[choice], self.tiers)
+            return ModelBinding(self.policies[choice], self.tiers)
         for tier in self.tiers:
             if tier.config.name == choice:
                 return self._pinned(choice)
         raise self._unknown(model)
 
-    def _pinned(self, name: str) -> Route:
+    def _pinned(self, name: str) -> ModelBinding:
         tier = next(t for t in self.tiers if t.config.name == name)
-        return Route(self.policies["recserve"], [tier])
+        return ModelBinding(self.policies["recserve"], [tier])
 
     def _unknown(self, model: str) -> NotFound:
         return NotFound(f"The model '{model}' does not exist. Available: {', '.join(self.model_ids())}.",
