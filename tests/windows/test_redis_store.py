@@ -150,8 +150,8 @@ async def test_concurrent_replicas_step_atomically(redis_server: RedisServer) ->
     clients = [Redis.from_url(redis_server.url) for _ in range(3)]
     try:
         # 600 steps at once queue behind 64 slots per store; on a loaded machine that can take more than
-        # the production queue bound, which this test is not about.
-        stores = [RedisWindowStore(client, "atomic", queue_timeout_s=30) for client in clients]
+        # the production bounds (queueing and call together), which this test is not about.
+        stores = [RedisWindowStore(client, "atomic", queue_timeout_s=30, call_timeout_s=30) for client in clients]
         await stores[0].reset()
         steps = await asyncio.gather(*(
             stores[i % 3].step(KEY, (i % 97) / 97, 10_000, 0.3) for i in range(600)
