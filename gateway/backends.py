@@ -246,8 +246,12 @@ class LiteLLMBackend:
     def __init__(self, tier: TierConfig) -> None:
         # litellm fetches a price map from the internet at import unless told to use its bundled copy.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-        import openai
+        try:
+            import litellm
+            import openai
+        except ModuleNotFoundError as missing:
+            raise RuntimeError(f"tier '{tier.name}' has provider: litellm, which needs the `litellm` extra "
+                               f"({missing.name} is not installed): pip install 'recserve[litellm]'") from None
 
         self._litellm: Any = litellm  # untyped library
         self._openai = openai

@@ -109,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return tiers_main(arguments[1:])
     if arguments[:1] == ["eval"]:
-        from gateway.evaluation.commands import main as eval_main
-
+        try:
+            from gateway.evaluation.commands import main as eval_main
+        except ModuleNotFoundError as missing:
+            print(f"recserve eval needs the `eval` extra ({missing.name} is not installed): "
+                  "pip install 'recserve[eval]'", file=sys.stderr)
+            return 2
         return eval_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     code: int = args.handler(args)
