@@ -33,14 +33,22 @@ def _client(gateway: str, timeout_s: float = 300.0) -> openai.OpenAI:
 
 def _record(args: argparse.Namespace) -> int:
     from gateway.evaluation.datasets import load_examples
-    from gateway.evaluation.record import record
+    from gateway.evaluation.record import Scorer, label_scorer, record
     from gateway.local.paths import default_layout
 
     started = time.monotonic()
-    examples = load_examples(default_layout(), args.dataset, args.limit, report=_say)
+    score: Scorer = label_scorer
+    if args.dataset == "humaneval":
+        from gateway.evaluation import humaneval
+
+        problems = humaneval.load_problems(default_layout(), report=_say)
+        examples = humaneval.examples(problems, args.limit)
+        score = humaneval.sandbox_scorer(problems)
+    else:
+        examples = load_examples(default_layout(), args.dataset, args.limit, report=_say)
     out = Path(args.out) if args.out else RESULTS / "traces" / f"{args.dataset}.jsonl"
     with _client(args.gateway) as client:
-        ran = record(examples, out, client, report=_say)
+        ran = record(examples, out, client, report=_say, score=score)
     _say(f"{args.dataset}: recorded {ran} new examples ({len(examples) - ran} already in {out}) "
          f"in {time.monotonic() - started:.1f} s")
     return 0
@@ -129,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     rec = commands.add_parser("record", help="run each example through every tier, write a trace")
-    rec.add_argument("--dataset", required=True, choices=sorted(SPECS))
+    rec.add_argument("--dataset", required=True, choices=sorted([*SPECS, "humaneval"]))
     rec.add_argument("--limit", type=int, default=None, help="first N examples of the split")
     rec.add_argument("--gateway", default=DEFAULT_GATEWAY, help="the gateway's /v1 base URL")
     rec.add_argument("--out", help="trace path (default eval/results/traces/<dataset>.jsonl)")

@@ -23,6 +23,11 @@ from gateway.evaluation.datasets import Example, is_correct
 from policies.confidence import response_confidence
 
 TIERS = ("device", "edge", "cloud")
+# Datasets whose requests name their workload (`recserve.workload`); the others keep the task-derived
+# workload so their recorded requests stay what they were.
+NAMED_WORKLOADS = frozenset({"humaneval"})
+# What a trace row says about an answer's correctness: at least `correct`, maybe more (the sandbox's verdict).
+Scorer = Callable[[Example, str], dict[str, Any]]
 # Header and estimator both print a float; they agree when they are the same number up to print noise.
 _AGREE_TOLERANCE = 1e-9
 
@@ -53,6 +58,8 @@ def chat_request(example: Example, model: str) -> dict[str, Any]:
     extension: dict[str, Any] = {"task": example.task}
     if example.labels is not None:
         extension["labels"] = list(example.labels)
+    if example.dataset in NAMED_WORKLOADS:
+        extension["workload"] = example.dataset
     return {"model": model, "messages": [{"role": "user", "content": example.prompt}],
             "max_tokens": example.max_tokens, "temperature": 0, "logprobs": True, "top_logprobs": 5,
             "extra_body": {"recserve": extension}}
@@ -66,7 +73,12 @@ def header_float(value: str | None) -> float | None:
         return None
 
 
-def ask_tier(client: openai.OpenAI, example: Example, tier: str) -> dict[str, Any]:
+def label_scorer(example: Example, answer: str) -> dict[str, Any]:
+    """Correctness by `is_correct` (label match, or GSM8K's final number)."""
+    return {"correct": is_correct(example, answer)}
+
+
+def ask_tier(client: openai.OpenAI, example: Example, tier: str, score: Scorer = label_scorer) -> dict[str, Any]:
     """One call to `recserve/<tier>`; the row the trace keeps for it (an `error` field if it failed)."""
     row: dict[str, Any] = {"dataset": example.dataset, "index": example.index, "tier": tier,
                            "task": example.task, "labels": example.labels, "gold": example.gold,
@@ -87,7 +99,7 @@ def ask_tier(client: openai.OpenAI, example: Example, tier: str) -> dict[str, An
     header = header_float(raw.headers.get("x-recserve-confidence"))
     usage = body.get("usage") or {}
     row.update(
-        answer=answer, correct=is_correct(example, answer), confidence=confidence,
+        answer=answer, **score(example, answer), confidence=confidence,
         header_confidence=header, confidence_agrees=_agree(confidence, header),
         prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
         finish_reason=choices[0].get("finish_reason") if choices else None,
@@ -122,7 +134,7 @@ def progress(done: int, total: int, started: float, skipped: int) -> str:
 
 def record(examples: Sequence[Example], out: Path, client: openai.OpenAI,
            report: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-           tiers: Sequence[str] = TIERS) -> int:
+           tiers: Sequence[str] = TIERS, score: Scorer = label_scorer) -> int:
     """Append a row per tier for every example not yet complete in `out`; returns examples run now.
 
     An example is recorded tier by tier and counted done only when every tier has a row, so a
@@ -140,7 +152,7 @@ def record(examples: Sequence[Example], out: Path, client: openai.OpenAI,
     count = skipped
     with out.open("a", encoding="utf-8") as fh:
         for example in todo:
-            for row in _ask_all(client, example, tiers):
+            for row in _ask_all(client, example, tiers, score):
                 fh.write(json.dumps(row) + "\n")
             fh.flush()
             count += 1
@@ -148,9 +160,10 @@ def record(examples: Sequence[Example], out: Path, client: openai.OpenAI,
     return len(todo)
 
 
-def _ask_all(client: openai.OpenAI, example: Example, tiers: Sequence[str]) -> Iterator[dict[str, Any]]:
+def _ask_all(client: openai.OpenAI, example: Example, tiers: Sequence[str],
+             score: Scorer) -> Iterator[dict[str, Any]]:
     for tier in tiers:
-        yield ask_tier(client, example, tier)
+        yield ask_tier(client, example, tier, score)
 
 
 def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
