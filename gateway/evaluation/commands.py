@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000/v1"
 RESULTS = Path("eval/results")
+CODE_TRACE = RESULTS / "code" / "humaneval.jsonl.gz"
 
 
 def _say(line: str) -> None:
@@ -124,8 +125,31 @@ def _report(args: argparse.Namespace) -> int:
     from gateway.evaluation.report import write_report
 
     written = write_report(Path(args.traces), Path(args.out), _quality_options(args))
+    code_trace = Path(args.code_trace)
+    if code_trace.exists():
+        # The coding workload is scored by its tests, not by a label checker, and joins no mixed
+        # stream: its trace lives apart and its sections are appended to the same results.md.
+        from gateway.evaluation.code_report import write_code_report
+
+        sections = write_code_report(code_trace, code_trace.parent)
+        md_path = Path(args.out) / "results.md"
+        md_path.write_text(md_path.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + "\n".join(sections),
+                           encoding="utf-8")
+        written.append(code_trace.parent / "humaneval.json")
     for path in written:
         _say(f"wrote {path}")
+    return 0
+
+
+def _code(args: argparse.Namespace) -> int:
+    from gateway.evaluation.code_report import write_code_report
+    from gateway.evaluation.record import compress
+
+    trace = Path(args.trace)
+    if trace.suffix == ".jsonl":  # a finished recording: keep the committed, gzipped form beside it
+        compress(trace, trace.with_name(trace.name + ".gz"))
+        trace = trace.with_name(trace.name + ".gz")
+    print("\n".join(write_code_report(trace, Path(args.out) if args.out else trace.parent)))
     return 0
 
 
@@ -161,8 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="table, JSON and plots from every trace in a folder")
     report.add_argument("--traces", default=str(RESULTS / "traces"))
     report.add_argument("--out", default=str(RESULTS))
+    report.add_argument("--code-trace", default=str(CODE_TRACE),
+                        help="the HumanEval trace whose sections are appended to results.md (skipped if absent)")
     _add_quality_options(report)
     report.set_defaults(handler=_report)
+
+    code = commands.add_parser("code", help="HumanEval: every policy on both line-ups, agreement measures")
+    code.add_argument("--trace", default=str(CODE_TRACE), help="a HumanEval trace (.jsonl is gzipped beside it)")
+    code.add_argument("--out", help="where humaneval.json goes (default: the trace's folder)")
+    code.set_defaults(handler=_code)
     return parser
 
 
