@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiers-down test lint bench
+.PHONY: install system-deps run tiers-down test lint bench docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -52,3 +52,8 @@ lint: install
 
 bench: install
 	$(PY) -m bench
+
+# The documentation site on http://127.0.0.1:8001 (rebuilt on every change); `mkdocs build --strict`
+# is part of the tests (tests/test_docs.py).
+docs: install
+	$(VENV)/bin/mkdocs serve --config-file mkdocs.yml --dev-addr 127.0.0.1:8001

@@ -111,8 +111,7 @@ class OpenAICompatibleBackend:
     """Any OpenAI-compatible HTTP endpoint, over one pool of keep-alive connections.
 
     The pool is gateway.http1, not httpx or aiohttp: the client's own CPU per call is paid on every
-    request (`python -m bench.client_cost`, CPU per call here: httpx ~0.75 ms, aiohttp ~0.12-0.14 ms,
-    http1 ~0.025-0.033 ms).
+    request (`python -m bench.client_cost`; numbers in bench/NOTES.md).
     """
 
     def __init__(self, tier: TierConfig) -> None:

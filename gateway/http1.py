@@ -1,7 +1,7 @@
 """A small HTTP/1.1 client for the tiers: a keep-alive connection pool over asyncio and httptools.
 
-Why not aiohttp: measured on this machine, one aiohttp POST to a local tier costs about 110 µs of
-CPU and this client about 15 µs (bench/NOTES.md), and the gateway pays it on every tier call.
+Why not aiohttp: the client's CPU per call is paid on every tier call, and this one costs a
+fraction of aiohttp's (`python -m bench.client_cost`; numbers in bench/NOTES.md).
 Its scope is what a tier needs: POST with a body, Content-Length / chunked / read-until-close
 responses, streamed bodies, TLS, keep-alive reuse. No proxies, cookies or redirects; a compressed
 answer is inflated although we never ask for one.

@@ -12,7 +12,7 @@ from gateway.evaluation.record import TIERS
 from gateway.evaluation.replay_quality import DEFAULT_OPTIONS, MAIN_BETA
 
 # The operating points of the main table: the config's CasServe θ and the authors' β / W; the quality
-# policy at the issue's target with the config's probe rate.
+# policy at its default target with the config's probe rate.
 MAIN_THRESHOLD = 0.8
 MAIN_WINDOW = 10000
 MAIN_TARGET = 0.9

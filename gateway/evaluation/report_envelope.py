@@ -52,7 +52,7 @@ def _brief(verdict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def beta_envelope(result: Mapping[str, Any], probe_rate: float, warm: bool = False) -> dict[str, Any] | None:
-    """The verdict of the quality policy's β sweep at the main target (issue #11's curve: the policy at
+    """The verdict of the quality policy's β sweep at the main target (the policy's curve: the policy at
     its target, its β swept as RecServe's is), with that target; None when it ran at one β only (the
     steady state is run at β 0.3 only)."""
     curve = quality_beta_curve(result, probe_rate, warm=warm)

@@ -1,5 +1,5 @@
 """The quality policy's part of the report: its main points against the baselines, its curve against
-the RecServe + CasServe upper envelope, the warm-up and probe-rate sensitivity, issue #11's goals."""
+the RecServe + CasServe upper envelope, the warm-up and probe-rate sensitivity, the quality targets."""
 
 from __future__ import annotations
 
@@ -161,12 +161,12 @@ def _warmup_answer_section(results: Sequence[Mapping[str, Any]], options: Qualit
 
 
 def goal_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Issue #11's goals, measured: the mixed stream's share of cloud-only accuracy, the envelope counts."""
+    """The quality targets, measured: the mixed stream's share of cloud-only accuracy, the envelope counts."""
     mixed = next((m for m in summaries if m["dataset"] == "mixed"), None)
-    goal1 = (f"Goal 1 (mixed stream at t={MAIN_TARGET}: ≥ 95 % of cloud-only accuracy): "
+    goal1 = (f"Share of cloud-only accuracy on the mixed stream at t={MAIN_TARGET} (target ≥ 95 %): "
              + (f"{mixed['of_cloud']:.1%} ({'met' if mixed['of_cloud'] >= 0.95 else 'missed'})." if mixed
                 else "no mixed stream (one trace)."))
-    goal2 = f"Goal 2 (on or above the envelope on ≥ 6 of 8 datasets), {envelope_counts_text(summaries)}"
+    goal2 = f"On or above the envelope (target: ≥ 6 of 8 datasets), {envelope_counts_text(summaries)}"
     return [goal1, "", goal2, ""]
 
 
@@ -213,7 +213,7 @@ def quality_sections(results: Sequence[Mapping[str, Any]], summaries: Sequence[M
                 "A quality point is on or above it iff its accuracy is at least the envelope's at its "
                 "communication minus half an example (0.5/n); a curve is iff all its points are. Three views of "
                 f"the quality policy's curve: its target sweep at β={MAIN_BETA}; its β sweep at t={MAIN_TARGET} "
-                "(the policy at issue #11's target, its β swept as RecServe's is); and, per target, its β sweep "
+                "(the policy at its default target, its β swept as RecServe's is); and, per target, its β sweep "
                 f"there and its point at β={MAIN_BETA}. Steady state: after an unmeasured pre-pass of "
                 "2·min_probes/probe_rate requests over the same stream (repeated), an optimistic view (judged on "
                 "the examples it was probed on).", "",

@@ -299,7 +299,7 @@ def test_report_has_the_quality_tables_and_the_mixed_stream(tmp_path: Path) -> N
         betas=(0.3,), other_probe_rates=(0.1,), other_warmups=(0, 5), other_warmup_answers=("kept",)))
     text = md.read_text(encoding="utf-8")
     assert "## Quality floor" in text and "| mixed | 24 |" in text and "on or above on" in text
-    assert "## Warm-up sensitivity" in text and "Goal 1 (mixed stream" in text
+    assert "## Warm-up sensitivity" in text and "Share of cloud-only accuracy on the mixed stream" in text
     assert "## Warm-up answer: top vs kept" in text and "warm-up answer top" in text
     assert warmups.name == "quality_warmup.png" and warmups.read_bytes()[:4] == b"\x89PNG"
     data = json.loads(js.read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ def test_write_report(tmp_path: Path) -> None:
     # The envelope verdict's three views: the target sweep at β 0.3, the β sweep at t=0.9, per target.
     assert "### Target sweep at β=0.3" in text and "### β sweep (0.1-0.7) at t=0.9" in text
     assert "### Per target: datasets on or above the envelope" in text
-    assert "Goal 2 (on or above the envelope on ≥ 6 of 8 datasets), cold: β sweep 0.1-0.7 at t=0.9: " in text
+    assert "On or above the envelope (target: ≥ 6 of 8 datasets), cold: β sweep 0.1-0.7 at t=0.9: " in text
     data = json.loads(js.read_text(encoding="utf-8"))
     quality = data["quality"][0]
     assert quality["envelope_beta"]["points"] == 7 and quality["envelope_beta"]["target"] == 0.9

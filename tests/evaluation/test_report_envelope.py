@@ -102,7 +102,7 @@ def test_per_target_counts_and_the_goal_line() -> None:
         == [(0.6, None, 1), (0.9, None, 1)]
 
     goal2 = goal_lines(summaries)[2]
-    assert goal2.startswith("Goal 2 (on or above the envelope on ≥ 6 of 8 datasets), cold: ")
+    assert goal2.startswith("On or above the envelope (target: ≥ 6 of 8 datasets), cold: ")
     assert "β sweep 0.1-0.5 at t=0.9: 1 of 2; target sweep 0.6-0.9 at β=0.3: 0 of 2; " in goal2
     assert "at each target, its β sweep: t=0.6 0/2, t=0.9 1/2; at each target, its β=0.3 point: t=0.6 0/2, " \
            "t=0.9 2/2." in goal2

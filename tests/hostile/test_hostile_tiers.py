@@ -1,4 +1,4 @@
-"""A hostile tier must never freeze the gateway, exhaust its memory, or leak into an answer (issue 16).
+"""A hostile tier must never freeze the gateway, exhaust its memory, or leak into an answer.
 
 One real `recserve serve` process for the whole module, in front of a hostile tier (its own process,
 ~38 misbehaviours) and a healthy scripted tier. The hostile tier is the lower tier of the default

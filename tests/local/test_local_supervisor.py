@@ -150,7 +150,7 @@ def test_tiers_start_deterministic_unless_told_otherwise(
     healthy_server: ServerBinary, model_file: Path, run_dir: Path, free_port: Callable[[], int],
     started: list[RunningTier],
 ) -> None:
-    # The prompt cache makes logprobs depend on earlier requests (issue #7): off by default.
+    # The prompt cache makes logprobs depend on earlier requests: off by default.
     assert DETERMINISTIC_FLAGS == ("--no-cache-prompt",)
     default = start_tier(healthy_server, TierSpec("device", model_file, free_port()), run_dir)
     started.append(default)

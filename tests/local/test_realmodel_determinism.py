@@ -3,7 +3,7 @@
 `recserve tiers up` starts llama-server with DETERMINISTIC_FLAGS (--no-cache-prompt). Without it a
 prompt that shares a prefix with the previous one (or was seen before) is evaluated in a differently
 shaped batch and its logprobs change in the last bits, which made `recserve eval live` disagree with
-the replay of its own recording (issue #7). Marked `realmodel`: uses the cache under ~/.cache/recserve.
+the replay of its own recording. Marked `realmodel`: uses the cache under ~/.cache/recserve.
 """
 
 from __future__ import annotations
