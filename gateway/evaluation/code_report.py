@@ -2,8 +2,8 @@
 both line-ups, the defaults across probe seeds, the half-split tuning, and the agreement measures.
 
 `code_results` computes everything from a HumanEval trace; `code_sections` renders it as markdown;
-`write_code_report` writes `humaneval.json` beside the trace's folder and returns the sections (the
-main report appends them to results.md).
+`write_code_report` writes `humaneval.json` and `humaneval.md` beside the trace and returns the
+sections (`recserve eval report` appends them to results.md).
 """
 
 from __future__ import annotations
@@ -133,8 +133,11 @@ def code_sections(results: Mapping[str, Any]) -> list[str]:
 
 
 def write_code_report(trace: Path, out: Path) -> list[str]:
-    """Compute the coding results of `trace`, write them to `out/humaneval.json`, return the sections."""
+    """Compute the coding results of `trace`, write them to `out/humaneval.json` and `out/humaneval.md`
+    (the same sections the main report appends to results.md), return the sections."""
     results = code_results(read_trace(trace))
     out.mkdir(parents=True, exist_ok=True)
     (out / "humaneval.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    return code_sections(results)
+    sections = code_sections(results)
+    (out / "humaneval.md").write_text("\n".join(sections), encoding="utf-8")
+    return sections

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.evaluation.code_agreement import analyse, auc
 from gateway.evaluation.code_eval import LINEUPS, lineup_requests, replay_lineup, split_tuning, top_traffic
 from gateway.evaluation.code_report import write_code_report
+from gateway.evaluation.commands import main
 from gateway.evaluation.replay import Outcome
 
 GOOD = "```python\ndef f(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n```"
@@ -101,3 +104,13 @@ def test_the_report_writes_json_and_markdown(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "humaneval.json").read_text(encoding="utf-8"))
     assert set(saved["lineups"]) == {"three-tier", "laptop"}
     assert len(saved["lineups"]["laptop"]["defaults"]["code"]) == 10
+
+
+def test_recserve_eval_code_gzips_a_finished_recording_and_reports(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "humaneval.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in _trace(10)), encoding="utf-8")
+    assert main(["code", "--trace", str(trace)]) == 0
+    assert (tmp_path / "humaneval.jsonl.gz").is_file()
+    assert (tmp_path / "humaneval.md").read_text(encoding="utf-8").startswith("## Coding workload (HumanEval)")
+    assert "### three-tier: device → edge → cloud, 10 problems" in capsys.readouterr().out

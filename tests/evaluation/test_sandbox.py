@@ -186,6 +186,15 @@ def test_the_parents_environment_file_is_out_of_reach() -> None:
     assert "PermissionError" in result.stderr
 
 
+@needs_root
+def test_other_processes_cannot_be_signalled() -> None:
+    program = (f"import os, signal\nfor pid in ({os.getpid()}, 1):\n    try:\n        os.kill(pid, signal.SIGTERM)\n"
+               "        print('signalled', pid)\n    except PermissionError:\n        print('refused', pid)\n")
+    result = run_python(program)
+    assert result.passed, result.stderr
+    assert result.stdout == f"refused {os.getpid()}\nrefused 1\n"
+
+
 def test_huge_output_is_bounded() -> None:
     limits = Limits(file_bytes=1 << 20, read_bytes=4096)
     result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", limits)
