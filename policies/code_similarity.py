@@ -48,6 +48,13 @@ def extract_code(answer: str) -> str:
     return blocks[0] if blocks else answer
 
 
+def is_code_answer(answer: str) -> bool:
+    """Whether an answer carries code to compare: a fenced block that defines a function or class.
+    (How a prober can tell a code answer from prose without being told the workload.)"""
+    return any(re.search(r"^\s*(?:async\s+def|def|class)\s", match.group(1), re.MULTILINE)
+               for match in _FENCE.finditer(answer))
+
+
 def _raw_tokens(code: str) -> list[tokenize.TokenInfo]:
     tokens: list[tokenize.TokenInfo] = []
     try:

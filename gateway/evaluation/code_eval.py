@@ -40,7 +40,8 @@ from gateway.evaluation.replay_quality import (
     SimulatedProber,
     quality_policy,
 )
-from policies.code_similarity import code_similarity
+from policies.code_similarity import code_similarity, is_code_answer
+from policies.quality import QualityPolicy
 
 LINEUPS: dict[str, dict[str, str]] = {
     "three-tier": {"device": "device", "edge": "edge", "cloud": "cloud"},
@@ -76,12 +77,19 @@ def top_traffic(outcomes: Sequence[Outcome], top: str) -> float:
 
 
 class CodeProber(SimulatedProber):
-    """The simulated prober with the code agreement measure instead of raw-text token-F1."""
+    """The simulated prober with the code agreement measure: when both answers carry code, they agree
+    when `code_similarity` reaches `code_threshold`; otherwise the gateway's rule (token-F1) applies."""
+
+    def __init__(self, policy: QualityPolicy, rate: float, similarity: float, seed: int, tiers: Sequence[str],
+                 code_threshold: float = CODE_SIMILARITY) -> None:
+        super().__init__(policy, rate, similarity, seed, tiers)
+        self._code_threshold = code_threshold
 
     def _agree(self, request: Request, answer: TierAnswer, reference: TierAnswer) -> bool:
-        if answer.text is None or reference.text is None:
+        if answer.text is None or reference.text is None or not (
+                is_code_answer(answer.text) and is_code_answer(reference.text)):
             return super()._agree(request, answer, reference)
-        return code_similarity(answer.text, reference.text) >= self._similarity
+        return code_similarity(answer.text, reference.text) >= self._code_threshold
 
 
 def _entry(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: str, params: Mapping[str, Any],
@@ -98,7 +106,7 @@ async def run_quality(requests: Sequence[Request], tiers: Sequence[str], beta: f
     policy = quality_policy(beta, QUALITY_WINDOW, target, options)
     prober: SimulatedProber
     if agreement == "code":
-        prober = CodeProber(policy, options.probe_rate, CODE_SIMILARITY, options.seed, tiers)
+        prober = CodeProber(policy, options.probe_rate, options.similarity, options.seed, tiers)
     else:
         prober = SimulatedProber(policy, options.probe_rate, options.similarity, options.seed, tiers)
     outcomes = await cascade(requests, policy, tiers, prober=prober)

@@ -3,7 +3,7 @@ it does not (operators, order, calls)."""
 
 from __future__ import annotations
 
-from policies.code_similarity import bag_f1, code_similarity, code_tokens, extract_code, similarity
+from policies.code_similarity import bag_f1, code_similarity, code_tokens, extract_code, is_code_answer, similarity
 
 BASE = '''Sure:
 ```python
@@ -65,3 +65,11 @@ def test_unrelated_code_scores_low_and_nothing_raises_on_broken_code() -> None:
     assert 0.0 < code_similarity(BASE, broken) < 1.0
     assert code_similarity("", "") == 1.0
     assert code_similarity(BASE, "") == 0.0
+
+
+def test_code_answers_are_told_from_prose() -> None:
+    assert is_code_answer(BASE)
+    assert is_code_answer("```\nclass A:\n    pass\n```")
+    assert not is_code_answer("The answer is 42.")
+    assert not is_code_answer("```\npip install x\n```")
+    assert not is_code_answer("def f(): in prose, no fence")
