@@ -39,7 +39,7 @@ class AnswerResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         try:
-            return jsonio.dumps(content)
+            return jsonio.dumps_for_client(content)
         except (TypeError, ValueError, RecursionError):  # a tier's answer nested past what JSON writers take
             raise UpstreamFailed("The tier's answer cannot be passed on: it is nested too deeply.") from None
 

@@ -27,3 +27,36 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# I-JSON (RFC 7493): integers beyond ±2^53 lose digits in JavaScript clients, silently.
+SAFE_INTEGER = 2**53
+
+
+def dumps_for_client(value: Any) -> bytes:
+    """Compact UTF-8 JSON of something that may hold a tier's numbers: an integer beyond ±2^53 is
+    written as null. Costs nothing extra unless such an integer (or nesting past orjson's limit) is
+    there. Raises ValueError when the value cannot be written at all (nested past the stdlib's)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:
+        pass
+    try:
+        return json.dumps(_safe_integers(value), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    except RecursionError:
+        raise ValueError("nested too deeply to be written as JSON") from None
+
+
+def _safe_integers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _safe_integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_safe_integers(item) for item in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -SAFE_INTEGER <= value <= SAFE_INTEGER else None
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None  # as orjson writes NaN and infinities
+    return value

@@ -29,7 +29,7 @@ Remember = Callable[[dict[str, Any], Answer], Awaitable[None]]
 
 def named_event(event_type: str, data: dict[str, Any]) -> bytes:
     """One SSE event with an `event:` line (the Anthropic SDK dispatches on it; OpenAI sends it too)."""
-    return b"event: " + event_type.encode() + b"\ndata: " + jsonio.dumps(data) + b"\n\n"
+    return b"event: " + event_type.encode() + b"\ndata: " + jsonio.dumps_for_client(data) + b"\n\n"
 
 
 @dataclass(slots=True)

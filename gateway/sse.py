@@ -15,7 +15,8 @@ class StreamBroken(Exception):
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return b"data: " + jsonio.dumps(event) + b"\n\n"
+    """One event for a client (integers beyond ±2^53 written as null; see jsonio.dumps_for_client)."""
+    return b"data: " + jsonio.dumps_for_client(event) + b"\n\n"
 
 
 async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
