@@ -8,6 +8,7 @@ import random
 import statistics
 import time
 
+from policies.base import Scope
 from policies.confidence import response_confidence
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
@@ -23,13 +24,13 @@ async def _measure(steps: int, window: int) -> tuple[float, float]:
     rng = random.Random(7)
     payloads = [_choices(rng.uniform(0.05, 0.99)) for _ in range(256)]
     for _ in range(window):  # a full window, as in steady state
-        await policy.decide("device", "generation", rng.random())
+        await policy.decide("device", Scope("generation"), rng.random())
     samples: list[float] = []
     for i in range(steps):
         started = time.perf_counter()
         confidence = response_confidence("generation", payloads[i % 256], None)
         assert confidence is not None
-        await policy.decide("device", "generation", confidence)
+        await policy.decide("device", Scope("generation"), confidence)
         samples.append(time.perf_counter() - started)
     samples.sort()
     return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99)] * 1e6

@@ -21,10 +21,11 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from gateway.intake import read_json_body
 from gateway.overrides import PatchError
-from gateway.policy_view import policy_view, window_tasks
+from gateway.policy_view import policy_view, window_scopes
 from gateway.reload import Reloader, ReloadUnavailable
 from gateway.runtime import Runtime
-from policies.base import WindowKey
+from gateway.workloads import valid_name
+from policies.base import TASKS, Scope
 from policies.quality import QualityPolicy
 from policies.stores.urls import redact_url
 
@@ -159,7 +160,8 @@ WINDOW_POLICIES = ("recserve", QualityPolicy.name)
 
 @router.post("/admin/windows/reset")
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
-    """Empty every window, or those of one tier and/or task (`?tier=device&task=classification`).
+    """Empty every window, or those of one tier, task and/or workload
+    (`?tier=device&task=classification&workload=sentiment`).
 
     "Windows" are every policy's: the RecServe rule's, the quality policy's own sliding windows, and
     the quality policy's probe windows (what it learned from probes), in the same scope. With Redis
@@ -167,26 +169,35 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     runtime = reloader.holder.current
     tier = request.query_params.get("tier")
     task = request.query_params.get("task")
+    workload = request.query_params.get("workload")
     names = [t.config.name for t in runtime.tiers]
-    tasks = window_tasks(runtime)
+    scopes = window_scopes(runtime)
     if tier is not None and tier not in names:
         raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
+    tasks = sorted({s.task for s in scopes} | {s.name for s in scopes if not s.workload})
     if task is not None and task not in tasks:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
+    if workload is not None and not valid_name(workload):
+        raise InvalidRequest("Invalid workload name.", param="workload")
     quality = runtime.policies.get(QualityPolicy.name)
     quality = quality if isinstance(quality, QualityPolicy) else None
-    if tier is None and task is None:
+    if tier is None and task is None and workload is None:
         await runtime.store.reset()
         if quality is not None:
             await quality.reset_probes()
         return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if quality is not None else None})
-    pairs = [(n, t) for n in ([tier] if tier else names) for t in ([task] if task else tasks)]
-    for name, pair_task in pairs:
+    if workload is not None:  # also a workload this replica does not keep apart (another may)
+        scopes += [Scope(t, workload, p) for t in TASKS for p in {s.prefix_tokens for s in scopes}]
+    chosen = [s for s in scopes
+              if (task is None or task in (s.task, s.name))
+              and (workload is None or (s.workload or s.task) == workload)]
+    pairs = [(n, s) for n in ([tier] if tier else names) for s in {s.name: s for s in chosen}.values()]
+    for name, pair_scope in pairs:
         if quality is not None:
-            await quality.reset_probes(name, pair_task)
+            await quality.reset_probes(name, pair_scope)
         for policy in WINDOW_POLICIES:
-            await runtime.store.reset(WindowKey(policy, name, pair_task))
-    scope = [f"{name}/{pair_task}" for name, pair_task in pairs]
+            await runtime.store.reset(pair_scope.key(policy, name))
+    scope = [f"{name}/{pair_scope.name}" for name, pair_scope in pairs]
     return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
 
 

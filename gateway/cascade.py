@@ -14,7 +14,7 @@ from gateway.backends import Backend, TierFault, TierRejected, TierReply
 from gateway.config import TierConfig
 from gateway.protocol import Route
 from gateway.vetting import upstream_path, upstream_uplink_tokens
-from policies.base import Task, ThresholdPolicy
+from policies.base import Scope, Task, ThresholdPolicy
 from policies.confidence import response_confidence
 
 Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed", "verify"]
@@ -54,13 +54,17 @@ class CascadeRequest:
 
     route: Route
     body: dict[str, Any]  # what tiers receive: extension stripped, logprobs on
-    task: Task
+    # Task and workload; early-commit streaming judges a k-token prefix, whose confidences get windows
+    # of their own (scope.prefix_tokens).
+    scope: Scope
     labels: Sequence[str] | None
     deadline: float  # time.monotonic() by which the whole cascade must be done
     forward_headers: Mapping[str, str]
     count_prompt_tokens: Callable[[], int]
-    # Early-commit streaming judges a k-token prefix: those confidences get windows of their own.
-    window_suffix: str = ""
+
+    @property
+    def task(self) -> Task:
+        return self.scope.task
 
 
 # How one tier is asked: (tier, request, timeout_s, is_final) -> its reply. A plain call by default;
@@ -161,7 +165,7 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         name = tier.config.name
         if verifying and not final:
             continue
-        if not final and policy.bypassed(name, request.task):
+        if not final and policy.bypassed(name, request.scope):
             journey.hops.append(Hop(name, "bypassed", reason="quality"))
             continue
         remaining = request.deadline - time.monotonic()
@@ -183,7 +187,7 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             if reply.complete:
                 journey.best = (reply, tier, None, None)
             continue
-        decision = await policy.decide(name, request.task + request.window_suffix, confidence)
+        decision = await policy.decide(name, request.scope, confidence)
         journey.window_fallback |= decision.fallback
         if decision.verify:
             journey.hops.append(Hop(name, "verify", confidence, decision.threshold, decision.reason,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+WORKLOAD_NAME_PATTERN = r"^[A-Za-z0-9._:,/-]{1,64}$"
 RESERVED_TIER_NAMES = frozenset({"recserve", "casserve", "quality"})
 POLICY_NAMES = ("recserve", "casserve", "quality")
 
@@ -59,6 +60,18 @@ class AuthConfig(_Strict):
     api_keys_env: str | None = "RECSERVE_API_KEYS"
     admin_key_env: str | None = "RECSERVE_ADMIN_KEY"
     rate_limit: RateLimitConfig | None = None  # off unless set
+    # The workload of a client key's requests that name none: {ENV_VAR_HOLDING_THE_KEY: workload}.
+    workloads_by_key_env: dict[str, Annotated[str, Field(pattern=WORKLOAD_NAME_PATTERN)]] = Field(
+        default_factory=dict)
+
+    def workloads_by_key(self) -> dict[str, str]:
+        """{client key: workload} for the keys whose variables are set."""
+        found = {}
+        for env, workload in self.workloads_by_key_env.items():
+            key = os.environ.get(env, "").strip()
+            if key:
+                found[key] = workload
+        return found
 
     def client_keys(self) -> tuple[str, ...]:
         """Client keys from the environment; empty means the gateway is open."""
@@ -155,6 +168,9 @@ class QualityPolicyConfig(_Strict):
     # answer served (no unjudged answer reaches a client; those requests wait for both tiers);
     # "kept": the kept answer is served and probed in the background.
     warmup_answer: Literal["top", "kept"] = "top"
+    # One-sided confidence with which a kept answer's agreement with the top tier reaches `target`
+    # (the floor uses a lower confidence bound of the agreement, not its point estimate).
+    confidence_level: float = Field(0.9, ge=0.5, lt=1.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +189,11 @@ class PolicyConfig(_Strict):
     casserve: CasServePolicyConfig = CasServePolicyConfig()
     quality: QualityPolicyConfig = QualityPolicyConfig()
     tool_requests: str | None = None
+    # What windows, probe windows and competence are kept per: `workload` (and task), or `task` alone
+    # as in the paper.
+    key: Literal["workload", "task"] = "workload"
+    max_workloads: int = Field(100, ge=1, le=100_000)  # names kept apart; beyond, new ones share "other"
+    workload_idle_s: float = Field(600.0, ge=0)  # a kept name unused this long may give way to a new one
 
 
 class ConfidenceConfig(_Strict):

@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from gateway.backends import LOOP_STATUS, TierRejected
 from gateway.cascade import CascadeFailed, CascadeRequest, CascadeResult, TierCall, render_path, run_cascade, send_call
+from gateway.config import WORKLOAD_NAME_PATTERN
 from gateway.errors import (
     InvalidRequest,
     LoopDetected,
@@ -38,6 +39,7 @@ from gateway.shaping import (
     result_summary,
 )
 from gateway.streaming import StreamPlan, buffered_call, early_call, stream_body
+from gateway.workloads import WORKLOAD_HEADER, valid_name
 from policies.base import Task
 from policies.quality import QualityPolicy
 
@@ -101,6 +103,27 @@ def validate(schema: type[Model], raw: Mapping[str, Any], branch_tags: frozenset
         raise from_error_detail(deepest) from None
 
 
+def requested_workload(request: Request, parsed: ChatCompletionRequest | CompletionRequest) -> str | None:
+    """The workload the request names: the extension first, then the header; None when it names none."""
+    if parsed.recserve is not None and parsed.recserve.workload is not None:
+        return parsed.recserve.workload
+    header = request.headers.get(WORKLOAD_HEADER)
+    if header is None:
+        return None
+    if not valid_name(header):
+        raise InvalidRequest(f"Header {WORKLOAD_HEADER} must match {WORKLOAD_NAME_PATTERN}.", param=WORKLOAD_HEADER,
+                             code="invalid_header")
+    return header
+
+
+def presented_key(request: Request) -> str | None:
+    """The client key the request presented (bearer, or Anthropic's x-api-key), for its default workload."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    return request.headers.get("x-api-key") or None
+
+
 async def serve(request: Request, runtime: Runtime, admission: Admission, route: Route, raw: dict[str, Any],
                 parsed: ChatCompletionRequest | CompletionRequest) -> Served:
     """Run the cascade for `raw` (already validated as `parsed`); raises GatewayError subclasses.
@@ -112,21 +135,22 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     labels = parsed.recserve.labels if parsed.recserve else None
     body = forward_body(raw, route, runtime.config.confidence.top_logprobs)
     call: TierCall = send_call
-    window_suffix = ""
+    prefix_tokens = 0
     if parsed.stream:
         body = stream_body(body)
         streaming = runtime.config.streaming
         if streaming.mode == "early":
-            call, window_suffix = early_call(streaming.decide_after_tokens), f"@prefix{streaming.decide_after_tokens}"
+            call, prefix_tokens = early_call(streaming.decide_after_tokens), streaming.decide_after_tokens
         else:
             call = buffered_call
+    workload = runtime.workload(task, requested_workload(request, parsed), presented_key(request), labels)
+    scope = runtime.scope(task, workload, prefix_tokens)
     cascade_request = CascadeRequest(
-        route=route, body=body, task=task, labels=labels,
+        route=route, body=body, scope=scope, labels=labels,
         deadline=admission.started + runtime.config.server.request_timeout_s,
         forward_headers={HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
                          "x-request-id": admission.request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
-        window_suffix=window_suffix,
     )
     try:
         result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
@@ -141,6 +165,7 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
             raise LoopDetected(rejected.message, code=rejected.code or "loop_detected", headers=where) from None
         raise InvalidRequest(rejected.message, param=rejected.param, code=rejected.code, headers=where) from None
     headers = result_headers(result, task, admission.request_id)
+    headers[WORKLOAD_HEADER] = workload
 
     def observe(usage: Mapping[str, Any] | None = None) -> None:
         runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage)
@@ -150,6 +175,6 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     probes = None  # a streamed answer is probed once the client has all of it
     if isinstance(selected.policy, QualityPolicy):
         probes = runtime.prober.after(cascade_request, result)
-        estimate = selected.policy.estimate(result.tier.name, task + window_suffix, result.confidence or 0.0)
+        estimate = selected.policy.estimate(result.tier.name, scope, result.confidence or 0.0)
         headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
     return Served(result, headers, task, labels, cascade_request, observe, probes)

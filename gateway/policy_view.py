@@ -1,5 +1,6 @@
-"""What `GET /admin/policy` reports (and the status page draws): per tier and task, the window and
-the threshold it gives now, plus this replica's traffic and communication counts."""
+"""What `GET /admin/policy` reports (and the status page draws): per tier and scope (task, workload,
+prefix), the window and the threshold it gives now, plus this replica's traffic and communication
+counts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Final
 
 from gateway.metrics import Traffic
 from gateway.runtime import Runtime
-from policies.base import TASKS, WindowKey
+from policies.base import TASKS, Scope
 from policies.quality import QualityPolicy
 from policies.quantile import linear_quantile, quantile_fraction
 
@@ -39,26 +40,39 @@ def window_stats(values: Sequence[float], beta: float, size: int) -> dict[str, A
     }
 
 
-def window_tasks(runtime: Runtime) -> list[str]:
-    """The tasks windows are kept for; early-commit streaming keeps prefix windows of its own."""
-    tasks: list[str] = list(TASKS)
+def window_scopes(runtime: Runtime) -> list[Scope]:
+    """The scopes windows may be kept for: each task, alone and per workload this replica keeps
+    apart; early-commit streaming keeps prefix windows of its own."""
+    prefixes = [0]
     streaming = runtime.config.streaming
     if streaming.mode == "early":
-        tasks += [f"{t}@prefix{streaming.decide_after_tokens}" for t in TASKS]
-    return tasks
+        prefixes.append(streaming.decide_after_tokens)
+    # A workload named after a task is that task's own (an unnamed request's): "" covers it.
+    workloads = [""] + ([] if runtime.config.policy.key == "task"
+                        else [name for name in runtime.workloads.names() if name not in TASKS])
+    scopes: dict[str, Scope] = {}
+    for workload in workloads:
+        for task in TASKS:
+            for prefix in prefixes:
+                scope = Scope(task, workload, prefix)
+                scopes.setdefault(scope.name, scope)
+    return list(scopes.values())
 
 
 async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
-    """The quality floor per task: probes so far, the best agreement reachable, bypassed or not.
+    """The quality floor per scope: probes so far, the best agreement reachable, bypassed or not.
 
     Shared probe windows are read afresh first, so the view shows what the cluster has learned."""
     policy = runtime.policies.get("quality")
     if not isinstance(policy, QualityPolicy):
         return None
     view: dict[str, Any] = {}
-    for task in window_tasks(runtime):  # early commit's prefix answers are judged (and probed) apart
-        await policy.sync(tier, task)
-        view[task] = policy.describe(tier, task)
+    for scope in window_scopes(runtime):  # early commit's prefix answers are judged (and probed) apart
+        await policy.sync(tier, scope)
+        described = policy.describe(tier, scope)
+        if scope.workload and not described["probes"]:
+            continue  # a workload seen with one task only: its other task has nothing to show
+        view[scope.name] = {**described, "task": scope.task, "workload": scope.workload or scope.task}
     return view
 
 
@@ -82,9 +96,12 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
         else:
             beta = runtime.overrides.beta_for(name)
             tasks = {}
-            for task in window_tasks(runtime):
-                values = await runtime.store.snapshot(WindowKey("recserve", name, task))
-                tasks[task] = window_stats(values, beta, size)
+            for scope in window_scopes(runtime):
+                values = await runtime.store.snapshot(scope.key("recserve", name))
+                if scope.workload and not values:
+                    continue
+                tasks[scope.name] = {**window_stats(values, beta, size), "task": scope.task,
+                                     "workload": scope.workload or scope.task}
             entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
             entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
                                  "overridden": name in overrides.thresholds}

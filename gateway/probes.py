@@ -27,6 +27,7 @@ from typing import Any
 from gateway.backends import TierFault, TierRejected, TierReply
 from gateway.cascade import CascadeRequest, CascadeResult, Hop, Tier, prompt_tokens_of
 from gateway.metrics import Metrics
+from policies.base import Scope
 from policies.confidence import response_confidence
 from policies.quality import QualityPolicy
 
@@ -100,7 +101,7 @@ class Prober:
         self._metrics = metrics
         self._rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: Counter[tuple[str, str]] = Counter()  # probes sampled, not yet recorded, per key
+        self._pending: Counter[tuple[str, Scope]] = Counter()  # probes sampled, not yet recorded, per key
 
     def after(self, request: CascadeRequest, result: CascadeResult) -> StreamProbes | None:
         """Sample this finished request's kept and bypassed lower tiers for probing.
@@ -121,11 +122,11 @@ class Prober:
         return None
 
     @staticmethod
-    def _key(request: CascadeRequest, hop: Hop) -> tuple[str, str]:
-        """The (tier, task) a probe of this hop is recorded under (early-commit streams: the prefix's)."""
+    def _key(request: CascadeRequest, hop: Hop) -> tuple[str, Scope]:
+        """The (tier, scope) a probe of this hop is recorded under (early-commit streams: the prefix's)."""
         if hop.outcome in ("accepted", "verify"):
-            return hop.tier, request.task + request.window_suffix
-        return hop.tier, request.task
+            return hop.tier, request.scope
+        return hop.tier, request.scope.whole()
 
     def _sampled(self, request: CascadeRequest, hop: Hop) -> bool:
         if hop.tier == self._top.config.name:
@@ -135,8 +136,8 @@ class Prober:
             return True  # the warm-up's own probe: the top tier already answered the request
         if not ((hop.outcome == "accepted" and hop.confidence is not None) or hop.outcome == "bypassed"):
             return False
-        tier, task = self._key(request, hop)
-        return drawn or self._policy.warming(tier, task, self._pending[tier, task])
+        tier, scope = self._key(request, hop)
+        return drawn or self._policy.warming(tier, scope, self._pending[tier, scope])
 
     def _spawn(self, probe: Coroutine[Any, Any, None], request: CascadeRequest, hops: Sequence[Hop]) -> None:
         self._pending.update(self._key(request, hop) for hop in hops)  # settled by `_probe`, hop by hop
@@ -144,7 +145,7 @@ class Prober:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _settle(self, key: tuple[str, str]) -> None:
+    def _settle(self, key: tuple[str, Scope]) -> None:
         """A probe of `key` has recorded (or failed, or was cancelled): no longer pending."""
         self._pending[key] -= 1
         if self._pending[key] <= 0:
@@ -178,8 +179,7 @@ class Prober:
             for hop in hops:
                 if hop.outcome == "accepted" and hop.confidence is not None:
                     # Recorded under the key the decision consulted (early-commit streams: the prefix's).
-                    self._record(request, hop.tier, request.task + request.window_suffix, hop.confidence, answer,
-                                 top)
+                    self._record(request, hop.tier, request.scope, hop.confidence, answer, top)
                 elif hop.outcome == "verify" and hop.confidence is not None:
                     await self._probe_verified(request, hop, hop.confidence, top)
                 elif top is None:
@@ -202,7 +202,7 @@ class Prober:
         if kept is None:
             self._count(hop.tier, request.task, "failed")
             return
-        self._record(request, hop.tier, request.task + request.window_suffix, confidence, kept, top)
+        self._record(request, hop.tier, request.scope, confidence, kept, top)
 
     async def _probe_bypassed(self, request: CascadeRequest, tier: str, top: Mapping[str, Any]) -> None:
         reply = await self._ask(self._tiers[tier], request)
@@ -211,15 +211,16 @@ class Prober:
             return
         confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
         # An answer without confidence could never be kept: it counts as a miss at confidence 0.
-        self._record(request, tier, request.task, confidence if confidence is not None else 0.0, reply.body, top)
+        self._record(request, tier, request.scope.whole(), confidence if confidence is not None else 0.0, reply.body,
+                     top)
 
-    def _record(self, request: CascadeRequest, tier: str, key_task: str, confidence: float,
+    def _record(self, request: CascadeRequest, tier: str, scope: Scope, confidence: float,
                 answer: Mapping[str, Any], top: Mapping[str, Any] | None) -> None:
         if top is None:
             self._count(tier, request.task, "failed")
             return
         agreed = agree(request.task, request.labels, answer, top, self._similarity)
-        self._policy.record_probe(tier, key_task, confidence, agreed)
+        self._policy.record_probe(tier, scope, confidence, agreed)
         self._count(tier, request.task, "agreed" if agreed else "disagreed")
 
     def _count(self, tier: str, task: str, outcome: str) -> None:

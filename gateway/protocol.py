@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from gateway.config import WORKLOAD_NAME_PATTERN
+
 Number = Annotated[float, Field(strict=True)]
 NonEmptyStr = Annotated[str, Field(strict=True, min_length=1)]
 
@@ -25,7 +27,7 @@ class RecServeExtension(BaseModel):
     labels: Annotated[list[NonEmptyStr], Field(min_length=1, max_length=256)] | None = None
     # The application a request belongs to ("humaneval", "sentiment-tagger"); bounded and restricted
     # to a key-safe alphabet because it becomes part of window keys and metric labels.
-    workload: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")] | None = None
+    workload: Annotated[StrictStr, Field(pattern=WORKLOAD_NAME_PATTERN)] | None = None
 
 
 class StreamOptions(_Open):

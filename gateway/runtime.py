@@ -4,7 +4,7 @@ Built once per app in its lifespan (and again on each reload); no module-level s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.backends import build_backend
@@ -16,7 +16,8 @@ from gateway.observer import RequestObserver
 from gateway.overrides import Overrides, PolicyOverrides
 from gateway.probes import Prober
 from gateway.tokens import PromptTokenCounter
-from policies.base import ThresholdPolicy, WindowStore
+from gateway.workloads import WorkloadRegistry, derived_workload
+from policies.base import TASKS, Scope, Task, ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
 from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
@@ -28,7 +29,7 @@ MODEL_PREFIX = "recserve"
 def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
     """The quality policy's settings from its config section (the gateway's and `eval live`'s replay)."""
     return QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
-                           quality.warmup_answer)
+                           quality.warmup_answer, quality.confidence_level)
 
 
 def model_ids(config: GatewayConfig) -> list[str]:
@@ -56,14 +57,19 @@ class Runtime:
     observer: RequestObserver
     overrides: PolicyOverrides  # β and θ as changed at run time (PATCH /admin/policy)
     prober: Prober  # background probes that teach the quality policy
+    probes: ProbeStore
+    workloads: WorkloadRegistry  # outlives reloads, like the stores
+    workload_by_key: dict[str, str]  # client key -> its default workload
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     async def start(cls, config: GatewayConfig, *,
                     store: WindowStore | None = None, probes: ProbeStore | None = None,
-                    metrics: Metrics | None = None, overrides: Overrides | None = None) -> Runtime:
-        """Build clients and policies for `config`. A `store` and `probes` passed in are borrowed (not
-        closed here): that is how windows and probe windows outlive a reload."""
+                    metrics: Metrics | None = None, overrides: Overrides | None = None,
+                    workloads: WorkloadRegistry | None = None) -> Runtime:
+        """Build clients and policies for `config`. A `store`, `probes` and `workloads` passed in are
+        borrowed (not closed here): that is how windows and probe windows outlive a reload."""
         closers: list[Callable[[], Awaitable[None]]] = []
         quality = config.policy.quality
         if store is None:
@@ -93,10 +99,58 @@ class Runtime:
             "casserve": CasServePolicy(layer.threshold_for),
             "quality": quality_policy,
         }
-        return cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, prober,
-                   closers)
+        if workloads is None:
+            workloads = WorkloadRegistry(config.policy.max_workloads, config.policy.workload_idle_s)
+        runtime = cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, prober,
+                      probes, workloads, config.auth.workloads_by_key(), closers)
+        for name in workloads.resize(config.policy.max_workloads, config.policy.workload_idle_s):
+            runtime._forget(name)
+        return runtime
+
+    def workload(self, task: Task, requested: str | None, client_key: str | None,
+                 labels: Sequence[str] | None) -> str:
+        """The request's workload (see gateway.workloads): named, the client key's default, or derived;
+        one of at most `policy.max_workloads` names kept apart, else the shared overflow name."""
+        name = requested or (self.workload_by_key.get(client_key) if client_key else None) \
+            or derived_workload(task, labels)
+        admitted, evicted = self.workloads.admit(name)
+        if evicted is not None:
+            self._forget(evicted)
+        return admitted
+
+    def scope(self, task: Task, workload: str, prefix_tokens: int = 0) -> Scope:
+        """The scope a request is decided in: per workload, or per task alone (`policy.key: task`)."""
+        return Scope(task, workload if self.config.policy.key == "workload" else "", prefix_tokens)
+
+    def _forget(self, workload: str) -> None:
+        """Drop an evicted workload's windows and probe windows (in the background: the store may be
+        remote), so that what the stores hold stays bounded with the names kept apart."""
+        streaming = self.config.streaming
+        prefixes = {0, streaming.decide_after_tokens} if streaming.mode == "early" else {0}
+        keys = [Scope(task, workload, prefix).key(policy, tier.config.name)
+                for policy in ("recserve", "quality") for tier in self.tiers[:-1]  # the last keeps no window
+                for task in TASKS for prefix in prefixes]
+
+        async def forget() -> None:
+            for key in keys:
+                try:
+                    await self.store.reset(key)
+                    if key.policy == QualityPolicy.name and self.probes.count(key):
+                        await self.probes.reset(key)
+                except Exception:  # a store outage: the keys stay; bounded all the same by the idle rule
+                    return
+
+        task = asyncio.get_running_loop().create_task(forget())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (bounded) for evicted workloads' windows to be dropped."""
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=timeout_s)
 
     async def aclose(self) -> None:
+        await self.settle(1.0)
         for close in reversed(self._closers):
             await close()
 

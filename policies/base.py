@@ -22,11 +22,38 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class WindowKey:
-    """Identifies one sliding window: windows are kept per policy, tier and task."""
+    """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`; the
+    field keeps the name `task`, which is what the scope is when keyed by task alone)."""
 
     policy: str
     tier: str
     task: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a decision is about below the policy and the tier: the task, the workload it belongs to
+    ("" when keyed by task alone, as in the paper) and, for early-commit streaming, how many prefix
+    tokens were judged (0: the whole answer). Windows, probe windows and competence curves are kept
+    per scope; `name` is the one place its text form is built."""
+
+    task: Task
+    workload: str = ""
+    prefix_tokens: int = 0
+
+    @property
+    def name(self) -> str:
+        # A workload named after its task (what an unnamed, unlabelled request gets) adds nothing: those
+        # windows are the paper's per-task windows, under the same keys.
+        text = f"{self.task}/{self.workload}" if self.workload and self.workload != self.task else self.task
+        return f"{text}@prefix{self.prefix_tokens}" if self.prefix_tokens else text
+
+    def whole(self) -> Scope:
+        """The same scope for whole answers (bypass and bypassed tiers' probes are about those)."""
+        return Scope(self.task, self.workload) if self.prefix_tokens else self
+
+    def key(self, policy: str, tier: str) -> WindowKey:
+        return WindowKey(policy, tier, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +106,8 @@ class ThresholdPolicy(Protocol):
 
     name: str
 
-    async def decide(self, tier: str, task: str, confidence: float) -> Decision: ...
+    async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision: ...
 
-    def bypassed(self, tier: str, task: str) -> bool:
-        """True when the tier should not even be asked for this task (a learned quality floor)."""
+    def bypassed(self, tier: str, scope: Scope) -> bool:
+        """True when the tier should not even be asked in this scope (a learned quality floor)."""
         ...

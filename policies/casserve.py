@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from policies.base import Decision
+from policies.base import Decision, Scope
 
 
 class CasServePolicy:
@@ -15,9 +15,9 @@ class CasServePolicy:
     def __init__(self, threshold_for: Callable[[str], float]) -> None:
         self._threshold_for = threshold_for
 
-    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
+    async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
         threshold = self._threshold_for(tier)
         return Decision(confidence < threshold, threshold)
 
-    def bypassed(self, tier: str, task: str) -> bool:
+    def bypassed(self, tier: str, scope: Scope) -> bool:
         return False

@@ -2,23 +2,25 @@
 competence curve decides whether the kept ones are good enough to keep.
 
 Probes (a sample of kept answers also asked of the top tier) give (confidence, agreed) pairs per
-tier and task; see `policies.competence`. With too few probes the plain rule decides. A tier whose
-answers cannot reach the target at any confidence is bypassed for that task until probes say
-otherwise. Until a tier and task holds `warmup_probes` probes it is *warming up*: every answer it
-keeps (or would have been asked) is probed, so learning takes about min_probes requests instead of
-min_probes / probe_rate. With `warmup_answer` "top" (the default) a warming-up tier's kept answer is
-verified instead of served: the request goes to the top tier, whose answer the client gets, and the
-pair is the probe — no answer the floor has not judged reaches a client.
+tier and scope (task and workload); see `policies.competence`: the curve is a lower confidence bound
+of the agreement, so the floor holds with `confidence_level`, not only on average. With too few
+probes the plain rule decides. A tier whose answers cannot reach the target at any confidence is
+bypassed for that scope until probes say otherwise. Until a tier and scope holds `warmup_probes`
+probes it is *warming up*: every answer it keeps (or would have been asked) is probed, so learning
+takes about min_probes requests instead of min_probes / probe_rate. With `warmup_answer` "top" (the
+default) a warming-up tier's kept answer is verified instead of served: the request goes to the top
+tier, whose answer the client gets, and the pair is the probe — no answer the floor has not judged
+reaches a client.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from policies.base import Decision, ThresholdPolicy, WindowKey
-from policies.competence import CompetenceCurve, fit_competence
+from policies.base import Decision, Scope, ThresholdPolicy, WindowKey
+from policies.competence import DEFAULT_LEVEL, CompetenceCurve, fit_competence
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,8 @@ class QualitySettings:
     # whose answer is served (the floor holds from the first request, at the top tier's latency);
     # "kept" — served as the plain rule keeps it, probed in the background.
     warmup_answer: Literal["top", "kept"] = "top"
+    # One-sided confidence with which the agreement of a kept answer reaches `target`.
+    confidence_level: float = DEFAULT_LEVEL
 
 
 class ProbeStore(Protocol):
@@ -110,59 +114,60 @@ class QualityPolicy:
         self._probes = probes
         self._settings = settings
 
-    def _key(self, tier: str, task: str) -> WindowKey:
-        return WindowKey(self.name, tier, task)
+    def _key(self, tier: str, scope: Scope) -> WindowKey:
+        return scope.key(self.name, tier)
 
-    def _curve(self, tier: str, task: str) -> CompetenceCurve | None:
-        curve = self._probes.curve(self._key(tier, task))
+    def _curve(self, tier: str, scope: Scope) -> CompetenceCurve | None:
+        curve = self._probes.curve(self._key(tier, scope))
         return curve if curve is not None and curve.probes >= self._settings.min_probes else None
 
-    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
-        decision = await self._rule.decide(tier, task, confidence)
+    async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
+        decision = await self._rule.decide(tier, scope, confidence)
         if decision.escalate:
             return decision
-        curve = self._curve(tier, task)
-        if curve is not None and curve.agreement_at(confidence) < self._settings.target:
-            return Decision(True, decision.threshold, decision.window_length, decision.fallback, reason="quality")
-        if self._settings.warmup_answer == "top" and self.warming(tier, task):
-            return Decision(False, decision.threshold, decision.window_length, decision.fallback, reason="warmup",
-                            verify=True)
+        curve = self._curve(tier, scope)
+        level = self._settings.confidence_level
+        if curve is not None and curve.agreement_at(confidence, level) < self._settings.target:
+            return replace(decision, escalate=True, reason="quality")
+        if self._settings.warmup_answer == "top" and self.warming(tier, scope):
+            return replace(decision, reason="warmup", verify=True)
         return decision
 
-    def bypassed(self, tier: str, task: str) -> bool:
-        """True when enough probes show the tier's answers never reach the target for this task."""
-        curve = self._curve(tier, task)
-        return curve is not None and curve.best() < self._settings.target
+    def bypassed(self, tier: str, scope: Scope) -> bool:
+        """True when enough probes show the tier's whole answers never reach the target in this scope."""
+        curve = self._curve(tier, scope.whole())
+        return curve is not None and curve.best(self._settings.confidence_level) < self._settings.target
 
-    async def reset_probes(self, tier: str | None = None, task: str | None = None) -> None:
-        """Forget what probes taught about one tier and task (both given), or about everything."""
-        if (tier is None) != (task is None):
-            raise ValueError("reset_probes takes both a tier and a task, or neither")
-        await self._probes.reset(self._key(tier, task) if tier is not None and task is not None else None)
+    async def reset_probes(self, tier: str | None = None, scope: Scope | None = None) -> None:
+        """Forget what probes taught about one tier and scope (both given), or about everything."""
+        if (tier is None) != (scope is None):
+            raise ValueError("reset_probes takes both a tier and a scope, or neither")
+        await self._probes.reset(self._key(tier, scope) if tier is not None and scope is not None else None)
 
-    def record_probe(self, tier: str, task: str, confidence: float, agreed: bool) -> None:
-        self._probes.add(self._key(tier, task), confidence, agreed)
+    def record_probe(self, tier: str, scope: Scope, confidence: float, agreed: bool) -> None:
+        self._probes.add(self._key(tier, scope), confidence, agreed)
 
-    def warming(self, tier: str, task: str, pending: int = 0) -> bool:
-        """True while the tier and task holds fewer than `warmup_probes` probes, counting `pending`
+    def warming(self, tier: str, scope: Scope, pending: int = 0) -> bool:
+        """True while the tier and scope holds fewer than `warmup_probes` probes, counting `pending`
         probes already on their way (the prober's own, not yet recorded)."""
         warmup = self._settings.warmup_probes
-        return warmup > 0 and self._probes.count(self._key(tier, task)) + pending < warmup
+        return warmup > 0 and self._probes.count(self._key(tier, scope)) + pending < warmup
 
-    def estimate(self, tier: str, task: str, confidence: float) -> float | None:
-        curve = self._curve(tier, task)
-        return curve.agreement_at(confidence) if curve is not None else None
+    def estimate(self, tier: str, scope: Scope, confidence: float) -> float | None:
+        curve = self._curve(tier, scope)
+        return curve.agreement_at(confidence, self._settings.confidence_level) if curve is not None else None
 
-    async def sync(self, tier: str, task: str) -> None:
-        """Fetch the latest shared probes for this tier and task (a no-op with in-process probes)."""
-        await self._probes.sync(self._key(tier, task))
+    async def sync(self, tier: str, scope: Scope) -> None:
+        """Fetch the latest shared probes for this tier and scope (a no-op with in-process probes)."""
+        await self._probes.sync(self._key(tier, scope))
 
-    def describe(self, tier: str, task: str) -> dict[str, object]:
+    def describe(self, tier: str, scope: Scope) -> dict[str, object]:
         """For operators: probes held, whether they are enough (and whether still warming up, every
-        kept answer probed), best reachable agreement, bypass."""
-        key = self._key(tier, task)
+        kept answer probed), best reachable agreement (its lower bound), bypass."""
+        key = self._key(tier, scope)
         curve = self._probes.curve(key)
-        return {"probes": self._probes.count(key), "enough": self._curve(tier, task) is not None,
-                "warming_up": self.warming(tier, task), "warmup_answer": self._settings.warmup_answer,
-                "best_agreement": curve.best() if curve is not None else None,
-                "target": self._settings.target, "bypassed": self.bypassed(tier, task)}
+        return {"probes": self._probes.count(key), "enough": self._curve(tier, scope) is not None,
+                "warming_up": self.warming(tier, scope), "warmup_answer": self._settings.warmup_answer,
+                "best_agreement": curve.best(self._settings.confidence_level) if curve is not None else None,
+                "target": self._settings.target, "confidence_level": self._settings.confidence_level,
+                "bypassed": self.bypassed(tier, scope)}

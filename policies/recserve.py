@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from policies.base import Decision, WindowKey, WindowStore
+from policies.base import Decision, Scope, WindowStore
 
 
 class RecServePolicy:
@@ -19,12 +19,12 @@ class RecServePolicy:
         self._window = window
         self._namespace = namespace  # policies built on this rule keep windows of their own
 
-    async def decide(self, tier: str, task: str, confidence: float) -> Decision:
-        step = await self._store.step(WindowKey(self._namespace, tier, task), confidence, self._window,
+    async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
+        step = await self._store.step(scope.key(self._namespace, tier), confidence, self._window,
                                       self._beta_for(tier))
         if step.length <= 1:
             return Decision(False, None, step.length, step.fallback)
         return Decision(confidence < step.threshold, step.threshold, step.length, step.fallback)
 
-    def bypassed(self, tier: str, task: str) -> bool:
+    def bypassed(self, tier: str, scope: Scope) -> bool:
         return False

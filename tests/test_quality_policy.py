@@ -16,7 +16,10 @@ from tests.support.scripted_tier import ThreadedTier
 
 QUALITY = {"policy": {"default": "quality",
                       "recserve": {"beta": {"device": 0.01, "edge": 0.01}},
-                      "quality": {"probe_rate": 1.0, "target": 0.9, "min_probes": 10, "window": 40}}}
+                      # A lower confidence level than the default: these tests are about how the floor
+                      # learns, from a few dozen probes, not about how sure it is.
+                      "quality": {"probe_rate": 1.0, "target": 0.9, "min_probes": 10, "window": 40,
+                                  "confidence_level": 0.75}}}
 
 
 @settings(max_examples=200, deadline=None)
@@ -24,9 +27,24 @@ QUALITY = {"policy": {"default": "quality",
 def test_competence_curve_is_monotone_and_a_probability(pairs: list[tuple[float, bool]]) -> None:
     curve = fit_competence(pairs)
     assert curve is not None and curve.probes == len(pairs)
-    assert list(curve.levels) == sorted(curve.levels)
-    assert all(0 < level < 1 for level in curve.levels)
+    for level in (0.5, 0.9, 0.99):
+        levels = curve.levels(level)
+        assert list(levels) == sorted(levels)
+        # Above 0.5 a bound never reaches 1: no finite evidence makes agreement certain.
+        assert all(0 <= value < 1 if level > 0.5 else 0 <= value <= 1 for value in levels)
+    # A higher confidence level is never less conservative.
+    assert all(a >= b - 1e-12 for a, b in zip(curve.levels(0.8), curve.levels(0.95), strict=True))
     assert list(curve.starts) == sorted(set(curve.starts))
+
+
+def test_the_floor_is_a_lower_confidence_bound_not_a_point_estimate() -> None:
+    agreeing = fit_competence([(0.8, True)] * 14)
+    assert agreeing is not None and agreeing.best(0.9) < 0.9  # 14 of 14 is not yet 0.9 with 90 % confidence
+    more = fit_competence([(0.8, True)] * 15)
+    assert more is not None and more.best(0.9) >= 0.9
+    assert more.best(0.97) < 0.9  # 97 % confidence asks for more evidence (32 probes)
+    mostly = fit_competence([(0.8, True)] * 190 + [(0.8, False)] * 10)  # 95 % agreed
+    assert mostly is not None and 0.9 < mostly.best(0.9) < 0.95
 
 
 def test_one_lucky_probe_does_not_vouch_for_a_tier() -> None:

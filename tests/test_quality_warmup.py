@@ -24,7 +24,7 @@ ADMIN = {"authorization": "Bearer warmup-admin"}
 WARMUP = {"auth": {"admin_key_env": ADMIN_ENV},
           "policy": {"default": "quality", "recserve": {"beta": {"device": 0.01, "edge": 0.01}},
                      "quality": {"probe_rate": 0.0, "target": 0.9, "min_probes": 50, "window": 100,
-                                 "warmup_probes": 5, "warmup_answer": "kept"}}}
+                                 "warmup_probes": 5, "warmup_answer": "kept", "confidence_level": 0.5}}}
 
 
 @pytest.fixture(autouse=True)

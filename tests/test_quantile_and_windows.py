@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.base import WindowKey
+from policies.base import Scope, WindowKey
 from policies.quantile import linear_quantile, quantile_fraction
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore, SlidingWindow
@@ -39,22 +39,22 @@ def test_sliding_window_is_fifo_and_exact(values: list[float], beta: float, size
 async def test_recserve_policy_cold_start_then_strict_less_than() -> None:
     store = MemoryWindowStore()
     policy = RecServePolicy(store, lambda tier: 0.5, window=10)
-    first = await policy.decide("device", "generation", 0.1)
+    first = await policy.decide("device", Scope("generation"), 0.1)
     assert not first.escalate and first.threshold is None  # one value: always kept
-    second = await policy.decide("device", "generation", 0.9)  # window [0.1, 0.9] -> median 0.5
+    second = await policy.decide("device", Scope("generation"), 0.9)  # window [0.1, 0.9] -> median 0.5
     assert not second.escalate and second.threshold == 0.5
-    third = await policy.decide("device", "generation", 0.5)  # window [.1,.9,.5] -> 0.5; 0.5 < 0.5 is false
+    third = await policy.decide("device", Scope("generation"), 0.5)  # window [.1,.9,.5] -> 0.5; 0.5 < 0.5 is false
     assert not third.escalate and third.threshold == 0.5
-    fourth = await policy.decide("device", "generation", 0.2)  # [.1,.9,.5,.2] -> 0.35
+    fourth = await policy.decide("device", Scope("generation"), 0.2)  # [.1,.9,.5,.2] -> 0.35
     assert fourth.escalate and fourth.threshold == float(np.percentile([0.1, 0.9, 0.5, 0.2], 50))
 
 
 async def test_windows_are_separate_per_tier_and_task() -> None:
     store = MemoryWindowStore()
     policy = RecServePolicy(store, lambda tier: 0.3, window=100)
-    await policy.decide("device", "generation", 0.4)
-    await policy.decide("device", "classification", 0.6)
-    await policy.decide("edge", "generation", 0.8)
+    await policy.decide("device", Scope("generation"), 0.4)
+    await policy.decide("device", Scope("classification"), 0.6)
+    await policy.decide("edge", Scope("generation"), 0.8)
     assert await store.snapshot(WindowKey("recserve", "device", "generation")) == [0.4]
     assert await store.snapshot(WindowKey("recserve", "device", "classification")) == [0.6]
     assert await store.snapshot(WindowKey("recserve", "edge", "generation")) == [0.8]

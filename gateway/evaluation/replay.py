@@ -20,12 +20,12 @@ policy's probes are in `replay_quality`, the sweeps over trace files and the mix
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, cast
 
 from gateway.evaluation.datasets import check_answer
 from gateway.evaluation.record import TIERS
-from policies.base import ThresholdPolicy
+from policies.base import Scope, Task, ThresholdPolicy
 from policies.casserve import CasServePolicy
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
@@ -58,6 +58,16 @@ class Request:
     answers: Mapping[str, TierAnswer]
     labels: tuple[str, ...] | None = None
     dataset: str = ""
+    workload: str = ""  # "" keys windows by task alone (the paper); see `by_workload`
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(cast(Task, self.task), self.workload)
+
+
+def by_workload(requests: Sequence[Request]) -> list[Request]:
+    """The same requests, each in the workload of its dataset (as clients naming their workloads)."""
+    return [replace(request, workload=request.dataset) for request in requests]
 
 
 @dataclass(slots=True)
@@ -148,7 +158,7 @@ async def _one(request: Request, policy: ThresholdPolicy, tiers: Sequence[str]) 
         final = position == len(tiers) - 1
         if verified is not None and not final:
             continue
-        if not final and policy.bypassed(tier, request.task):
+        if not final and policy.bypassed(tier, request.scope):
             bypassed.append(tier)
             continue
         visited.append(tier)
@@ -160,7 +170,7 @@ async def _one(request: Request, policy: ThresholdPolicy, tiers: Sequence[str]) 
         if answer.confidence is None:
             best = tier
             continue
-        decision = await policy.decide(tier, request.task, answer.confidence)
+        decision = await policy.decide(tier, request.scope, answer.confidence)
         if decision.verify:
             verified = best = tier  # served after all, should the top tier fail
             continue

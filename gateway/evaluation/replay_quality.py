@@ -59,6 +59,7 @@ class QualityOptions:
     warmup_probes: int | None = None
     other_warmups: tuple[int, ...] = ()
     warmup_answer: WarmupAnswer = QualityPolicyConfig().warmup_answer
+    confidence_level: float = QualityPolicyConfig().confidence_level
     other_warmup_answers: tuple[WarmupAnswer, ...] = ()
 
     @property
@@ -99,7 +100,7 @@ class SimulatedProber:
                 continue
             if not (tier in outcome.bypassed or (outcome.kept and tier == outcome.served)):
                 continue
-            if drawn or self._policy.warming(tier, request.task):  # nothing pending: probes finish first here
+            if drawn or self._policy.warming(tier, request.scope):  # nothing pending: probes finish first here
                 sampled.append(tier)
         if not sampled:
             return
@@ -116,7 +117,7 @@ class SimulatedProber:
             if answer.failed:
                 continue
             confidence = answer.confidence if answer.confidence is not None else 0.0
-            self._policy.record_probe(tier, request.task, confidence, self._agree(request, answer, reference))
+            self._policy.record_probe(tier, request.scope, confidence, self._agree(request, answer, reference))
 
     def _agree(self, request: Request, answer: TierAnswer, reference: TierAnswer) -> bool:
         if answer.text is None or reference.text is None:
@@ -129,7 +130,7 @@ def quality_policy(beta: float | Mapping[str, float], window: int, target: float
     """The quality policy as the gateway builds it (its rule keeps windows of its own), memory store."""
     rule = RecServePolicy(MemoryWindowStore(), beta_for(beta), window, namespace="quality")
     settings = QualitySettings(target, options.min_probes, options.probe_window, options.warmup,
-                               options.warmup_answer)
+                               options.warmup_answer, options.confidence_level)
     return QualityPolicy(rule, ProbeWindows(options.probe_window), settings)
 
 
@@ -153,6 +154,7 @@ async def run_quality(requests: Sequence[Request], beta: float, target: float, p
               "similarity": options.similarity, "warmup_probes": options.warmup,
               "warmup_answer": options.warmup_answer, "warm": warm, "warmup_requests": warmup}
     summary = summarise(requests, outcomes, "quality", params)
-    tasks = sorted({r.task for r in requests})
-    summary["learned"] = {f"{tier}/{task}": policy.describe(tier, task) for tier in TIERS[:-1] for task in tasks}
+    scopes = {r.scope.name: r.scope for r in requests}
+    summary["learned"] = {f"{tier}/{name}": policy.describe(tier, scope) for tier in TIERS[:-1]
+                          for name, scope in sorted(scopes.items())}
     return summary

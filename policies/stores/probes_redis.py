@@ -39,6 +39,7 @@ log = logging.getLogger("recserve.windows")
 ADD_SCRIPT: Final = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PERSIST', KEYS[2])
 return redis.call('INCR', KEYS[2])
 """
 
@@ -50,10 +51,14 @@ if version == ARGV[1] then return {version} end
 return {version, redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)}
 """
 
-# KEYS: probes, version (of one tier and task).  Empties the window and moves its version on.
+# KEYS: probes, version (of one tier and task).  Empties the window and moves its version on. The
+# version of an emptied window outlives it for a day (every replica has read it by then), so windows
+# dropped for good (evicted workloads) leave no key behind; a new probe makes it permanent again.
 CLEAR_SCRIPT: Final = """
 redis.call('DEL', KEYS[1])
-return redis.call('INCR', KEYS[2])
+local version = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return version
 """
 
 DEFAULT_REFRESH_S: Final = 0.2

@@ -49,7 +49,8 @@ def test_live_gateway_serves_where_replay_says(start_gateway: GatewayStarter, tm
 
 
 QUALITY = {"policy": {"default": "quality", "recserve": {"beta": {"device": 0.3, "edge": 0.3}, "window": 10},
-                      "quality": {"probe_rate": 0.0, "target": 0.8, "min_probes": 5, "window": 40}}}
+                      "quality": {"probe_rate": 0.0, "target": 0.8, "min_probes": 5, "window": 40,
+                                  "confidence_level": 0.5}}}
 
 
 def _quality_examples(count: int) -> list[Example]:

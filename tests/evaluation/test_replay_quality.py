@@ -17,6 +17,7 @@ from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, q
 from gateway.evaluation.report import write_report
 from gateway.evaluation.report_envelope import envelope_points, envelope_verdict
 from gateway.evaluation.sweeps import interleave, replay_mixed
+from policies.base import Scope
 
 TOKENS = {"device": 10, "edge": 12, "cloud": 14}
 KEPT = QualityOptions(warmup_answer="kept")  # warm-up answers served and probed in the background
@@ -80,13 +81,13 @@ def test_warm_up_probes_every_kept_answer_until_the_key_holds_enough_then_the_ra
     kept = [i for i, o in enumerate(outcomes) if o.kept and o.served == "device"]
     probed = [i for i, o in enumerate(outcomes) if o.probes and o.served == "device"]
     assert len(kept) > 7 and probed == kept[:7]  # the first 7 answers the device kept, then none at rate 0
-    assert policy.describe("device", "classification") | {"best_agreement": None} == {
+    assert policy.describe("device", Scope("classification")) | {"best_agreement": None} == {
         "probes": 7, "enough": False, "warming_up": False, "warmup_answer": "kept", "best_agreement": None,
-        "target": 0.9, "bypassed": False}
+        "target": 0.9, "confidence_level": 0.9, "bypassed": False}
     # The edge warms up on its own key: every answer it kept was probed (it kept fewer than 7 here).
     edge = [o for o in outcomes if o.kept and o.served == "edge"]
     assert edge and all(o.probes == ["cloud"] for o in edge)
-    assert policy.describe("edge", "classification")["warming_up"] is True
+    assert policy.describe("edge", Scope("classification"))["warming_up"] is True
 
 
 def test_warm_up_never_shifts_the_rngs_draws() -> None:
@@ -128,14 +129,14 @@ def test_learns_to_keep_only_the_answers_above_the_devices_competence() -> None:
     assert len(kept) >= 0.8 * len(sure)  # and it keeps most of what it could
     metrics = summarise([r for r, _ in late], [o for _, o in late], "quality", {})
     assert metrics["accuracy"] >= 0.97
-    assert not policy.bypassed("device", "classification")
+    assert not policy.bypassed("device", Scope("classification"))
 
 
 def test_a_device_that_is_always_wrong_is_bypassed_and_still_probed() -> None:
     requests = _trace(400, lambda rng: ("no", round(rng.uniform(0.3, 0.99), 3)))
     policy = quality_policy(0.3, 10000, 0.9, replace(KEPT, seed=2))
     outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.1, 0.5, seed=2)))
-    assert policy.bypassed("device", "classification")
+    assert policy.bypassed("device", Scope("classification"))
     first = next(i for i, o in enumerate(outcomes) if o.bypassed)
     assert first < 350  # min_probes (20) probes at 10% of the ~70% the device keeps
     after = outcomes[first:]
@@ -159,24 +160,25 @@ def _scripted(device: list[tuple[str, float]], cloud: str = "yes", edge: tuple[s
 
 
 def test_top_verifies_warm_up_answers_with_the_top_tier_which_answers_then_the_learned_tier_serves() -> None:
-    # The device would keep every answer (β 0.01) and agrees with the cloud. While it warms up (10 probes),
+    # The device would keep every answer (β 0.01) and agrees with the cloud. While it warms up (15 probes),
     # each kept answer goes straight to the cloud, which answers; the edge is neither asked nor probed.
-    requests = _scripted([("yes", 0.95)] * 14, cloud="yes")
-    options = QualityOptions(min_probes=10)  # warmup_probes = min_probes; warmup_answer "top" by default
+    requests = _scripted([("yes", 0.95)] * 19, cloud="yes")
+    options = QualityOptions(min_probes=15)  # warmup_probes = min_probes; warmup_answer "top" by default
     assert options.warmup_answer == "top"
     policy = quality_policy(0.01, 10000, 0.9, options)
     outcomes = asyncio.run(cascade(requests, policy, prober=SimulatedProber(policy, 0.0, 0.5, seed=0)))
-    assert [o.path() for o in outcomes] == ["device?>cloud"] * 10 + ["device"] * 4
-    warm = outcomes[:10]
+    assert [o.path() for o in outcomes] == ["device?>cloud"] * 15 + ["device"] * 4
+    warm = outcomes[:15]
     assert all(o.served == "cloud" and o.verified == "device" and not o.kept and o.probes == [] for o in warm)
     assert all(o.visited == ["device", "cloud"] for o in warm)  # the edge in between is skipped
-    # Learned from the ten pairs, no probe call: (10 + 1) / (10 + 2) ≥ 0.9, so the device then serves.
-    assert policy.describe("device", "classification")["probes"] == 10
-    assert all(o.served == "device" and o.kept and o.verified is None for o in outcomes[10:])
-    metrics = summarise(requests[:10], warm, "quality", {})
+    # Learned from the 15 pairs, no probe call: 15 of 15 agreeing puts the agreement's lower bound at
+    # level 0.9 just above 0.9, so the device then serves.
+    assert policy.describe("device", Scope("classification"))["probes"] == 15
+    assert all(o.served == "device" and o.kept and o.verified is None for o in outcomes[15:])
+    metrics = summarise(requests[:15], warm, "quality", {})
     # The cloud call is the request's own: uplink like cloud-only, no probe traffic; both tiers' latency.
-    assert metrics["tokens_to"] == {"edge": 0, "cloud": 10 * 14} and metrics["comm_vs_cloud"] == pytest.approx(1.0)
-    assert "probe_calls" not in metrics and metrics["verified_requests"] == 10
+    assert metrics["tokens_to"] == {"edge": 0, "cloud": 15 * 14} and metrics["comm_vs_cloud"] == pytest.approx(1.0)
+    assert "probe_calls" not in metrics and metrics["verified_requests"] == 15
     assert metrics["mean_latency_s"] == pytest.approx(0.6) and metrics["share"]["cloud"] == 1.0
 
 
@@ -188,8 +190,8 @@ def test_top_serves_the_top_answer_to_a_wrong_device_until_it_is_bypassed() -> N
     # the edge, still learning, is verified in turn.
     assert [o.path() for o in outcomes] == ["device?>cloud"] * 10 + ["device~>edge?>cloud"] * 2
     assert summarise(requests, outcomes, "quality", {})["accuracy"] == 1.0
-    assert policy.bypassed("device", "classification")
-    assert policy.describe("edge", "classification")["probes"] == 2
+    assert policy.bypassed("device", Scope("classification"))
+    assert policy.describe("edge", Scope("classification"))["probes"] == 2
     assert all(o.probes == [] for o in outcomes)  # rate 0, no bypassed tier warming up: no probe call
 
 
@@ -201,7 +203,7 @@ def test_top_verifies_the_first_tier_that_keeps_after_a_rule_escalation() -> Non
     assert [o.path() for o in outcomes] == ["device?>cloud", "device>edge?>cloud"]
     assert outcomes[1].visited == ["device", "edge", "cloud"] and outcomes[1].verified == "edge"
     assert summarise(requests[1:], outcomes[1:], "quality", {})["mean_latency_s"] == pytest.approx(0.8)
-    assert [policy.describe(t, "classification")["probes"] for t in ("device", "edge")] == [1, 1]
+    assert [policy.describe(t, Scope("classification"))["probes"] for t in ("device", "edge")] == [1, 1]
 
 
 def test_top_serves_the_verified_answer_when_the_top_tier_fails() -> None:
@@ -212,7 +214,7 @@ def test_top_serves_the_verified_answer_when_the_top_tier_fails() -> None:
     assert (first.served, first.kept, first.path()) == ("device", False, "device?>cloud")  # degraded
     assert first.probes == ["cloud"]  # the prober asks the top tier again (fails again: nothing learned)
     assert outcomes[1].path() == "device?>cloud" and outcomes[1].probes == []
-    assert policy.describe("device", "classification")["probes"] == 1  # the second request's pair only
+    assert policy.describe("device", Scope("classification"))["probes"] == 1  # the second request's pair only
 
 
 def test_top_draws_the_rng_once_per_hop_as_kept_does() -> None:
@@ -262,7 +264,8 @@ def test_without_answer_text_agreement_is_both_correct() -> None:
     policy = quality_policy(0.3, 10000, 0.9, replace(KEPT, min_probes=1))
     outcomes = asyncio.run(cascade([request], policy, prober=SimulatedProber(policy, 1.0, 0.5, seed=0)))
     assert outcomes[0].served == "device" and outcomes[0].probes == ["cloud"]
-    assert policy.describe("device", "classification")["best_agreement"] == pytest.approx(1 / 3)
+    # One disagreeing probe: the agreement's lower bound is 0.
+    assert policy.describe("device", Scope("classification"))["best_agreement"] == 0.0
 
 
 def _entry(policy: str, comm: float, accuracy: float, **params: Any) -> dict[str, Any]:

@@ -25,11 +25,13 @@ from gateway.evaluation.replay_quality import QualityOptions, SimulatedProber, q
 from tests.conftest import GatewayStarter
 from tests.support.scripted_tier import ThreadedTier
 
+# confidence_level 0.5: the floor reads the agreement rate itself, as a dozen probes allow.
 SETTINGS = {"probe_rate": 1.0, "target": 0.9, "min_probes": 6, "window": 12, "similarity": 0.5,
-            "warmup_answer": "kept"}
+            "warmup_answer": "kept", "confidence_level": 0.5}
 BETA = {"device": 0.2, "edge": 0.4}
 # No sampling at all: only the warm-up probes, the first 6 per tier and task; then the curve decides.
-WARMUP_ONLY = {**SETTINGS, "probe_rate": 0.0, "warmup_probes": 6}
+# At the default confidence level 0.9, 6 agreeing pairs never vouch for 0.9 (the bound is 0.78).
+WARMUP_ONLY = {**SETTINGS, "probe_rate": 0.0, "warmup_probes": 6, "confidence_level": 0.9}
 # The gateway's default: a warming-up tier's kept answer is verified by the top tier, which answers.
 VERIFY = {**SETTINGS, "warmup_answer": "top"}
 VERIFY_WARMUP_ONLY = {**WARMUP_ONLY, "warmup_answer": "top"}
@@ -78,7 +80,8 @@ def _replayed_and_live(start_gateway: GatewayStarter, tiers: dict[str, ThreadedT
     rows = read_trace(trace)
     requests = requests_from_rows(rows)
     options = QualityOptions(min_probes=settings["min_probes"], probe_window=settings["window"],
-                             warmup_probes=settings.get("warmup_probes"), warmup_answer=settings["warmup_answer"])
+                             warmup_probes=settings.get("warmup_probes"), warmup_answer=settings["warmup_answer"],
+                             confidence_level=settings["confidence_level"])
     policy = quality_policy(BETA, 10000, settings["target"], options)
     prober = SimulatedProber(policy, settings["probe_rate"], settings["similarity"], seed=0)
     outcomes = asyncio.run(cascade(requests, policy, prober=prober))
@@ -115,7 +118,7 @@ def test_quality_replay_matches_the_gateway_during_and_after_the_warm_up(
     assert {t: len(p) for t, p in probed.items()} == {"device": 6, "edge": 6}
     assert all(probed[t] == kept[t][:6] for t in probed)
     assert sum(bool(o.probes) for o in outcomes) == 12
-    # Then the curves decide: 6 probes never vouch for 0.9 ((a + 1) / (6 + 2) < 0.9), so both lower tiers
+    # Then the curves decide: 6 probes never vouch for 0.9 at level 0.9, so both lower tiers
     # are bypassed, and at probe rate 0 nothing probes them again.
     last = max(max(p) for p in probed.values())
     assert {o.path() for o in outcomes[last + 1:]} == {"device~>edge~>cloud"}

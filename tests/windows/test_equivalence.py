@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from policies.base import WindowKey
+from policies.base import Scope, WindowKey
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
@@ -65,7 +65,7 @@ def test_redis_equals_memory_equals_numpy(redis_server: RedisServer, values: lis
 async def _decisions(policy: RecServePolicy, values: list[float]) -> list[tuple[bool, float | None, int]]:
     out = []
     for value in values:
-        decision = await policy.decide("device", "classification", value)
+        decision = await policy.decide("device", Scope("classification"), value)
         out.append((decision.escalate, decision.threshold, decision.window_length))
     return out
 

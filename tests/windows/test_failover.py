@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from policies.base import WindowKey, WindowStep, WindowStore
+from policies.base import Scope, WindowKey, WindowStep, WindowStore
 from policies.recserve import RecServePolicy
 from policies.stores.factory import REDIS_UNAVAILABLE, build_window_store
 from policies.stores.failover import FailoverWindowStore
@@ -160,7 +160,7 @@ async def test_auth_error_falls_back(server: RedisServer, caplog: pytest.LogCapt
         store = FailoverWindowStore(RedisWindowStore(connection.client, "auth"), MemoryWindowStore(),
                                     unavailable=REDIS_UNAVAILABLE, describe=f"Redis at {connection.url}")
         policy = RecServePolicy(store, lambda _tier: 0.5, 10)
-        decision = await policy.decide("device", "classification", 0.4)
+        decision = await policy.decide("device", Scope("classification"), 0.4)
         assert decision.fallback and not decision.escalate
         assert "AuthenticationError" in _warnings(caplog)[0]
         assert "wrong-password" not in caplog.text
