@@ -79,8 +79,13 @@ class TierStatus:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when nothing listens on host:port (we try to bind it ourselves)."""
+    """True when nothing listens on host:port (we try to bind it ourselves).
+
+    With SO_REUSEADDR, as llama-server binds: connections of a stopped server left in TIME_WAIT (our
+    own health checks leave some) do not count, a listening socket still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
