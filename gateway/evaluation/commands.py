@@ -153,6 +153,16 @@ def _code(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(args: argparse.Namespace) -> int:
+    from gateway.evaluation.seeds import render, write_seed_table
+
+    traces = sorted(Path(args.traces).glob("*.jsonl*"))
+    rows = write_seed_table(traces, Path(args.out))
+    print(render(rows))
+    _say(f"wrote {Path(args.out) / 'seeds.md'} and seeds.json")
+    return 0 if all(row["holds"] for row in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `recserve eval` argument parser."""
     from gateway.evaluation.datasets import SPECS
@@ -189,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the HumanEval trace whose sections are appended to results.md (skipped if absent)")
     _add_quality_options(report)
     report.set_defaults(handler=_report)
+
+    seeds = commands.add_parser("seeds", help="recserve/quality at its defaults on every classification trace "
+                                              "and the mixed stream (by task, by workload), seeds 0-9")
+    seeds.add_argument("--traces", default=str(RESULTS / "traces"))
+    seeds.add_argument("--out", default=str(RESULTS))
+    seeds.set_defaults(handler=_seeds)
 
     code = commands.add_parser("code", help="HumanEval: every policy on both line-ups, agreement measures")
     code.add_argument("--trace", default=str(CODE_TRACE), help="a HumanEval trace (.jsonl is gzipped beside it)")

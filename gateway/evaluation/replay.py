@@ -220,14 +220,15 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
     correct = 0
     latency = 0.0
     served = {tier: 0 for tier in tiers}
-    by_dataset: dict[str, list[int]] = {}
+    by_dataset: dict[str, list[int]] = {}  # right, count, kept below the top tier
     for request, outcome in zip(requests, outcomes, strict=True):
         served[outcome.served] += 1
         right = request.answers[outcome.served].correct
         correct += right
-        tally = by_dataset.setdefault(request.dataset, [0, 0])
+        tally = by_dataset.setdefault(request.dataset, [0, 0, 0])
         tally[0] += right
         tally[1] += 1
+        tally[2] += outcome.served != tiers[-1]
         bypassed += bool(outcome.bypassed)
         verified += outcome.verified is not None
         for tier in outcome.visited:
@@ -250,6 +251,9 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
         "uplink_tokens": uplink, "uplink_bytes": uplink_bytes,
         "tokens_to": to_tier, "bytes_to": bytes_to,
         "comm_vs_cloud": uplink / cloud_tokens if cloud_tokens else 0.0,
+        # What the top tier saw, against sending it everything: its requests and prompt tokens.
+        "top_requests_vs_cloud": served[tiers[-1]] / n if n else 0.0,
+        "top_tokens_vs_cloud": to_tier[tiers[-1]] / cloud_tokens if cloud_tokens else 0.0,
         "bytes_vs_cloud": uplink_bytes / cloud_bytes if cloud_bytes else 0.0,
         "mean_latency_s": latency / n if n else 0.0,
     }
@@ -258,5 +262,7 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
     if verified:
         summary["verified_requests"] = verified
     if len(by_dataset) > 1:
-        summary["accuracy_by_dataset"] = {name: right / count for name, (right, count) in sorted(by_dataset.items())}
+        summary["accuracy_by_dataset"] = {name: right / count for name, (right, count, _) in sorted(by_dataset.items())}
+        summary["kept_below_top_by_dataset"] = {name: kept / count
+                                                for name, (_, count, kept) in sorted(by_dataset.items())}
     return summary
