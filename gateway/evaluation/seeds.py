@@ -79,7 +79,7 @@ def render(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = SEEDS) -> str:
         "# The quality floor across seeds",
         "",
         f"`recserve/quality` at its config defaults (β 0.3, target 0.9, probe rate 0.05, confidence "
-        f"level {QualityPolicyConfig().confidence_level}), replayed with seeds {seeds[0]}–{seeds[-1]}. "
+        f"level {QualityPolicyConfig().confidence_level}), replayed with seeds {seeds[0]} to {seeds[-1]}. "
         f"*ratio* is accuracy as a share of cloud-only accuracy; it should stay at or above {FLOOR:.0%} "
         f"for every seed wherever cloud-only itself reaches {MEANINGFUL_CLOUD:.0%}. *kept below top* is "
         "the share of requests never answered by the top tier, *top tokens* the top tier's prompt "
@@ -94,7 +94,7 @@ def render(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = SEEDS) -> str:
             f"| {row['stream']} | {row['n']} | {row['cloud_accuracy']:.3f} | {row['ratio_min']:.1%} | "
             f"{_median(row['ratio_by_seed']):.1%} | {_median(row['kept_below_top_by_seed']):.1%} | "
             f"{_median(row['top_tokens_by_seed']):.1%} | "
-            f"{'yes' if row['holds'] else 'NO'}{'' if row['cloud_accuracy'] >= MEANINGFUL_CLOUD else ' (cloud < 60 %)'} |")
+            f"{'yes' if row['holds'] else 'NO'}{_note(row)} |")
     mixed = [row for row in rows if "kept_below_top_by_workload" in row]
     if mixed:
         lines += ["", "Kept below the top tier per workload in the mixed stream (mean over seeds):", "",
@@ -104,6 +104,10 @@ def render(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = SEEDS) -> str:
             lines.append(f"| {workload} | " + " | ".join(
                 f"{row['kept_below_top_by_workload'][workload]:.1%}" for row in mixed) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _note(row: dict[str, Any]) -> str:
+    return "" if row["cloud_accuracy"] >= MEANINGFUL_CLOUD else f" (cloud-only below {MEANINGFUL_CLOUD:.0%})"
 
 
 def _median(values: Sequence[float]) -> float:
