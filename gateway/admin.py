@@ -133,7 +133,7 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
 @router.get("/admin/policy")
 async def show_policy(reloader: AdminDep) -> JSONResponse:
     """Per tier and task: window length, threshold now, β, escalation rate, confidence quantiles."""
-    view = await policy_view(reloader.holder.current, reloader.metrics.traffic)
+    view = await policy_view(reloader.holder.current, reloader.metrics.traffic, reloader.metrics.savings)
     return JSONResponse({"replica": reloader.replica_id, "version": reloader.version, **view})
 
 

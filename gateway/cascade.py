@@ -46,6 +46,7 @@ class Hop:
     #                             | quality (floor escalated or bypassed) | warmup (verify)
     upstream_path: str | None = None  # a chained RecServe gateway's own path
     answer: Mapping[str, Any] | None = None  # a "verify" hop's whole answer, compared with the top tier's
+    completion_tokens: int | None = None  # an answer not served: its tier's reported usage (for spend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,8 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
             return _result(reply, tier, journey, confidence, None)
         if confidence is None:
-            journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream))
+            journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream,
+                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
             if reply.complete:
                 journey.best = (reply, tier, None, None)
             continue
@@ -191,7 +193,8 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         journey.window_fallback |= decision.fallback
         if decision.verify:
             journey.hops.append(Hop(name, "verify", confidence, decision.threshold, decision.reason,
-                                    upstream_path=upstream, answer=reply.body if reply.complete else None))
+                                    upstream_path=upstream, answer=reply.body if reply.complete else None,
+                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
             if reply.complete:  # served after all, should the top tier fail
                 journey.best = (reply, tier, confidence, decision.threshold)
             else:
@@ -200,7 +203,8 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             continue
         if decision.escalate:
             journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, decision.reason,
-                                    upstream_path=upstream))
+                                    upstream_path=upstream,
+                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
             if reply.complete:  # a cut-off prefix is no answer to fall back on
                 journey.best = (reply, tier, confidence, decision.threshold)
             else:
@@ -253,14 +257,20 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     return reply
 
 
-def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
-    """The tier's own usage.prompt_tokens, else our tiktoken count."""
-    usage = body.get("usage")
+def reported_tokens(body: Mapping[str, Any] | None, key: str) -> int | None:
+    """A tier's own `usage[key]` (prompt_tokens, completion_tokens), when it is a plausible count."""
+    usage = body.get("usage") if isinstance(body, Mapping) else None
     if isinstance(usage, Mapping):
-        tokens = usage.get("prompt_tokens")
+        tokens = usage.get(key)
         if isinstance(tokens, int) and not isinstance(tokens, bool) and 0 <= tokens <= MAX_REPORTED_TOKENS:
             return tokens
-    return count()
+    return None
+
+
+def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
+    """The tier's own usage.prompt_tokens, else our tiktoken count."""
+    tokens = reported_tokens(body, "prompt_tokens")
+    return count() if tokens is None else tokens
 
 
 def _result(reply: TierReply, tier: Tier, journey: _Journey, confidence: float | None,

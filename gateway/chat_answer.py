@@ -214,7 +214,8 @@ class AnswerStream:
             return
         self._closed = True
         try:
-            self._served.observe(self._usage)  # also when the client left mid-stream
+            # also when the client left mid-stream; no usage reported: the tokens seen are the answer's
+            self._served.observe(self._usage if self._usage is not None else {"completion_tokens": self._tokens})
         finally:
             await self._served.result.reply.release()
 

@@ -104,6 +104,13 @@ class TierLimits(_Strict):
     max_sse_line_bytes: int = Field(1024 * 1024, ge=4096)  # one line of a server-sent event stream
 
 
+class TierPrice(_Strict):
+    """What a tier charges, in USD per million tokens (for the savings the gateway reports)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class TierConfig(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     base_url: str
@@ -119,6 +126,8 @@ class TierConfig(_Strict):
     # read (validated and capped). Any other tier's x-recserve-* headers are ignored.
     recserve_gateway: bool = False
     local: LocalTierConfig | None = None
+    price: TierPrice | None = None  # unset: the tier costs nothing (e.g. it runs on the user's own machine)
+    uplink_weight: float = Field(1.0, ge=0)  # the cost of shipping one prompt token to this tier
 
     @field_validator("base_url")
     @classmethod

@@ -67,6 +67,14 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tiers[].recserve_gateway": "The tier is another RecServe gateway: its `x-recserve-path` and "
                                 "`x-recserve-uplink-tokens` are read (validated). Any other tier's "
                                 "`x-recserve-*` headers are ignored.",
+    "tiers[].price": "What the tier charges, for the spend the gateway reports (metrics, `/admin/policy`, status "
+                     "page); unset: the tier costs nothing.",
+    "tiers[].price.input_per_mtok": "USD per million prompt (input) tokens.",
+    "tiers[].price.output_per_mtok": "USD per million completion (output) tokens.",
+    "tiers[].uplink_weight": "The cost of shipping one prompt token to this tier, for weighted communication "
+                             "(the sum of weight times prompt tokens shipped to each tier, against the top "
+                             "tier's weight times every prompt). Set 0 on a tier beside the client (nothing "
+                             "crosses a network).",
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",

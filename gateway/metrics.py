@@ -1,6 +1,7 @@
 """Prometheus metrics, one `CollectorRegistry` per app (never prometheus-client's global one, so
 two gateways in one process — as in the tests — count apart). Label sets are bounded: tier names
-come from the config, tasks, reasons and outcomes from fixed lists, status codes from HTTP."""
+come from the config, tasks, reasons and outcomes from fixed lists, status codes from HTTP, workloads
+from the gateway's bounded set."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from gateway.savings import SavingsLedger
 
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -110,6 +113,7 @@ class Metrics:
                                            ["tier"], registry=r)
         self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
                                ["kind", "result"], registry=r)
+        self.savings = SavingsLedger(r)  # per workload: below the top tier, weighted communication, spend
 
     def probe_sent(self, tier: str, tokens: int) -> None:
         """A probe shipped `tokens` prompt tokens to `tier` (a tier above the first)."""

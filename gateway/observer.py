@@ -17,6 +17,7 @@ from gateway import jsonio
 from gateway.backends import TierRejected
 from gateway.cascade import CascadeResult, Hop, prompt_tokens_of, render_path
 from gateway.metrics import Metrics
+from gateway.savings import SavingsRates, completion_tokens_of, prompt_shipped
 from gateway.tokens import PromptTokenCounter
 
 SUMMARY_STATE = "recserve_summary"  # request.state attribute the access log reads
@@ -58,9 +59,6 @@ class CascadeSummary:
     prompt: Any = None  # only with logging.include_prompts
 
 
-_NO_PROMPT_SENT = frozenset({"busy", "budget"})
-
-
 def _escalation_reason(hop: Hop) -> str | None:
     if hop.outcome == "escalated":
         return "no_confidence" if hop.reason == "no_confidence" else "low_confidence"
@@ -79,17 +77,19 @@ class RequestObserver:
     """Per-runtime view onto the app's metrics (tier levels and logging settings are the runtime's)."""
 
     def __init__(self, metrics: Metrics, tier_levels: Mapping[str, int], tokens: PromptTokenCounter, *,
-                 include_prompts: bool) -> None:
+                 include_prompts: bool, rates: SavingsRates | None = None) -> None:
         self._metrics = metrics
+        self.rates = rates
         self._levels = dict(tier_levels)
         self._tokens = tokens
         self._include_prompts = include_prompts
 
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
                      result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
-                     usage: Mapping[str, Any] | None = None) -> None:
+                     usage: Mapping[str, Any] | None = None, *, workload: str | None = None) -> None:
         """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
-        passes the `usage` its last chunk reported (its result's body has none).
+        passes the `usage` its last chunk reported (its result's body has none). Savings are kept
+        per `workload` (default: the task).
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -108,7 +108,7 @@ class RequestObserver:
             reason = _escalation_reason(hop)
             if reason is not None:
                 m.escalations.labels(hop.tier, reason).inc()
-            if self._levels.get(hop.tier, 0) > 0 and hop.reason not in _NO_PROMPT_SENT:
+            if self._levels.get(hop.tier, 0) > 0 and prompt_shipped(hop):
                 m.uplink_tokens.labels(hop.tier).inc(prompt_tokens)
                 m.uplink_bytes.labels(hop.tier).inc(prompt_bytes)
                 m.traffic.uplink_tokens += prompt_tokens
@@ -120,6 +120,11 @@ class RequestObserver:
         m.traffic.requests += 1
         if result is not None:
             m.traffic.served[result.tier.name] += 1
+        if self.rates is not None:
+            served = result.tier.name if result is not None else None
+            completion = completion_tokens_of(reported, self._tokens.count_text) if result is not None else 0
+            cost = self.rates.request(journey, served, prompt_tokens, completion)
+            m.savings.request(workload or task, cost, served, self.rates.max_workloads)
         prompt = (body.get("messages", body.get("prompt"))) if self._include_prompts else None
         setattr(request.state, SUMMARY_STATE, CascadeSummary(
             task=task,

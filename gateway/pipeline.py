@@ -155,7 +155,8 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     try:
         result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)
     except CascadeFailed as failed:
-        runtime.observer.request_done(request, selected.policy.name, task, body, hops=failed.hops)
+        runtime.observer.request_done(request, selected.policy.name, task, body, hops=failed.hops,
+                                      workload=workload)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -168,7 +169,8 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     headers[WORKLOAD_HEADER] = workload
 
     def observe(usage: Mapping[str, Any] | None = None) -> None:
-        runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage)
+        runtime.observer.request_done(request, selected.policy.name, task, body, result, usage=usage,
+                                      workload=workload)
 
     if not parsed.stream:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte

@@ -1,6 +1,6 @@
 """What `GET /admin/policy` reports (and the status page draws): per tier and scope (task, workload,
 prefix), the window and the threshold it gives now, plus this replica's traffic and communication
-counts."""
+counts and its savings per workload (gateway/savings.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from gateway.metrics import Traffic
 from gateway.runtime import Runtime
+from gateway.savings import SavingsLedger
 from policies.base import TASKS, Scope
 from policies.quality import QualityPolicy
 from policies.quantile import linear_quantile, quantile_fraction
@@ -76,7 +77,7 @@ async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
     return view
 
 
-async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
+async def policy_view(runtime: Runtime, traffic: Traffic, savings: SavingsLedger | None = None) -> dict[str, Any]:
     config = runtime.config
     overrides = runtime.overrides.current
     size = config.policy.recserve.window
@@ -88,6 +89,8 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": name, "level": tier.level, "final": final, "served": served,
             "share": served / traffic.requests if traffic.requests else None,
+            "price": tier.config.price.model_dump() if tier.config.price else None,
+            "uplink_weight": tier.config.uplink_weight,
         }
         if final:
             # The last tier never escalates: no β, no window, no threshold.
@@ -120,4 +123,6 @@ async def policy_view(runtime: Runtime, traffic: Traffic) -> dict[str, Any]:
             "saved": traffic.saved(),
         },
         "overrides": overrides.to_json(),
+        # Per workload and in total: below the top tier, communication (plain, weighted) and spend.
+        "savings": savings.to_json() if savings is not None else None,
     }

@@ -25,8 +25,9 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.backends import TierFault, TierRejected, TierReply
-from gateway.cascade import CascadeRequest, CascadeResult, Hop, Tier, prompt_tokens_of
+from gateway.cascade import CascadeRequest, CascadeResult, Hop, Tier, prompt_tokens_of, reported_tokens
 from gateway.metrics import Metrics
+from gateway.savings import SavingsRates
 from policies.base import Scope
 from policies.confidence import response_confidence
 from policies.quality import QualityPolicy
@@ -92,13 +93,14 @@ class Prober:
     """Schedules and runs probes; owns their background tasks (cancelled on close)."""
 
     def __init__(self, policy: QualityPolicy, tiers: Sequence[Tier], rate: float, similarity: float,
-                 metrics: Metrics, rng: random.Random | None = None) -> None:
+                 metrics: Metrics, rng: random.Random | None = None, rates: SavingsRates | None = None) -> None:
         self._policy = policy
         self._tiers = {t.config.name: t for t in tiers}
         self._top = tiers[-1]
         self._rate = rate
         self._similarity = similarity
         self._metrics = metrics
+        self._rates = rates  # probes are costed in the savings too
         self._rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: Counter[tuple[str, Scope]] = Counter()  # probes sampled, not yet recorded, per key
@@ -158,9 +160,14 @@ class Prober:
                                             headers=request.forward_headers)
         except (TierFault, TierRejected) as exc:
             log.info("probe to tier '%s' failed: %s", tier.config.name, exc)
+        body = reply.body if reply else {}
+        prompt = prompt_tokens_of(body, request.count_prompt_tokens)
         if tier.level > 0:  # the prompt went up whether or not an answer came back, as in the cascade
-            self._metrics.probe_sent(tier.config.name, prompt_tokens_of(reply.body if reply else {},
-                                                                        request.count_prompt_tokens))
+            self._metrics.probe_sent(tier.config.name, prompt)
+        if self._rates is not None:
+            cost = self._rates.probe(tier.config.name, prompt, reported_tokens(body, "completion_tokens") or 0)
+            # Under `policy.key: task` the scope names no workload: the probe is booked under the task.
+            self._metrics.savings.probe(request.scope.workload or request.task, cost, self._rates.max_workloads)
         return reply
 
     async def _top_answer(self, request: CascadeRequest, result: CascadeResult,

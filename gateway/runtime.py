@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.observer import RequestObserver
 from gateway.overrides import Overrides, PolicyOverrides
 from gateway.probes import Prober
+from gateway.savings import SavingsRates
 from gateway.tokens import PromptTokenCounter
 from gateway.workloads import WorkloadRegistry, derived_workload
 from policies.base import TASKS, Scope, Task, ThresholdPolicy, WindowStore
@@ -81,7 +82,8 @@ class Runtime:
         metrics = metrics or Metrics()
         tokens = PromptTokenCounter()
         observer = RequestObserver(metrics, {t.name: i for i, t in enumerate(config.tiers)}, tokens,
-                                   include_prompts=config.logging.include_prompts)
+                                   include_prompts=config.logging.include_prompts,
+                                   rates=SavingsRates(config.tiers, config.policy.max_workloads))
         tiers: list[Tier] = []
         for level, tier_config in enumerate(config.tiers):
             backend = build_backend(tier_config)
@@ -92,7 +94,7 @@ class Runtime:
         quality_policy = QualityPolicy(
             RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
             probes, quality_settings(quality))
-        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics)
+        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics, rates=observer.rates)
         closers.append(prober.aclose)
         policies: dict[str, ThresholdPolicy] = {
             "recserve": RecServePolicy(store, layer.beta_for, config.policy.recserve.window),

@@ -143,7 +143,8 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
         nonlocal observed
         if not observed:
             observed = True
-            plan.observe(tally.usage)
+            # A tier that reported no usage: the answer tokens seen count as its completion tokens.
+            plan.observe(tally.usage if tally.usage is not None else {"completion_tokens": tally.tokens})
 
     try:
         async for chunk in _all_chunks(reply):
