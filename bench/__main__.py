@@ -1,7 +1,8 @@
 """`python -m bench [--smoke]`: gateway overhead vs a direct tier and vs LiteLLM proxy, side by side.
 
 Starts on loopback: fast fake tiers, the gateway (pinned `recserve/device`, and the full recserve
-cascade over three tiers), LiteLLM proxy on the same fake tier when its CLI is available, and drives
+cascade over three tiers), the same gateway with `--workers 2` (pinned; CPU summed over its
+processes), LiteLLM proxy on the same fake tier when its CLI is available, and drives
 each with wrk at several concurrencies. Prints one markdown table. Never asserts timings.
 """
 
@@ -24,19 +25,23 @@ from bench.streaming_overhead import first_byte_ms
 PROMPT = [{"role": "user", "content": "Say ok."}]
 
 
-def _gateway(tier_ports: list[int], folder: Path) -> Server:
+def _gateway(tier_ports: list[int], folder: Path, workers: int = 1) -> Server:
     config = {
         "auth": {"api_keys_env": None, "admin_key_env": None},
         "tiers": [{"name": n, "base_url": f"http://127.0.0.1:{p}/v1", "model": "fake", "max_concurrency": 256}
                   for n, p in zip(("device", "edge", "cloud"), tier_ports, strict=True)],
         "logging": {"access_log": False},
+        # Several workers: each keeps its own memory windows (no Redis in this bench; the pinned
+        # rows step no window at all).
+        "windows": {"per_worker": workers > 1},
     }
-    path = folder / "gateway.yaml"
+    path = folder / f"gateway-{workers}.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port),
-               "--log-level", "warning"]
-    return start("gateway", command, f"http://127.0.0.1:{port}", "/readyz", log=folder / "gateway.log")
+               "--log-level", "warning", "--workers", str(workers)]
+    return start(f"gateway x{workers}", command, f"http://127.0.0.1:{port}", "/readyz",
+                 log=folder / f"gateway-{workers}.log")
 
 
 def _litellm(binary: str, tier_port: int, folder: Path) -> Server:
@@ -72,7 +77,8 @@ def _measure(server: Server | None, url: str, body: dict[str, object], connectio
 
 def _open_loop_rows(direct_url: str, gateway_url: str, rate: float, seconds: float) -> list[str]:
     """Direct, pinned and cascade at a fixed offered rate over 16 connections (below saturation)."""
-    targets = (("tier direct", direct_url, {"model": "fake", "messages": PROMPT, "logprobs": True, "top_logprobs": 5}),
+    targets: tuple[tuple[str, str, dict[str, object]], ...] = (
+               ("tier direct", direct_url, {"model": "fake", "messages": PROMPT, "logprobs": True, "top_logprobs": 5}),
                ("gateway, pinned tier", gateway_url, {"model": "recserve/device", "messages": PROMPT}),
                ("gateway, 3-tier cascade", gateway_url, {"model": "recserve", "messages": PROMPT}))
     rows: list[str] = []
@@ -108,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             servers += tiers
             gateway = _gateway(ports, folder)
             servers.append(gateway)
+            # Started now, measured while the one-worker gateway idles: both side by side in one run.
+            gateway2 = _gateway(ports, folder, workers=2)
+            servers.append(gateway2)
             peer = _litellm(args.litellm, ports[0], folder) if args.litellm and not args.smoke else None
             if peer:
                 servers.append(peer)
@@ -122,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                 cascade, cpu = _measure(gateway, gateway.url + "/v1/chat/completions",
                                         {"model": "recserve", "messages": PROMPT}, connections, seconds)
                 rows.append(_row("gateway, 3-tier cascade", cascade, connections, cpu, gateway.peak_rss_mb(), direct))
+                two, cpu = _measure(gateway2, gateway2.url + "/v1/chat/completions",
+                                    {"model": "recserve/device", "messages": PROMPT}, connections, seconds)
+                rows.append(_row("gateway --workers 2, pinned tier", two, connections, cpu, None, direct))
+                if pinned.rps:
+                    rows.append(f"| ratio 2 workers / 1 worker (pinned): throughput x{two.rps / pinned.rps:.2f} "
+                                f"| {connections} | | | | | | | | |")
                 if peer:
                     litellm, cpu = _measure(peer, peer.url + "/v1/chat/completions",
                                             {"model": "fake", "messages": PROMPT}, connections, seconds)

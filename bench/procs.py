@@ -33,9 +33,9 @@ class Server:
     url: str
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the process and its children so far."""
+        """User + system CPU of the process and its descendants alive now (`--workers N`: all workers)."""
         total = 0.0
-        for pid in [self.process.pid, *_children(self.process.pid)]:
+        for pid in [self.process.pid, *_descendants(self.process.pid)]:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -63,10 +63,24 @@ class Server:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    # Every thread's list: a child started from another thread is listed under that thread only.
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
 
 
 def start(name: str, command: Sequence[str], url: str, ready_path: str, *, env: dict[str, str] | None = None,

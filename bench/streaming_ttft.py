@@ -176,7 +176,7 @@ def private_device(config_path: Path, directory: Path) -> RunningTier:
     layout = default_layout()
     server = ensure_server(layout, report=lambda _: None)
     model = ensure_model(device.model, layout, report=lambda _: None)
-    spec = TierSpec("device-bench", model, free_port(), device.local.threads, device.local.ctx_size, 1)
+    spec = TierSpec("device-bench", model, free_port(), device.local.threads or 1, device.local.ctx_size, 1)
     return start_tier(server, spec, directory, health_timeout_s=120)
 
 

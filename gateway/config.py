@@ -84,7 +84,9 @@ class LocalTierConfig(_Strict):
 
     model: str
     port: int = Field(ge=1, le=65535)
-    threads: int = Field(1, ge=1, le=256)
+    # Unset: `tiers up` derives threads, CPU affinity and polling from the cores it may use
+    # (gateway.local.placement); set: exactly this many threads, not pinned.
+    threads: int | None = Field(None, ge=1, le=256)
     ctx_size: int = Field(2048, ge=256)
     parallel: int = Field(1, ge=1, le=64)
     # --no-cache-prompt: the same prompt always gets the same logprobs (so decisions replay exactly);

@@ -78,7 +78,9 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",
-    "tiers[].local.threads": "CPU threads for llama-server.",
+    "tiers[].local.threads": "CPU threads for llama-server. Unset: `recserve tiers up` derives threads, CPU "
+    "affinity and polling from the cores it may use (see Deploying, \"Local tiers on shared cores\"); set: "
+    "exactly this many threads, not pinned.",
     "tiers[].local.ctx_size": "Context size in tokens.",
     "tiers[].local.parallel": "Slots: requests llama-server answers at once.",
     "tiers[].local.deterministic": "Run with `--no-cache-prompt`, so a prompt always gets the same logprobs "

@@ -13,6 +13,7 @@ from gateway.config import ConfigError, GatewayConfig, LocalTierConfig, load_con
 from gateway.local.catalog import ModelSpec, UnknownModelError, lookup
 from gateway.local.models import ModelFetchError, ensure_model
 from gateway.local.paths import CacheLayout, default_layout
+from gateway.local.placement import Demand, available_cores, plan
 from gateway.local.proc import CommandFailed
 from gateway.local.server_build import ServerBuildError, ensure_server
 from gateway.local.supervisor import (
@@ -130,18 +131,24 @@ def tiers_up(tiers: list[LocalTier], layout: CacheLayout, *, health_timeout_s: f
     paths: dict[str, Path] = {}
     for tier in pending:
         paths[tier.name] = ensure_model(tier.model, layout, report=_say)
+    # Placed over every local tier, running or not, so each keeps its share of the cores.
+    placements = dict(zip((tier.name for tier in tiers), plan(
+        [Demand(tier.name, tier.model.size, tier.local.threads) for tier in tiers], available_cores()),
+        strict=True))
     started: list[RunningTier] = []
     try:
         for tier in pending:
             t0 = time.monotonic()
+            place = placements[tier.name]
             running = start_tier(
                 server,
-                TierSpec(tier.name, paths[tier.name], tier.local.port, tier.local.threads,
-                         tier.local.ctx_size, tier.local.parallel, deterministic=tier.local.deterministic),
+                TierSpec(tier.name, paths[tier.name], tier.local.port, place.threads,
+                         tier.local.ctx_size, tier.local.parallel, deterministic=tier.local.deterministic,
+                         threads_batch=place.threads_batch, cpus=place.cpus, poll=place.poll),
                 run_dir, health_timeout_s=health_timeout_s,
             )
             started.append(running)
-            _say(f"tier '{tier.name}': up on {running.base_url} with {tier.model.key} "
+            _say(f"tier '{tier.name}': up on {running.base_url} with {tier.model.key}, {place.describe()} "
                  f"(pid {running.pid}, {time.monotonic() - t0:.1f} s; log {running.log_path})")
     except BaseException:
         # All or nothing: a half-started set would leave the gateway cascading over a missing tier.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway.local.placement import cpu_mask
 from gateway.local.proc import tail
 from gateway.local.server_build import ServerBinary, library_path
 
@@ -40,6 +41,10 @@ class TierSpec:
     parallel: int = 1
     # Bit-reproducible logprobs at temperature 0 (see DETERMINISTIC_FLAGS); costs the prompt cache.
     deterministic: bool = True
+    # Where it runs (gateway.local.placement): prompt threads, CPUs it is pinned to, polling level.
+    threads_batch: int | None = None
+    cpus: tuple[int, ...] | None = None
+    poll: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,9 @@ def server_command(server: ServerBinary, tier: TierSpec) -> list[str]:
         # llama-server splits -c across its slots; scale it so every slot gets ctx_size tokens.
         "-c", str(tier.ctx_size * tier.parallel), "--parallel", str(tier.parallel),
         "-t", str(tier.threads),
+        *(("-tb", str(tier.threads_batch)) if tier.threads_batch is not None else ()),
+        *(("--cpu-mask", cpu_mask(tier.cpus)) if tier.cpus else ()),
+        *(("--poll", str(tier.poll)) if tier.poll is not None else ()),
         *(DETERMINISTIC_FLAGS if tier.deterministic else ()),
     ]
 
