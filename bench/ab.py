@@ -43,8 +43,8 @@ def _gateway(name: str, tree: Path, tier_ports: list[int], folder: Path) -> Serv
     return start(name, command, f"http://127.0.0.1:{port}", "/readyz", log=folder / f"{name}.log", env=env)
 
 
-def _checkout(rev: str, folder: Path) -> Path:
-    tree = folder / "base"
+def _checkout(rev: str, folder: Path, name: str = "base") -> Path:
+    tree = folder / name
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
     return tree
 
@@ -52,6 +52,7 @@ def _checkout(rev: str, folder: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--this", help="git revision to measure instead of the working tree")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per measurement")
     parser.add_argument("--connections", type=int, default=1)
@@ -65,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recserve-ab-") as tmp:
         folder = Path(tmp)
         base_tree = _checkout(args.base, folder)
+        this_tree = _checkout(args.this, folder, "this") if args.this else here
         try:
             ports = [free_port() for _ in range(3)]
             servers += [fake_tier(p) for p in ports]
-            sides = {"base": _gateway("base", base_tree, ports, folder), "this": _gateway("this", here, ports, folder)}
+            sides = {"base": _gateway("base", base_tree, ports, folder),
+                     "this": _gateway("this", this_tree, ports, folder)}
             servers += sides.values()
             chat = f"http://127.0.0.1:{ports[0]}/v1/chat/completions"
             for _ in range(args.rounds):
@@ -84,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], check=False, capture_output=True)
+            for tree in {base_tree, this_tree} - {here}:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
     median = {key: statistics.median(values) for key, values in samples.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True).stdout.strip()
-    print(f"A/B: base {args.base} ({commit}) vs this tree; {args.rounds} alternating rounds of {args.seconds:g} s, "
+    this = f"{args.this}" if args.this else "this tree"
+    print(f"A/B: base {args.base} ({commit}) vs {this}; {args.rounds} alternating rounds of {args.seconds:g} s, "
           f"{args.connections} connection(s); medians over rounds (ms); {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}")
     print()
