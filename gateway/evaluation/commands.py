@@ -143,12 +143,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def _code(args: argparse.Namespace) -> int:
     from gateway.evaluation.code_report import write_code_report
-    from gateway.evaluation.record import compress
+    from gateway.evaluation.humaneval import compact_row
+    from gateway.evaluation.record import read_trace, write_gzipped
 
     trace = Path(args.trace)
-    if trace.suffix == ".jsonl":  # a finished recording: keep the committed, gzipped form beside it
-        compress(trace, trace.with_name(trace.name + ".gz"))
-        trace = trace.with_name(trace.name + ".gz")
+    if trace.suffix == ".jsonl":  # a finished recording: keep the committed (compact, gzipped) form beside it
+        trace = write_gzipped([compact_row(row) for row in read_trace(trace)], trace.with_name(trace.name + ".gz"))
     print("\n".join(write_code_report(trace, Path(args.out) if args.out else trace.parent)))
     return 0
 

@@ -149,6 +149,17 @@ def sandbox_scorer(problems: Sequence[Problem], limits: Limits | None = None) ->
     return score
 
 
+def compact_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as committed: each answer token keeps its text and logprob (all the generation
+    confidence needs, so it can be recomputed), without the 5 alternatives and bytes per token that
+    make a code trace ~7x larger."""
+    logprobs = row.get("logprobs")
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+        return row
+    content = [{"token": t.get("token"), "logprob": t.get("logprob")} for t in logprobs["content"]]
+    return {**row, "logprobs": {"content": content}}
+
+
 def score_row(row: dict[str, Any], problems: dict[str, Problem], limits: Limits | None = None) -> dict[str, Any]:
     """The row with `correct` and `tests` set from running its answer (rows of failed calls unchanged)."""
     if "answer" not in row:

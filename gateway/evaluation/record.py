@@ -174,6 +174,14 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     partial.replace(path)
 
 
+def write_gzipped(rows: Sequence[dict[str, Any]], target: Path) -> Path:
+    """Rows as a gzipped JSONL trace, deterministic (no timestamp in the header); returns `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
+        dst.write("".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+    return target
+
+
 def compress(path: Path, target: Path) -> None:
     """Gzip a finished trace (deterministic: no timestamp in the header) for committing."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,17 @@ def test_every_canonical_solution_passes_and_a_wrong_body_does_not() -> None:
     # The tests do test: the stub alone (the prompt's function returning None) fails them all but a few.
     stubs_passing = [p.task_id for p in problems[:20] if humaneval.passes(p, "no code")]
     assert stubs_passing == []
+
+
+def test_the_committed_row_keeps_what_the_confidence_needs() -> None:
+    from policies.confidence import response_confidence
+
+    content = [{"token": "def", "logprob": -0.1, "bytes": [100], "top_logprobs": [{"token": "def", "logprob": -0.1}]},
+               {"token": " f", "logprob": -0.5, "bytes": [32, 102], "top_logprobs": []}]
+    row = {"answer": "def f", "logprobs": {"content": content}}
+    compact = humaneval.compact_row(row)
+    assert compact["logprobs"] == {"content": [{"token": "def", "logprob": -0.1}, {"token": " f", "logprob": -0.5}]}
+    choice = {"message": {"content": "def f"}}
+    assert response_confidence("generation", [{**choice, "logprobs": compact["logprobs"]}], None) == \
+        response_confidence("generation", [{**choice, "logprobs": row["logprobs"]}], None)
+    assert humaneval.compact_row({"error": "x"}) == {"error": "x"}
