@@ -19,8 +19,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import ask
+from tests.support.scripted_tier import ThreadedTier
 
-from .conftest import ADMIN_KEY, FileGateway
+from .conftest import ADMIN_KEY, FileGateway, FileGatewayStarter
+from .test_savings import savings_config, send_mix
 
 DASH = "\u2014"
 # Headless and quiet: no GPU, no sandbox (root in CI), no calls home, a fresh profile per test.
@@ -103,6 +105,47 @@ def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, bro
 
     assert not browser.find_element(By.ID, "key-form").is_displayed()
     screenshot = artifacts_dir / "status-page.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 10_000
+    print(f"status page screenshot: {screenshot}")
+
+
+def test_status_page_charts_savings_per_workload(start_file_gateway: FileGatewayStarter, browser: WebDriver,
+                                                 tiers: dict[str, ThreadedTier], artifacts_dir: Path) -> None:
+    gateway = start_file_gateway(savings_config(tiers))
+    with gateway.sdk() as sdk:
+        send_mix(gateway.root, sdk)
+    browser.get(f"{gateway.root}/admin/ui#key={ADMIN_KEY}")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+    with httpx.Client(base_url=gateway.root, headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        savings: dict[str, Any] = http.get("/admin/policy").json()["savings"]
+
+    assert shown(browser, "#savings [data-field=top-tier]")[0] == "cloud"
+    rows = {"total": savings["total"], **savings["workloads"]}
+    names = [n.get_attribute("data-workload") for n in browser.find_elements(By.CSS_SELECTOR, "#savings .name")]
+    assert names == list(rows) == ["total", "bot", "tagger", "generation"]
+    for name, s in rows.items():
+        row = f"#savings [data-workload='{name}']"
+        segments = browser.find_elements(By.CSS_SELECTOR, f"{row}[data-field=served] .seg")
+        assert {g.get_attribute("data-tier"): int(g.get_attribute("data-count") or -1) for g in segments} == \
+            s["served"], name
+        widths = [g.size["width"] for g in segments]  # drawn in proportion to the requests
+        for segment, width in zip(segments, widths, strict=True):
+            share = int(segment.get_attribute("data-count") or 0) / s["requests"]
+            assert width == pytest.approx(share * sum(widths), abs=2), name
+        assert float(shown(browser, f"{row}[data-field=below-top]")[1] or "nan") == \
+            s["below_top"]["requests_share"]
+        assert float(shown(browser, f"{row}[data-field=weighted-communication]")[1] or "nan") == \
+            s["weighted_communication"]["vs_top_tier_only"]
+        spend_text, spend_raw = shown(browser, f"{row}[data-field=spend]")
+        assert float(spend_raw or "nan") == s["spend"]["vs_top_tier_only"]
+        assert spend_text.startswith(pct(s["spend"]["vs_top_tier_only"])), name
+    saved_text, saved_raw = shown(browser, ".summary [data-field=spend-saved]")
+    assert float(saved_raw or "nan") == pytest.approx(1 - savings["total"]["spend"]["vs_top_tier_only"])
+    assert saved_text == pct(1 - savings["total"]["spend"]["vs_top_tier_only"])
+    browser.find_element(By.ID, "savings").screenshot(str(artifacts_dir / "status-page-savings.png"))
+    screenshot = artifacts_dir / "status-page-with-savings.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000
     print(f"status page screenshot: {screenshot}")
