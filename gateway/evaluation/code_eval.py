@@ -202,5 +202,29 @@ def split_tuning(requests: Sequence[Request], tiers: Sequence[str], goal: float 
     return results
 
 
+KEEP_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def keep_curve(requests: Sequence[Request], lower: str, top: str,
+               shares: Sequence[float] = KEEP_SHARES) -> list[dict[str, float]]:
+    """The two-tier trade-off the confidence allows at best: for each share, keep that share of the
+    requests (the lower tier's most confident answers, ranked over the whole trace, i.e. with
+    hindsight of the distribution) at the lower tier and send the rest to the top. The pass@1 of the
+    kept answers and of the mix, against the top tier's on the same requests."""
+    ranked = sorted(requests, key=lambda r: -(r.answers[lower].confidence or 0.0))
+    top_all = _pass_rate(requests, top)
+    curve = []
+    for share in shares:
+        k = round(share * len(ranked))
+        kept, rest = ranked[:k], ranked[k:]
+        mixed = (sum(r.answers[lower].correct for r in kept) + sum(r.answers[top].correct for r in rest))
+        curve.append({"kept_share": k / len(ranked) if ranked else 0.0,
+                      "kept_pass": _pass_rate(kept, lower), "top_on_kept": _pass_rate(kept, top),
+                      "pass_at_1": mixed / len(ranked) if ranked else 0.0,
+                      "of_top": mixed / len(ranked) / top_all if ranked and top_all else 0.0,
+                      "min_confidence_kept": kept[-1].answers[lower].confidence or 0.0 if kept else 1.0})
+    return curve
+
+
 def _pass_rate(requests: Sequence[Request], tier: str) -> float:
     return sum(r.answers[tier].correct for r in requests) / len(requests) if requests else 0.0

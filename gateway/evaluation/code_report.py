@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.evaluation.code_agreement import analyse
-from gateway.evaluation.code_eval import LINEUPS, lineup_requests, replay_lineup, seed_runs, split_tuning
+from gateway.evaluation.code_eval import (
+    LINEUPS,
+    keep_curve,
+    lineup_requests,
+    replay_lineup,
+    seed_runs,
+    split_tuning,
+)
 from gateway.evaluation.record import read_trace
 
 GOAL = 0.95  # of cloud-only pass@1
@@ -33,6 +40,7 @@ def code_results(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "policies": replay_lineup(requests, tiers),
             "defaults": {agreement: seed_runs(requests, tiers, agreement) for agreement in ("token_f1", "code")},
             "split": split_tuning(requests, tiers, GOAL),
+            "keep_curve": keep_curve(requests, tiers[-2], tiers[-1]),
         }
     return {"lineups": lineups, "agreement": analyse(rows, ["device", "edge"], "cloud"), "goal": GOAL,
             "saving": SAVING}
@@ -95,6 +103,17 @@ def split_table(result: Mapping[str, Any], goal: float) -> str:
     return "\n".join(lines)
 
 
+def keep_table(result: Mapping[str, Any]) -> str:
+    """The best a confidence threshold between the two top tiers can do, share by share."""
+    lower, top = result["tiers"][-2], result["tiers"][-1]
+    lines = [f"| kept at {lower} (most confident first) | lowest confidence kept | {lower} pass@1 on kept | "
+             f"{top} pass@1 on the same | pass@1 of the mix | of {top}-only |", "|---|---|---|---|---|---|"]
+    for c in result["keep_curve"]:
+        lines.append(f"| {_pct(c['kept_share'])} | {c['min_confidence_kept']:.4f} | {_pct(c['kept_pass'])} | "
+                     f"{_pct(c['top_on_kept'])} | {_pct(c['pass_at_1'])} | {_pct(c['of_top'])} |")
+    return "\n".join(lines)
+
+
 def agreement_table(analysis: Mapping[str, Any]) -> str:
     """AUCs and the threshold's behaviour on the odd half, per measure."""
     tiers = analysis["lower"]
@@ -122,6 +141,9 @@ def code_sections(results: Mapping[str, Any]) -> list[str]:
         route = " → ".join(f"{t} ({s})" if t != s else t for t, s in result["sources"].items())
         sections += [f"### {name}: {route}, {result['n']} problems", "", defaults_table(result), "",
                      "Tuned on one half, measured on the other:", "", split_table(result, goal), "",
+                     f"What ranking by the {result['tiers'][-2]} tier's confidence allows (a threshold set with "
+                     "hindsight: the best one confidence threshold can do on these problems):", "",
+                     keep_table(result), "",
                      "Every policy:", "", lineup_table(result), ""]
     analysis = results["agreement"]
     sections += ["### Agreement measures for code (no code run)", "",

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from gateway.evaluation.code_agreement import analyse, auc
-from gateway.evaluation.code_eval import LINEUPS, lineup_requests, replay_lineup, split_tuning, top_traffic
+from gateway.evaluation.code_eval import (
+    LINEUPS,
+    keep_curve,
+    lineup_requests,
+    replay_lineup,
+    split_tuning,
+    top_traffic,
+)
 from gateway.evaluation.code_report import write_code_report
 from gateway.evaluation.commands import main
 from gateway.evaluation.replay import Outcome
@@ -72,6 +79,15 @@ def test_every_policy_is_replayed_and_the_pins_are_the_tiers() -> None:
     casserve = next(e for e in entries if e["policy"] == "casserve" and e["params"]["threshold"] == 0.95)
     assert casserve["pass_at_1"] == 1.0 and casserve["top_traffic"] == 14 / 40
     assert {e["params"]["agreement"] for e in entries if e["policy"] == "quality"} == {"token_f1", "code"}
+
+
+def test_the_keep_curve_keeps_the_most_confident_first() -> None:
+    requests = lineup_requests(_trace(), LINEUPS["laptop"])
+    curve = keep_curve(requests, "laptop", "cloud", shares=(0.5, 0.9))
+    # 26 right answers at 0.97 rank before the 14 wrong ones at 0.9.
+    assert curve[0] == {"kept_share": 0.5, "kept_pass": 1.0, "top_on_kept": 1.0, "pass_at_1": 1.0, "of_top": 1.0,
+                        "min_confidence_kept": 0.97}
+    assert curve[1]["kept_share"] == 0.9 and curve[1]["pass_at_1"] == (26 + 4) / 40
 
 
 def test_split_tuning_measures_on_the_other_half() -> None:
