@@ -1,5 +1,5 @@
 """docker/grafana-dashboard.json is importable JSON whose every query names metrics the gateway exports, and
-whose "communication saved" is the gateway's own figure (probes included)."""
+whose "communication saved" and savings figures are the gateway's own (probes included)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.test_quality_policy import probes_settle, prompt
 from tests.test_quality_probes import scrape
 
 from .conftest import FileGateway, FileGatewayStarter
+from .test_savings import savings_config, send_mix
 from .test_windows_reset import QUALITY
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docker" / "grafana-dashboard.json"
@@ -90,3 +91,34 @@ def test_communication_saved_counts_probe_traffic_like_the_gateway(start_file_ga
     # No series yet for a labelled counter (nothing went up): the panel still shows a number, not "No data".
     cold = {"recserve_cloud_only_prompt_tokens_total": totals["recserve_cloud_only_prompt_tokens_total"]}
     assert _evaluate(expr, cold) == 1.0
+
+
+SAVINGS_STATS = {  # stat panel -> its figure in /admin/policy's savings.total
+    "Requests that never reached the top tier": ("below_top", "requests_share"),
+    "Prompt tokens that never reached the top tier": ("below_top", "prompt_tokens_share"),
+    "Weighted communication vs top-tier-only": ("weighted_communication", "vs_top_tier_only"),
+    "Spend vs top-tier-only": ("spend", "vs_top_tier_only"),
+}
+
+
+def test_savings_panels_are_the_gateways_own_figures(start_file_gateway: FileGatewayStarter,
+                                                     tiers: dict[str, ThreadedTier]) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    gateway = start_file_gateway(savings_config(tiers))
+    with gateway.sdk() as sdk:
+        send_mix(gateway.root, sdk)
+    totals: dict[str, float] = {}
+    for (name, _), value in scrape(gateway.root).items():
+        totals[name] = totals.get(name, 0.0) + value
+    with gateway.admin() as http:
+        savings = http.get("/admin/policy").json()["savings"]["total"]
+    for title, (section, key) in SAVINGS_STATS.items():
+        expr = panels[title]["targets"][0]["expr"]
+        assert _evaluate(expr, totals) == pytest.approx(savings[section][key]), title
+    # Per workload: one series per workload, answering tier stacked.
+    by_workload = [e for p in dashboard["panels"] for e in (t["expr"] for t in p.get("targets", []))
+                   if "by (workload" in e]
+    assert any("recserve_workload_requests_total" in e and "tier" in e for e in by_workload)
+    assert any("recserve_workload_spend_usd_total" in e for e in by_workload)
+    assert any("recserve_workload_weighted_uplink_tokens_total" in e for e in by_workload)

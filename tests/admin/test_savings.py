@@ -89,7 +89,7 @@ def test_hand_costs_match_the_expected_table() -> None:
 
 def send_mix(root: str, sdk: Any) -> None:
     for s in MIX:
-        extra = {"extra_body": {"recserve": {"workload": s.workload}}} if s.workload else {}
+        extra: dict[str, Any] = {"extra_body": {"recserve": {"workload": s.workload}}} if s.workload else {}
         if s.stream:
             with sdk.chat.completions.create(model="recserve", messages=[{"role": "user", "content": s.prompt}],
                                              stream=True, max_tokens=16, **extra) as stream:
