@@ -122,9 +122,12 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
     from gateway.evaluation.report import write_report
+    from gateway.evaluation.report_savings import DEFAULT_RATES, rates_from_config
 
-    written = write_report(Path(args.traces), Path(args.out), _quality_options(args))
+    rates = rates_from_config(load_config(args.config)) if args.config else DEFAULT_RATES
+    written = write_report(Path(args.traces), Path(args.out), _quality_options(args), rates)
     code_trace = Path(args.code_trace)
     if code_trace.exists():
         # The coding workload is scored by its tests, not by a label checker, and joins no mixed
@@ -195,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="table, JSON and plots from every trace in a folder")
     report.add_argument("--traces", default=str(RESULTS / "traces"))
     report.add_argument("--out", default=str(RESULTS))
+    report.add_argument("--config", default=None,
+                        help="a gateway config whose tiers' price and uplink_weight cost the policies "
+                             "(default: the Evaluation page's example rates)")
     report.add_argument("--code-trace", default=str(CODE_TRACE),
                         help="the HumanEval trace whose sections are appended to results.md (skipped if absent)")
     _add_quality_options(report)

@@ -47,6 +47,7 @@ class TierAnswer:
     latency_s: float
     failed: bool = False
     text: str | None = None  # the answer as recorded (None in hand-made traces: agreement from `correct`)
+    completion_tokens: int = 0  # the tier's usage.completion_tokens as recorded (for spend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] =
             latency_s=float(row.get("latency_s") or 0.0),
             failed=failed,
             text=None if failed or "answer" not in row else str(row["answer"]),
+            completion_tokens=int(row.get("completion_tokens") or 0),
         )
     return [Request(i, tasks[i], grouped[i], labels[i], datasets[i]) for i in sorted(grouped)
             if set(tiers) <= set(grouped[i])
@@ -221,6 +223,10 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
     latency = 0.0
     served = {tier: 0 for tier in tiers}
     by_dataset: dict[str, list[int]] = {}  # right, count, kept below the top tier
+    # For spend and weighted communication (gateway/evaluation/report_savings.py): every tier called.
+    tokens_in = {tier: 0 for tier in tiers}
+    tokens_out = {tier: 0 for tier in tiers}
+    served_out = 0
     for request, outcome in zip(requests, outcomes, strict=True):
         served[outcome.served] += 1
         right = request.answers[outcome.served].correct
@@ -233,8 +239,11 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
         verified += outcome.verified is not None
         for tier in outcome.visited:
             latency += request.answers[tier].latency_s
+        served_out += request.answers[outcome.served].completion_tokens
         for tier in [*outcome.visited, *outcome.probes]:
             answer = request.answers[tier]
+            tokens_in[tier] += answer.prompt_tokens
+            tokens_out[tier] += answer.completion_tokens
             if tier != tiers[0]:
                 to_tier[tier] += answer.prompt_tokens
                 bytes_to[tier] += answer.prompt_bytes
@@ -256,6 +265,7 @@ def summarise(requests: Sequence[Request], outcomes: Sequence[Outcome], policy: 
         "top_tokens_vs_cloud": to_tier[tiers[-1]] / cloud_tokens if cloud_tokens else 0.0,
         "bytes_vs_cloud": uplink_bytes / cloud_bytes if cloud_bytes else 0.0,
         "mean_latency_s": latency / n if n else 0.0,
+        "savings_tokens": {"in": tokens_in, "out": tokens_out, "served_out": served_out, "top_prompt": cloud_tokens},
     }
     if probe_calls or bypassed:
         summary.update(probe_calls=probe_calls, probe_tokens=probe_tokens, bypassed_requests=bypassed)
