@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway import http1, jsonio, sse
 from gateway.config import TierConfig
@@ -58,12 +58,17 @@ class TierReply:
         return self.tail is None
 
 
+# Why a tier could not answer: out of time; no connection; an error status; an answer we cannot use;
+# an answer past one of our bounds (gateway.http1.LimitExceeded).
+FaultKind = Literal["timeout", "connect", "status", "invalid", "limit"]
+
+
 class TierFault(Exception):
     """The tier could not answer (timeout, connection, 5xx, 429, garbage): a reason to escalate."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+    def __init__(self, kind: FaultKind, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.kind = kind  # timeout | connect | status | invalid | limit
+        self.kind: FaultKind = kind
         self.message = message
         self.status = status
 

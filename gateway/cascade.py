@@ -10,14 +10,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.backends import Backend, TierFault, TierRejected, TierReply
+from gateway.backends import Backend, FaultKind, TierFault, TierRejected, TierReply
 from gateway.config import TierConfig
 from gateway.protocol import Route
 from gateway.vetting import upstream_path, upstream_uplink_tokens
-from policies.base import Scope, Task, ThresholdPolicy
+from policies.base import DecisionReason, Scope, Task, ThresholdPolicy
 from policies.confidence import response_confidence
 
 Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed", "verify"]
+# Why a hop was not a plain keep or escalation: no usable confidence; the tier's gate stayed shut past
+# queue_timeout_s; too little time left to start it (budget); a tier fault; the tier refused the request
+# (rejected); or the policy's own reason (quality: the floor escalated or bypassed; warmup: verified).
+HopReason = FaultKind | DecisionReason | Literal["no_confidence", "busy", "budget", "rejected"]
 # A tier's usage count beyond this is a lie (or an overflow waiting to happen): we count ourselves.
 MAX_REPORTED_TOKENS = 1 << 40
 # Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
@@ -42,8 +46,7 @@ class Hop:
     outcome: Outcome
     confidence: float | None = None
     threshold: float | None = None
-    reason: str | None = None  # no_confidence | busy | timeout | connect | status | invalid | budget | rejected
-    #                             | quality (floor escalated or bypassed) | warmup (verify)
+    reason: HopReason | None = None
     upstream_path: str | None = None  # a chained RecServe gateway's own path
     answer: Mapping[str, Any] | None = None  # a "verify" hop's whole answer, compared with the top tier's
     completion_tokens: int | None = None  # an answer not served: its tier's reported usage (for spend)

@@ -65,18 +65,31 @@ class WindowStep:
     fallback: bool = False  # True when the shared store was unreachable and a local window answered
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A policy's verdict on one tier's answer."""
+# What a policy says of a tier's answer: keep it; escalate to the next tier; or verify — it would keep
+# the answer, but the answer is not trusted yet (a quality floor still learning): the request goes to
+# the top tier, whose answer is served, and the pair teaches the policy.
+Verdict = Literal["keep", "escalate", "verify"]
+# Why a verdict is not the plain threshold's: the quality floor escalated, or it verifies while warming up.
+DecisionReason = Literal["quality", "warmup"]
 
-    escalate: bool
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """A policy's verdict on one tier's answer. Built by keyword; derive one with `dataclasses.replace`."""
+
+    verdict: Verdict
     threshold: float | None  # None while the window is too short to judge (cold start)
     window_length: int = 0
     fallback: bool = False  # the window consulted was a local stand-in for the shared one
-    reason: str | None = None  # why it escalates when not the plain threshold ("quality"), or verifies
-    # Would keep, but the answer is not trusted yet (a quality floor still learning): the request goes to
-    # the top tier, whose answer is served, and the pair teaches the policy. Never set with `escalate`.
-    verify: bool = False
+    reason: DecisionReason | None = None
+
+    @property
+    def escalate(self) -> bool:
+        return self.verdict == "escalate"
+
+    @property
+    def verify(self) -> bool:
+        return self.verdict == "verify"
 
 
 class ConfidenceEstimator(Protocol):

@@ -17,7 +17,7 @@ class CasServePolicy:
 
     async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
         threshold = self._threshold_for(tier)
-        return Decision(confidence < threshold, threshold)
+        return Decision(verdict="escalate" if confidence < threshold else "keep", threshold=threshold)
 
     def bypassed(self, tier: str, scope: Scope) -> bool:
         return False

@@ -128,9 +128,9 @@ class QualityPolicy:
         curve = self._curve(tier, scope)
         level = self._settings.confidence_level
         if curve is not None and curve.agreement_at(confidence, level) < self._settings.target:
-            return replace(decision, escalate=True, reason="quality")
+            return replace(decision, verdict="escalate", reason="quality")
         if self._settings.warmup_answer == "top" and self.warming(tier, scope):
-            return replace(decision, reason="warmup", verify=True)
+            return replace(decision, verdict="verify", reason="warmup")
         return decision
 
     def bypassed(self, tier: str, scope: Scope) -> bool:

@@ -23,8 +23,9 @@ class RecServePolicy:
         step = await self._store.step(scope.key(self._namespace, tier), confidence, self._window,
                                       self._beta_for(tier))
         if step.length <= 1:
-            return Decision(False, None, step.length, step.fallback)
-        return Decision(confidence < step.threshold, step.threshold, step.length, step.fallback)
+            return Decision(verdict="keep", threshold=None, window_length=step.length, fallback=step.fallback)
+        return Decision(verdict="escalate" if confidence < step.threshold else "keep", threshold=step.threshold,
+                        window_length=step.length, fallback=step.fallback)
 
     def bypassed(self, tier: str, scope: Scope) -> bool:
         return False
