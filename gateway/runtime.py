@@ -29,8 +29,9 @@ MODEL_PREFIX = "recserve"
 
 def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
     """The quality policy's settings from its config section (the gateway's and `eval live`'s replay)."""
-    return QualitySettings(quality.target, quality.min_probes, quality.window, quality.warmup_probes,
-                           quality.warmup_answer, quality.confidence_level)
+    return QualitySettings(target=quality.target, min_probes=quality.min_probes, window=quality.window,
+                           warmup_probes=quality.warmup_probes, warmup_answer=quality.warmup_answer,
+                           confidence_level=quality.confidence_level)
 
 
 def model_ids(config: GatewayConfig) -> list[str]:

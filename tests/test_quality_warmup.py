@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from gateway.config import ConfigError, QualityPolicyConfig, parse_config
+from gateway.runtime import quality_settings
+from policies.quality import QualitySettings
 from tests.conftest import GatewayStarter, RunningGateway, ask, merge
 from tests.support.scripted_tier import ThreadedTier
 from tests.test_quality_policy import probes_settle, prompt
@@ -117,6 +119,12 @@ def test_warmup_probes_config() -> None:
             quality(warmup_probes=bad)
         assert len(error.value.errors) == 1 and error.value.errors[0].startswith("policy.quality.warmup_probes: ")
         assert message in error.value.errors[0]
+
+
+def test_quality_settings_defaults_are_the_configs() -> None:
+    # The policy's own defaults (what a QualityPolicy built outside the gateway gets) match the config's.
+    assert QualitySettings() == quality_settings(QualityPolicyConfig())
+    assert QualitySettings().warmup_probes == QualityPolicyConfig().min_probes
 
 
 def test_replicas_sharing_redis_warm_up_together(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier],

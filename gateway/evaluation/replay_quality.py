@@ -27,7 +27,8 @@ from gateway.config import QualityPolicyConfig
 from gateway.evaluation.record import TIERS
 from gateway.evaluation.replay import BETAS, Outcome, Request, TierAnswer, beta_for, cascade, summarise
 from gateway.probes import agree
-from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
+from gateway.runtime import quality_settings
+from policies.quality import ProbeWindows, QualityPolicy
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
 
@@ -129,8 +130,9 @@ def quality_policy(beta: float | Mapping[str, float], window: int, target: float
                    options: QualityOptions = DEFAULT_OPTIONS) -> QualityPolicy:
     """The quality policy as the gateway builds it (its rule keeps windows of its own), memory store."""
     rule = RecServePolicy(MemoryWindowStore(), beta_for(beta), window, namespace="quality")
-    settings = QualitySettings(target, options.min_probes, options.probe_window, options.warmup,
-                               options.warmup_answer, options.confidence_level)
+    settings = quality_settings(QualityPolicyConfig(
+        target=target, min_probes=options.min_probes, window=options.probe_window, warmup_probes=options.warmup,
+        warmup_answer=options.warmup_answer, confidence_level=options.confidence_level))
     return QualityPolicy(rule, ProbeWindows(options.probe_window), settings)
 
 
