@@ -13,11 +13,13 @@ Prometheus counters); the number of workloads it keeps apart is bounded like the
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.cascade import Hop, reported_tokens
 from gateway.config import TierConfig
@@ -191,8 +193,31 @@ class WorkloadSavings:
         }
 
 
-class SavingsLedger:
-    """Per-workload savings of one app (outlives reloads), as running totals and Prometheus counters.
+# (metric name, help, WorkloadSavings field): counters read from the running totals at scrape time.
+_COUNTERS: Final = (
+    ("recserve_workload_top_tier_requests", "Requests whose prompt reached the top tier, by workload",
+     "top_tier_requests"),
+    ("recserve_workload_prompt_tokens", "Prompt tokens of finished requests (what top-tier-only ships), by workload",
+     "prompt_tokens"),
+    ("recserve_workload_top_tier_prompt_tokens", "Prompt tokens of requests that reached the top tier, by workload",
+     "top_tier_prompt_tokens"),
+    ("recserve_workload_uplink_prompt_tokens",
+     "Prompt tokens shipped to tiers above the first (probes included), by workload", "uplink_tokens"),
+    ("recserve_workload_weighted_uplink_tokens",
+     "Sum of uplink_weight x prompt tokens shipped to each tier (probes included), by workload", "weighted_uplink"),
+    ("recserve_workload_top_tier_only_weighted_uplink_tokens",
+     "The top tier's uplink_weight x every prompt token, by workload", "top_only_weighted_uplink"),
+    ("recserve_workload_spend_usd",
+     "USD at the tiers' prices: input and output tokens of every tier asked (probes included), by workload",
+     "spend_usd"),
+    ("recserve_workload_top_tier_only_spend_usd",
+     "USD had the top tier been sent every prompt and produced every answer, by workload", "top_only_spend_usd"),
+)
+
+
+class SavingsLedger(Collector):
+    """Per-workload savings of one app (outlives reloads), as running totals that Prometheus reads
+    when it scrapes: a request costs a few additions, not a dozen labelled counter updates.
 
     Workload names are the gateway's (already folded into "other" past `policy.max_workloads`); the
     ledger folds too, so its label values stay bounded however names come and go over time.
@@ -200,33 +225,20 @@ class SavingsLedger:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._workloads: dict[str, WorkloadSavings] = {}
-        r = registry
-        self._requests = Counter("recserve_workload_requests", "Finished requests by workload and answering tier "
-                                 "('none': no tier answered)", ["workload", "tier"], registry=r)
-        self._top_requests = Counter("recserve_workload_top_tier_requests",
-                                     "Requests whose prompt reached the top tier, by workload", ["workload"],
-                                     registry=r)
-        self._prompt = Counter("recserve_workload_prompt_tokens",
-                               "Prompt tokens of finished requests (what top-tier-only ships), by workload",
-                               ["workload"], registry=r)
-        self._top_prompt = Counter("recserve_workload_top_tier_prompt_tokens",
-                                   "Prompt tokens of requests that reached the top tier, by workload",
-                                   ["workload"], registry=r)
-        self._uplink = Counter("recserve_workload_uplink_prompt_tokens",
-                               "Prompt tokens shipped to tiers above the first (probes included), by workload",
-                               ["workload"], registry=r)
-        self._weighted = Counter("recserve_workload_weighted_uplink_tokens",
-                                 "Sum of uplink_weight x prompt tokens shipped to each tier (probes included), "
-                                 "by workload", ["workload"], registry=r)
-        self._top_weighted = Counter("recserve_workload_top_tier_only_weighted_uplink_tokens",
-                                     "The top tier's uplink_weight x every prompt token, by workload",
-                                     ["workload"], registry=r)
-        self._spend = Counter("recserve_workload_spend_usd",
-                              "USD at the tiers' prices: input and output tokens of every tier asked "
-                              "(probes included), by workload", ["workload"], registry=r)
-        self._top_spend = Counter("recserve_workload_top_tier_only_spend_usd",
-                                  "USD had the top tier been sent every prompt and produced every answer, "
-                                  "by workload", ["workload"], registry=r)
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("recserve_workload_requests", "Finished requests by workload and "
+                                       "answering tier ('none': no tier answered)", labels=["workload", "tier"])
+        for name, savings in self._workloads.items():
+            for tier, count in savings.served.items():
+                requests.add_metric([name, tier], count)
+        yield requests
+        for metric, text, attribute in _COUNTERS:
+            family = CounterMetricFamily(metric, text, labels=["workload"])
+            for name, savings in self._workloads.items():
+                family.add_metric([name], getattr(savings, attribute))
+            yield family
 
     def _key(self, workload: str, limit: int) -> str:
         if workload in self._workloads or len(self._workloads) < limit:
@@ -236,26 +248,15 @@ class SavingsLedger:
     def request(self, workload: str, cost: RequestCost, served: str | None, limit: int) -> None:
         """One finished request of `workload` (at most `limit` + 1 workloads are kept apart)."""
         name = self._key(workload, limit)
-        self._workloads.setdefault(name, WorkloadSavings()).count(cost, served)
-        self._requests.labels(name, served or NO_TIER).inc()
-        if cost.reached_top:
-            self._top_requests.labels(name).inc()
-            self._top_prompt.labels(name).inc(cost.prompt_tokens)
-        self._prompt.labels(name).inc(cost.prompt_tokens)
-        self._add(name, cost)
+        savings = self._workloads.get(name)
+        if savings is None:
+            savings = self._workloads[name] = WorkloadSavings()
+        savings.count(cost, served)
 
     def probe(self, workload: str, cost: RequestCost, limit: int) -> None:
         """A quality probe made for a request of `workload`."""
         name = self._key(workload, limit)
         self._workloads.setdefault(name, WorkloadSavings()).add(cost)
-        self._add(name, cost)
-
-    def _add(self, name: str, cost: RequestCost) -> None:
-        self._uplink.labels(name).inc(cost.uplink_tokens)
-        self._weighted.labels(name).inc(cost.weighted_uplink)
-        self._top_weighted.labels(name).inc(cost.top_only_weighted_uplink)
-        self._spend.labels(name).inc(cost.spend_usd)
-        self._top_spend.labels(name).inc(cost.top_only_spend_usd)
 
     def to_json(self) -> dict[str, Any]:
         """{"total": ..., "workloads": {name: ...}}, workloads by requests, most first."""
