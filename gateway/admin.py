@@ -179,8 +179,7 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
     if workload is not None and not valid_name(workload):
         raise InvalidRequest("Invalid workload name.", param="workload")
-    quality = runtime.policies.get(QualityPolicy.name)
-    quality = quality if isinstance(quality, QualityPolicy) else None
+    quality = runtime.learning(runtime.policies.get(QualityPolicy.name))
     if tier is None and task is None and workload is None:
         await runtime.store.reset()
         if quality is not None:

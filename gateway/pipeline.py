@@ -41,7 +41,6 @@ from gateway.shaping import (
 from gateway.streaming import StreamPlan, buffered_call, early_call, stream_body
 from gateway.workloads import WORKLOAD_HEADER, valid_name
 from policies.base import Task
-from policies.quality import QualityPolicy
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -175,8 +174,9 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     if not parsed.stream:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte
     probes = None  # a streamed answer is probed once the client has all of it
-    if isinstance(selected.policy, QualityPolicy):
+    learning = runtime.learning(selected.policy)
+    if learning is not None:
         probes = runtime.prober.after(cascade_request, result)
-        estimate = selected.policy.estimate(result.tier.name, scope, result.confidence or 0.0)
+        estimate = learning.estimate(result.tier.name, scope, result.confidence or 0.0)
         headers["x-recserve-quality-estimate"] = "none" if estimate is None else repr(estimate)
     return Served(result, headers, task, labels, cascade_request, observe, probes)

@@ -11,7 +11,6 @@ from gateway.metrics import Traffic
 from gateway.runtime import Runtime
 from gateway.savings import SavingsLedger
 from policies.base import TASKS, Scope
-from policies.quality import QualityPolicy
 from policies.quantile import linear_quantile, quantile_fraction
 
 HISTOGRAM_BINS: Final = 10
@@ -64,8 +63,8 @@ async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
     """The quality floor per scope: probes so far, the best agreement reachable, bypassed or not.
 
     Shared probe windows are read afresh first, so the view shows what the cluster has learned."""
-    policy = runtime.policies.get("quality")
-    if not isinstance(policy, QualityPolicy):
+    policy = runtime.learning(runtime.policies.get("quality"))
+    if policy is None:
         return None
     view: dict[str, Any] = {}
     for scope in window_scopes(runtime):  # early commit's prefix answers are judged (and probed) apart

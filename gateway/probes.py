@@ -105,6 +105,11 @@ class Prober:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: Counter[tuple[str, Scope]] = Counter()  # probes sampled, not yet recorded, per key
 
+    @property
+    def policy(self) -> QualityPolicy:
+        """The policy these probes teach."""
+        return self._policy
+
     def after(self, request: CascadeRequest, result: CascadeResult) -> StreamProbes | None:
         """Sample this finished request's kept and bypassed lower tiers for probing.
 

@@ -18,7 +18,7 @@ from gateway.probes import Prober
 from gateway.savings import SavingsRates
 from gateway.tokens import PromptTokenCounter
 from gateway.workloads import WorkloadRegistry, derived_workload
-from policies.base import TASKS, Scope, Task, ThresholdPolicy, WindowStore
+from policies.base import TASKS, Learning, Scope, Task, ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
 from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
@@ -159,6 +159,11 @@ class Runtime:
 
     def model_ids(self) -> list[str]:
         return model_ids(self.config)
+
+    def learning(self, policy: ThresholdPolicy | None) -> Learning | None:
+        """`policy`'s probe hooks when it learns from probes (it is the policy the prober teaches), else None."""
+        learner = self.prober.policy
+        return learner if policy is learner else None
 
     def resolve(self, model: str, *, uses_tools: bool = False) -> ModelBinding:
         """`recserve` → the default policy; `recserve/<policy>`; `recserve/<tier>` pins one tier."""

@@ -124,3 +124,25 @@ class ThresholdPolicy(Protocol):
     def bypassed(self, tier: str, scope: Scope) -> bool:
         """True when the tier should not even be asked in this scope (a learned quality floor)."""
         ...
+
+
+class Learning(Protocol):
+    """The optional hooks of a policy that learns from probes (the quality floor): what it estimates of
+    an answer, what operators see of it and how they make it start over. A gateway finds them with
+    `Runtime.learning(policy)`; a policy without them is judged by its window or thresholds alone."""
+
+    def estimate(self, tier: str, scope: Scope, confidence: float) -> float | None:
+        """The agreement with the top tier expected of an answer of this confidence; None before enough probes."""
+        ...
+
+    def describe(self, tier: str, scope: Scope) -> dict[str, object]:
+        """What it has learned of the tier in this scope, for operators."""
+        ...
+
+    async def sync(self, tier: str, scope: Scope) -> None:
+        """Bring what `describe` reads up to date (shared probe windows)."""
+        ...
+
+    async def reset_probes(self, tier: str | None = None, scope: Scope | None = None) -> None:
+        """Forget what probes taught about one tier and scope (both given), or about everything."""
+        ...
