@@ -16,9 +16,9 @@ from gateway.config import ConfigError, QualityPolicyConfig, parse_config
 from gateway.runtime import quality_settings
 from policies.quality import QualitySettings
 from tests.conftest import GatewayStarter, RunningGateway, ask, merge
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 from tests.test_quality_policy import probes_settle, prompt
-from tests.windows.redis_proc import RedisServer
 
 ADMIN_ENV = "RECSERVE_TEST_WARMUP_ADMIN_KEY"
 ADMIN = {"authorization": "Bearer warmup-admin"}

@@ -16,8 +16,8 @@ from gateway.runtime import Runtime
 from gateway.workloads import OVERFLOW, WorkloadRegistry, derived_workload
 from policies.base import Scope
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter, RunningGateway, ask, base_config, merge
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.redis_proc import RedisServer
 
 ADMIN_ENV = "RECSERVE_TEST_WORKLOAD_ADMIN_KEY"
 ADMIN = {"authorization": "Bearer workload-admin"}

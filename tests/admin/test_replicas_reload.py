@@ -17,9 +17,9 @@ import redis
 import yaml
 
 from tests.conftest import ask
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.gateway_proc import GatewayProcess
-from tests.windows.redis_proc import RedisServer
 
 from .conftest import ADMIN_KEY, ADMIN_KEY_ENV, admin_config
 

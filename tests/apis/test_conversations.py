@@ -10,8 +10,8 @@ import pytest
 
 from gateway.conversations import MemoryConversations, StoredResponse
 from tests.conftest import GatewayStarter
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.redis_proc import RedisServer
 
 
 def test_previous_response_id_on_another_replica(start_gateway: GatewayStarter, redis_server: RedisServer,

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisServer, find_redis_server
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.gateway_proc import GatewayProcess
-from tests.windows.redis_proc import RedisServer, find_redis_server
 
 TIER_NAMES = ("device", "edge", "cloud")
 ADMIN_KEY_ENV = "RECSERVE_CHAOS_ADMIN_KEY"

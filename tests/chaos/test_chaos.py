@@ -7,7 +7,7 @@ import pytest
 
 from tests.chaos.report import table
 from tests.chaos.scenarios import CI, SCENARIOS
-from tests.windows.redis_proc import find_redis_server
+from tests.support.redis_procs import find_redis_server
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

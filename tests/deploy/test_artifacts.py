@@ -106,7 +106,7 @@ def test_nginx_conf_passes_streams() -> None:
 
 
 def test_nginx_accepts_the_rendered_conf(nginx_binary: str, tmp_path: Path) -> None:
-    from .nginx_proc import NginxProcess
+    from tests.support.processes import NginxProcess
 
     done = NginxProcess(nginx_binary, tmp_path, ["127.0.0.1:9", "127.0.0.1:10", "127.0.0.1:11"]).check()
     assert done.returncode == 0, done.stderr

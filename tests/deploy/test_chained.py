@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from tests.support.processes import GatewayProcess
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.gateway_proc import GatewayProcess
 
 REQUEST_TIMEOUT_S = 10  # every gateway bounds its cascade: a misrouted chain ends, it never hangs
 

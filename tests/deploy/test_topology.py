@@ -22,12 +22,10 @@ import openai
 import pytest
 import yaml
 
+from tests.support.processes import GatewayProcess, NginxProcess
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.servers import free_port
-from tests.windows.gateway_proc import GatewayProcess
-from tests.windows.redis_proc import RedisServer
-
-from .nginx_proc import NginxProcess
 
 REQUESTS = 300
 STREAMS = 50

@@ -25,7 +25,7 @@ import httpx
 import openai
 import pytest
 
-from tests.windows.gateway_proc import GatewayProcess
+from tests.support.processes import GatewayProcess
 
 REPO = Path(__file__).resolve().parents[2]
 KILL_RSS_MB = 1024.0  # a gateway past this is killed (and restarted) to protect the shared machine

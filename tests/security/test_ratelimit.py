@@ -14,10 +14,10 @@ import pytest
 from gateway.config import GatewayConfig, RateLimitConfig, parse_config
 from gateway.ratelimit import MemoryBuckets, RateLimited, RateLimiter, client_bucket
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.conftest import ServerFactory
-from tests.windows.gateway_proc import GatewayProcess
-from tests.windows.redis_proc import RedisServer
+from tests.window_stores.conftest import ServerFactory
 
 KEY_A, KEY_B = "sk-rate-a", "sk-rate-b"
 CHAT = {"model": "recserve/device", "messages": [{"role": "user", "content": "hi"}]}

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.processes import GatewayProcess
 from tests.support.scripted_tier import ThreadedTier
-from tests.windows.gateway_proc import GatewayProcess
 
 CLIENT_KEY = "sk-client-SECRET-7f3a9c"
 ADMIN_KEY = "sk-admin-SECRET-41be07"

@@ -16,9 +16,9 @@ from policies.stores.failover import FailoverWindowStore
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import RedisConnection, connect
+from tests.support.redis_procs import RedisServer
 
 from .conftest import ServerFactory
-from .redis_proc import RedisServer
 
 KEY = WindowKey("recserve", "device", "classification")
 LOGGER = "recserve.windows"

@@ -11,8 +11,7 @@ from redis.crc import key_slot
 
 from policies.base import WindowKey, WindowStep
 from policies.stores.redis import RedisWindowStore, window_keys, window_tag
-
-from .redis_proc import RedisServer
+from tests.support.redis_procs import RedisServer
 
 KEY = WindowKey("recserve", "device", "classification")
 

@@ -17,11 +17,10 @@ from redis.cluster import RedisCluster as SyncRedisCluster
 from policies.base import WindowKey
 from policies.stores.redis import RedisWindowStore, window_keys
 from policies.stores.urls import ClusterConnection, connect_any
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisClusterProcs, RedisServer
 from tests.support.scripted_tier import ThreadedTier
 
-from .cluster_proc import RedisClusterProcs
-from .gateway_proc import GatewayProcess
-from .redis_proc import RedisServer
 from .test_replicas import _config, _prompts, _send
 
 LOAD_THREADS = 4

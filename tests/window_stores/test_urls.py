@@ -19,9 +19,9 @@ from policies.stores.urls import (
     parse_sentinel_url,
     redact_url,
 )
+from tests.support.redis_procs import RedisServer, make_tls_files
 
 from .conftest import ServerFactory
-from .redis_proc import RedisServer, make_tls_files
 
 KEY = WindowKey("recserve", "device", "classification")
 

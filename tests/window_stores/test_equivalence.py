@@ -15,8 +15,7 @@ from policies.base import Scope, WindowKey
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
-
-from .redis_proc import RedisServer
+from tests.support.redis_procs import RedisServer
 
 # Ties and exact binary fractions are where interpolation bugs hide; plain floats cover the rest
 # (hypothesis also draws 0.0, 1.0 and subnormals from this range).

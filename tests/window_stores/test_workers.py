@@ -15,11 +15,11 @@ import httpx
 import redis
 import yaml
 
+from tests.support.processes import GatewayProcess, recserve_command
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import ServerFactory
-from .gateway_proc import GatewayProcess, recserve_command
-from .redis_proc import RedisServer
 from .test_replicas import _config, _prompts
 
 

@@ -15,9 +15,9 @@ from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import RedisConnection, connect
+from tests.support.redis_procs import RedisServer
 
 from .conftest import ServerFactory
-from .redis_proc import RedisServer
 
 KEY = WindowKey("recserve", "device", "classification")
 EDGE = WindowKey("recserve", "edge", "classification")

@@ -11,13 +11,13 @@ import pytest
 import redis
 
 from tests.conftest import GatewayStarter, RunningGateway, ask
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 from tests.test_quality_policy import probes_settle, prompt
 from tests.test_quality_probes import ADMIN, ADMIN_ENV, device_quality, probes_of, quality_config, scrape
 from tests.test_streaming import stream, text_of
 
 from .conftest import ServerFactory
-from .redis_proc import RedisServer
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from policies.quality import ProbeWindows
 from policies.stores.factory import REDIS_UNAVAILABLE
 from policies.stores.probes_redis import SharedProbeWindows, probe_keys
 from policies.stores.urls import RedisConnection, connect
+from tests.support.redis_procs import RedisServer
 
 from .conftest import ServerFactory
-from .redis_proc import RedisServer
 
 KEY = WindowKey("quality", "device", "classification")
 PAIRS = [(0.1 * i, i % 3 != 0) for i in range(1, 10)]

@@ -11,11 +11,11 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import ServerFactory
-from .gateway_proc import GatewayProcess
-from .redis_proc import RedisServer
 
 WINDOW = 20  # small, so the 90-request runs fill it and slide
 BETA = 0.3

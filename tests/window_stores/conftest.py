@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from .redis_proc import RedisServer, TlsFiles, find_redis_server
+from tests.support.redis_procs import RedisServer, TlsFiles, find_redis_server
 
 ServerFactory = Callable[..., RedisServer]
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.processes import GatewayProcess
+from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import ServerFactory
-from .gateway_proc import GatewayProcess
-from .redis_proc import RedisServer
 from .test_replicas import _config, _prompts
 
 SOCKET_TIMEOUT_S = 0.5
