@@ -21,6 +21,7 @@ from typing import Any
 from gateway.config import QualityPolicyConfig, RecServePolicyConfig
 from gateway.evaluation.replay import Request, by_workload, fixed, summarise
 from gateway.evaluation.replay_quality import DEFAULT_OPTIONS, QualityOptions, run_quality
+from gateway.evaluation.report_savings import DEFAULT_RATES, savings_columns
 from gateway.evaluation.sweeps import interleave, load_trace
 
 SEEDS = tuple(range(10))
@@ -55,6 +56,8 @@ def _row(name: str, requests: Sequence[Request], runs: Sequence[dict[str, Any]])
         "kept_below_top_by_seed": [1.0 - run["top_requests_vs_cloud"] for run in runs],
         "top_tokens_by_seed": [run["top_tokens_vs_cloud"] for run in runs],
         "comm_by_seed": [run["comm_vs_cloud"] for run in runs],
+        # At the example rates of the eval report (report_savings.DEFAULT_RATES).
+        "spend_by_seed": [savings_columns(run, DEFAULT_RATES)["spend_vs_top"] or 0.0 for run in runs],
         "holds": cloud["accuracy"] < MEANINGFUL_CLOUD or min(ratios) >= FLOOR,
     }
     if len(cloud.get("accuracy_by_dataset", {})) > 1:
@@ -83,17 +86,18 @@ def render(rows: Sequence[dict[str, Any]], seeds: Sequence[int] = SEEDS) -> str:
         f"*ratio* is accuracy as a share of cloud-only accuracy; it should stay at or above {FLOOR:.0%} "
         f"for every seed wherever cloud-only itself reaches {MEANINGFUL_CLOUD:.0%}. *kept below top* is "
         "the share of requests never answered by the top tier, *top tokens* the top tier's prompt "
-        "tokens against cloud-only (both medians over seeds). Regenerate: `recserve eval seeds`.",
+        "tokens against cloud-only, *spend* the spend against cloud-only at the evaluation's example "
+        "prices (all three medians over seeds). Regenerate: `recserve eval seeds`.",
         "",
         "| stream | n | cloud-only accuracy | ratio, worst seed | ratio, median | kept below top | top tokens "
-        "| holds |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| spend | holds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['stream']} | {row['n']} | {row['cloud_accuracy']:.3f} | {row['ratio_min']:.1%} | "
             f"{_median(row['ratio_by_seed']):.1%} | {_median(row['kept_below_top_by_seed']):.1%} | "
-            f"{_median(row['top_tokens_by_seed']):.1%} | "
+            f"{_median(row['top_tokens_by_seed']):.1%} | {_median(row['spend_by_seed']):.1%} | "
             f"{'yes' if row['holds'] else 'NO'}{_note(row)} |")
     mixed = [row for row in rows if "kept_below_top_by_workload" in row]
     if mixed:
