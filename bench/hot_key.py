@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import platform
@@ -42,7 +43,7 @@ from redis.asyncio import Redis
 from bench.procs import _TICKS
 from bench.window_store import throwaway_redis
 from policies.base import WindowKey
-from policies.stores.batched import BatchedWindowStore
+from policies.stores.batched import FLUSH_SCRIPT, BatchedWindowStore
 from policies.stores.redis import RedisWindowStore, window_keys
 from policies.stores.urls import connect
 
@@ -79,7 +80,7 @@ class Cell:
 
 def _client(mode: str, url: str, namespace: str, window: int, flush_s: float, seconds: float,
             rate: float | None, go: MpEvent, out: Any) -> None:
-    async def run() -> tuple[int, list[float], int]:
+    async def run() -> None:
         connection = connect(url, socket_timeout=30.0)
         client: Redis = connection.client
         store: RedisWindowStore | BatchedWindowStore
@@ -104,15 +105,16 @@ def _client(mode: str, url: str, namespace: str, window: int, flush_s: float, se
             # A request does other work between steps; here it at least lets the flusher run.
             await asyncio.sleep(0)
         calls = steps if isinstance(store, RedisWindowStore) else store.calls
-        if isinstance(store, BatchedWindowStore):
-            await store.aclose()
-        await connection.close()
-        return steps, samples, calls
+        samples.sort()
+        # Reported before cleaning up: a flush cut off by a timeout must not hold up the numbers.
+        out.put((steps, samples[len(samples) // 2] if samples else 0.0,
+                 samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else 0.0, calls))
+        with contextlib.suppress(Exception):
+            if isinstance(store, BatchedWindowStore):
+                await asyncio.wait_for(store.aclose(), 5)
+            await asyncio.wait_for(connection.close(), 5)
 
-    steps, samples, calls = asyncio.run(run())
-    samples.sort()
-    out.put((steps, samples[len(samples) // 2] if samples else 0.0,
-             samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else 0.0, calls))
+    asyncio.run(run())
 
 
 def _redis_cpu_s(pid: int) -> float:
@@ -146,7 +148,8 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
     go = context.Event()
     out = context.Queue()
     procs = [context.Process(target=_client, args=(mode, url, namespace, args.window, args.flush_ms / 1000,
-                                                   args.seconds, rate, go, out)) for _ in range(clients)]
+                                                   args.seconds, rate, go, out), daemon=True)
+             for _ in range(clients)]
     for proc in procs:
         proc.start()
     sync = redis.Redis.from_url(url)
@@ -155,9 +158,11 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
     usec_before, cpu_before, seq_before = _script_usec(sync), _redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
     go.set()
     results = [out.get(timeout=args.seconds + 120) for _ in procs]
-    usec_after, cpu_after, seq_after = _script_usec(sync), _redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
     for proc in procs:
-        proc.join(timeout=30)
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+    usec_after, cpu_after, seq_after = _script_usec(sync), _redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
     sync.delete(*window_keys(namespace, KEY))
     sync.close()
     p50 = sorted(r[1] for r in results)[len(results) // 2]
@@ -165,6 +170,74 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
     return Cell(mode, clients, sum(r[0] for r in results), args.seconds, p50 * 1e6, p99 * 1e6,
                 sum(r[3] for r in results), cpu_after - cpu_before, usec_after - usec_before,
                 seq_after - seq_before)
+
+
+# A prototype (not what the gateway runs): the flush script with variadic commands (INCRBY, one ZADD,
+# one RPUSH, LPOP with a count, one ZREM, ZMSCORE) instead of a few commands per value, to show what
+# the per-value cost of a flush could be. Same keys, arguments and reply as FLUSH_SCRIPT.
+_VARIADIC_APPEND = """
+local size = tonumber(ARGV[1])
+local seen = tonumber(ARGV[2])
+local k = #ARGV - 3
+if k > 0 then
+  local last = redis.call('INCRBY', KEYS[3], k)
+  local zargs, members = {}, {}
+  for i = 1, k do
+    local member = string.format('%d', last - k + i)
+    zargs[2 * i - 1] = ARGV[3 + i]
+    zargs[2 * i] = member
+    members[i] = member
+  end
+  redis.call('ZADD', KEYS[1], unpack(zargs))
+  redis.call('RPUSH', KEYS[2], unpack(members))
+end
+local n = redis.call('LLEN', KEYS[2])
+if size > 0 and n > size then
+  redis.call('ZREM', KEYS[1], unpack(redis.call('LPOP', KEYS[2], n - size)))
+  n = size
+end
+"""
+# The match check and reply are the gateway script's own; only its read-back loop becomes one ZMSCORE.
+_READ_BACK = """  local members = redis.call('LRANGE', KEYS[2], n - count, -1)
+  for i, member in ipairs(members) do out[i] = redis.call('ZSCORE', KEYS[1], member) end
+"""
+_TAIL = FLUSH_SCRIPT[FLUSH_SCRIPT.index("local newest"):]
+assert _READ_BACK in _TAIL, "the gateway's flush script changed: update the prototype"
+VARIADIC_FLUSH_SCRIPT = _VARIADIC_APPEND + _TAIL.replace(
+    _READ_BACK, "  out = redis.call('ZMSCORE', KEYS[1], unpack(redis.call('LRANGE', KEYS[2], n - count, -1)))\n")
+
+
+def flush_costs(url: str, window: int, size: int, replicas: Sequence[int], calls: int = 40) -> list[str]:
+    """Redis µs per flush call of `size` values while `replicas` replicas flush the key as often.
+
+    A flush appends the caller's values and reads back everything appended since its last flush:
+    its own values and the other replicas' ((replicas - 1) x size values, appended first, untimed).
+    """
+    rows: list[str] = []
+    sync = redis.Redis.from_url(url)
+    rng = random.Random(11)
+    for name, script in (("FLUSH_SCRIPT (gateway)", FLUSH_SCRIPT), ("variadic prototype", VARIADIC_FLUSH_SCRIPT)):
+        sha = sync.script_load(script)
+        for count in replicas:
+            namespace = f"flush-{uuid.uuid4().hex[:8]}"
+            _prefill(url, namespace, window)
+            keys = window_keys(namespace, KEY)
+            usec = 0
+            for _ in range(calls):
+                seen = int(sync.get(keys[2]) or 0)
+                score = sync.zscore(keys[0], str(seen))
+                for _ in range(count - 1):  # the others' flushes since ours
+                    newest = int(sync.get(keys[2]) or 0)
+                    sync.evalsha(sha, 3, *keys, window, newest, repr(sync.zscore(keys[0], str(newest))),
+                                 *(repr(rng.random()) for _ in range(size)))
+                before = _script_usec(sync)
+                sync.evalsha(sha, 3, *keys, window, seen, repr(score), *(repr(rng.random()) for _ in range(size)))
+                usec += _script_usec(sync) - before
+            per_call = usec / calls
+            rows.append(f"| {name} | {count} | {size:,} | {per_call:,.0f} | {per_call / size:.2f} |")
+            sync.delete(*keys)
+    sync.close()
+    return rows
 
 
 def table(cells: Sequence[Cell]) -> str:
@@ -182,11 +255,15 @@ def table(cells: Sequence[Cell]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hot_key", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--modes", nargs="+", default=["exact", "batched"], choices=["exact", "batched"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=10_000)
     parser.add_argument("--flush-ms", type=float, default=20.0)
+    parser.add_argument("--flush-values", type=int, default=20,
+                        help="values per flush call in the script-cost table (20: 1,000 steps/s at 20 ms)")
+    parser.add_argument("--flush-replicas", type=int, nargs="*", default=[1, 4, 16],
+                        help="replicas flushing the key in the script-cost table (none: skip it)")
     args = parser.parse_args(argv)
     cells: list[Cell] = []
     loads = [os.getloadavg()[0]]
@@ -203,11 +280,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 offered = cells[-1].steps_per_s if mode == "exact" else offered
                 loads.append(os.getloadavg()[0])
                 print(table(cells[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        costs = (flush_costs(url, args.window, args.flush_values, args.flush_replicas)
+                 if args.flush_replicas else [])
     print(f"One window key, W {args.window:,}, {args.seconds:g} s per cell, flush {args.flush_ms:g} ms (batched); "
           f"redis-server {version}, redis-py {redis.__version__}, Python {platform.python_version()}, "
           f"{len(os.sched_getaffinity(0))} cores, load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
     print()
     print(table(cells))
+    if costs:
+        print()
+        print(f"Flush script cost inside Redis (W {args.window:,}, pre-filled), one replica's call of "
+              f"{args.flush_values} values while N replicas flush the key (it reads back N x {args.flush_values}):")
+        print()
+        print("| script | replicas N | values per call | µs per call | µs per value appended |")
+        print("|---|---:|---:|---:|---:|")
+        print("\n".join(costs))
     return 0
 
 

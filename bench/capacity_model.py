@@ -1,0 +1,160 @@
+"""A simulation (not a measurement): how many workers, replicas and Redis Cluster shards a deployment
+at a given request rate needs, from per-unit costs measured on this machine.
+
+Nothing here sends a request. Inputs are the measured unit costs (defaults: bench/NOTES.md,
+"Capacity inputs"); the model applies them to a synthetic deployment:
+
+- traffic: `--workloads` workloads with Zipf(`--zipf`) shares of the requests (one hot workload,
+  a long tail); every request steps its workload's device window, a share β of them the edge window
+  too (the cascade's steady state), so `1 + β` steps per request;
+- keys: the real window keys (`policies.stores.redis.window_tag`), hashed to cluster slots with Redis
+  Cluster's CRC16 (redis-py's `key_slot`), slots split evenly over the shards as
+  `redis-cli --cluster create` does;
+- Redis cost per window key per second: `exact`: steps x core µs per step; `batched`: flush calls x
+  µs per call + values sent x (µs per value appended + µs per value read back x replicas), since each
+  worker that steps the window flushes it every `--flush-ms` and reads back every value appended
+  since its last flush, the other workers' included (bench.hot_key measures both terms);
+  `--sample` < 1 sends only that share of the values (a what-if: not implemented);
+- gateway: requests / (requests/s per worker x `--target`), workers packed `--workers-per-replica`.
+
+For each rate it prints the smallest shard count that keeps every shard at or below `--target`
+of a core, per mode, and the hottest key's share of a core: a key above one core cannot be placed
+at all (one key lives on one shard, one script at a time).
+
+    python -m bench.capacity_model                          # 1x, 10x, 100x the one-key exact ceiling
+    python -m bench.capacity_model --rates 40000 400000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.crc import key_slot
+
+from policies.base import WindowKey
+from policies.stores.redis import window_tag
+
+SLOTS = 16_384
+
+
+@dataclass(frozen=True)
+class Costs:
+    worker_rps: float  # requests/s one gateway worker serves (3-tier cascade)
+    exact_us: float  # Redis core µs per exact step (script + protocol)
+    batched_call_us: float  # Redis core µs per flush call, beyond its values
+    batched_value_us: float  # Redis core µs per value a flush appends
+    batched_readback_us: float  # Redis core µs per value a flush reads back
+    flush_s: float
+    beta: float
+    sample: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    rate: float
+    workers: int
+    replicas: int
+    shards: int | None  # None: no shard count fits (a key above one core)
+    hottest_key_core: float
+    busiest_shard_core: float
+
+
+def _shares(count: int, s: float) -> list[float]:
+    weights = [1 / (rank ** s) for rank in range(1, count + 1)]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _key_loads(rate: float, shares: Sequence[float], mode: str, replicas_workers: int,
+               costs: Costs) -> dict[int, float]:
+    """Core share per window key, keyed by its slot (keys on one slot add up)."""
+    by_slot: dict[int, float] = {}
+    for index, share in enumerate(shares):
+        for tier, fraction in (("device", 1.0), ("edge", costs.beta)):
+            steps = rate * share * fraction
+            if steps <= 0:
+                continue
+            if mode == "exact":
+                load = steps * costs.exact_us / 1e6
+            else:
+                # Every worker that sees this workload flushes its window each flush_s (at most one call
+                # per value: a quiet window flushes only when it has something pending).
+                calls = min(replicas_workers / costs.flush_s, steps)
+                sent = steps * costs.sample
+                per_value = costs.batched_value_us + costs.batched_readback_us * max(1.0, calls * costs.flush_s)
+                load = (calls * costs.batched_call_us + sent * per_value) / 1e6
+            tag = window_tag("recserve", WindowKey("recserve", tier, f"generation/workload-{index}"))
+            slot = key_slot(tag.encode())
+            by_slot[slot] = by_slot.get(slot, 0.0) + load
+    return by_slot
+
+
+def _shard_of(slot: int, shards: int) -> int:
+    return min(shards - 1, slot * shards // SLOTS)
+
+
+def layout(rate: float, mode: str, args: argparse.Namespace, costs: Costs) -> Layout:
+    workers = max(1, math.ceil(rate / (costs.worker_rps * args.target)))
+    replicas = math.ceil(workers / args.workers_per_replica)
+    loads = _key_loads(rate, _shares(args.workloads, args.zipf), mode, workers, costs)
+    hottest = max(loads.values())
+    if hottest > args.target:
+        return Layout(rate, workers, replicas, None, hottest, hottest)
+    for shards in range(1, 1025):
+        per_shard = [0.0] * shards
+        for slot, load in loads.items():
+            per_shard[_shard_of(slot, shards)] += load
+        if max(per_shard) <= args.target:
+            return Layout(rate, workers, replicas, shards, hottest, max(per_shard))
+    return Layout(rate, workers, replicas, None, hottest, hottest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity_model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker-rps", type=float, required=True, help="measured: requests/s per worker")
+    parser.add_argument("--exact-us", type=float, required=True, help="measured: Redis core µs per exact step")
+    parser.add_argument("--batched-call-us", type=float, required=True, help="measured: Redis core µs per flush")
+    parser.add_argument("--batched-value-us", type=float, required=True, help="measured: Redis µs per value appended")
+    parser.add_argument("--batched-readback-us", type=float, required=True,
+                        help="measured: Redis µs per value read back by one replica")
+    parser.add_argument("--sample", type=float, default=1.0, help="what-if: share of values sent (batched)")
+    parser.add_argument("--rates", type=float, nargs="+", help="requests/s (default: 1x, 10x, 100x the "
+                        "one-key exact ceiling, 1e6 / exact-us steps/s)")
+    parser.add_argument("--flush-ms", type=float, default=20.0)
+    parser.add_argument("--beta", type=float, default=0.3)
+    parser.add_argument("--workloads", type=int, default=200)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--target", type=float, default=0.6, help="busiest core's share at most (headroom)")
+    parser.add_argument("--workers-per-replica", type=int, default=8)
+    args = parser.parse_args(argv)
+    costs = Costs(args.worker_rps, args.exact_us, args.batched_call_us, args.batched_value_us,
+                  args.batched_readback_us, args.flush_ms / 1000, args.beta, args.sample)
+    ceiling = 1e6 / args.exact_us  # one key, one core, every request stepping it
+    rates = args.rates or [ceiling, 10 * ceiling, 100 * ceiling]
+    hottest_share = _shares(args.workloads, args.zipf)[0]
+    print(f"SIMULATION from measured unit costs: {args.worker_rps:,.0f} req/s per worker, exact {args.exact_us:g} µs "
+          f"per step, batched {args.batched_call_us:g} µs per flush + {args.batched_value_us:g} µs per value "
+          f"+ {args.batched_readback_us:g} µs per value and replica reading it back, {args.sample:g} of values "
+          f"sent, flush {args.flush_ms:g} ms; {args.workloads} workloads, Zipf {args.zipf:g} (the hottest has "
+          f"{hottest_share:.0%} of the traffic), β {args.beta:g}; cores kept at ≤ {args.target:.0%}; "
+          f"{args.workers_per_replica} workers per replica")
+    print()
+    print("| requests/s | x one-key ceiling | workers | replicas | mode | cluster shards | hottest key, core | "
+          "busiest shard, core |")
+    print("|---:|---:|---:|---:|---|---:|---:|---:|")
+    for rate in rates:
+        for mode in ("exact", "batched"):
+            out = layout(rate, mode, args, costs)
+            shards = str(out.shards) if out.shards is not None else "does not fit"
+            print(f"| {rate:,.0f} | {rate / ceiling:.0f} | {out.workers:,} | {out.replicas:,} | {mode} | {shards} | "
+                  f"{out.hottest_key_core:.0%} | {out.busiest_shard_core:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
