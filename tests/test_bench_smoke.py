@@ -19,6 +19,9 @@ def test_bench_smoke_mode_produces_the_table() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout
     closed, _, opened = table.partition("Open loop:")
+    workers = [line for line in closed.splitlines() if line.startswith("| gateway --workers 2, pinned tier |")]
+    assert len(workers) == 2 and all(line.split("|")[8].strip() == "0" for line in workers), table
+    assert all(line.split("|")[9].strip() != "—" for line in workers), table  # CPU over both workers
     for label in ("tier direct", "gateway, pinned tier", "gateway, 3-tier cascade"):
         rows = [line for line in closed.splitlines() if line.startswith(f"| {label} |")]
         assert len(rows) == 2, table  # concurrency 1 and 16
