@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.local.placement import cpu_mask
+from gateway.local.placement import cpu_list, cpu_mask
 from gateway.local.proc import tail
 from gateway.local.server_build import ServerBinary, library_path
 
@@ -140,6 +141,18 @@ def server_command(server: ServerBinary, tier: TierSpec) -> list[str]:
     ]
 
 
+def launch_command(server: ServerBinary, tier: TierSpec) -> list[str]:
+    """`server_command`, run through `taskset` when the tier is pinned: `--cpu-mask` pins only
+    llama.cpp's extra compute threads, not the main thread (which computes too, and is the only
+    one with `-t 1`) nor the HTTP threads. taskset execs the server, so the PID and the command line
+    are the server's own."""
+    command = server_command(server, tier)
+    taskset = shutil.which("taskset")
+    if tier.cpus and taskset is not None:
+        return [taskset, "--cpu-list", cpu_list(tier.cpus), *command]
+    return command
+
+
 def command_line(pid: int) -> list[str]:
     """A process's arguments ([] when it is gone or unreadable)."""
     try:
@@ -174,7 +187,7 @@ def start_tier(
         # Own session: `tiers up` returns while the servers keep running, and ^C in the shell
         # that ran it does not take them down.
         process = subprocess.Popen(
-            server_command(server, tier), stdout=log, stderr=subprocess.STDOUT,
+            launch_command(server, tier), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
     record = {"pid": process.pid, "port": tier.port, "model": str(tier.model_path), "started": time.time()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from gateway.config import LocalTierConfig
 from gateway.local.catalog import MODELS
 from gateway.local.placement import Demand, Placement, available_cores, cpu_list, cpu_mask, plan
 from gateway.local.server_build import ServerBinary
-from gateway.local.supervisor import TierSpec, server_command
+from gateway.local.supervisor import TierSpec, command_line, server_command, start_tier, stop, stop_recorded
 
 SIZES = {spec.key: spec.size for spec in MODELS}
 SHIPPED = [Demand("device", SIZES["smollm2-135m"]), Demand("edge", SIZES["qwen2.5-coder-0.5b"]),
@@ -70,3 +72,23 @@ def test_the_placement_reaches_llama_server(tmp_path: Path) -> None:
     assert shared[shared.index("--poll") + 1] == "0" and "--cpu-mask" not in shared
     assert Placement(1, 1, None, 0).describe() == "1 thread, cores shared, no polling"
     assert Placement(2, 2, (2, 3)).describe() == "2 threads on cpus 2-3"
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset (util-linux) pins the whole server")
+def test_a_pinned_tier_runs_on_its_cpus_only(healthy_server: ServerBinary, tmp_path: Path,
+                                              free_port: Callable[[], int]) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    run_dir = tmp_path / "run"
+    cpu = available_cores()[-1]
+    tier = start_tier(healthy_server, TierSpec("edge", model, free_port(), threads=1, cpus=(cpu,)), run_dir)
+    try:
+        # Every thread of the server, not only llama.cpp's compute threads (taskset execs the server).
+        for task in Path(f"/proc/{tier.pid}/task").iterdir():
+            allowed = next(line for line in (task / "status").read_text().splitlines()
+                           if line.startswith("Cpus_allowed_list:"))
+            assert allowed.split()[1] == str(cpu)
+        assert "--cpu-mask" in command_line(tier.pid)
+        assert stop_recorded("edge", run_dir) == tier.pid  # still recognised as our llama-server
+    finally:
+        stop(tier, run_dir)
