@@ -7,8 +7,8 @@ it: with 1 + 1 + 2 threads on 2 cores the 2-thread tier fell to a fifth of its s
 when anything else ran. So `recserve tiers up` places the tiers whose `threads` is not set:
 
 - enough cores (at least one per tier): each tier gets cores of its own, disjoint from the others'
-  (the supervisor runs it under `taskset`, plus `--cpu-mask`), as many threads as cores, shares proportional to the model's size; nothing
-  waits on a thread it does not run next to;
+  (the supervisor runs it under `taskset`, plus `--cpu-mask`), as many threads as cores, shares
+  proportional to the model's size; nothing waits on a thread it does not run next to;
 - fewer cores than tiers: one thread per tier, no pinning, no polling (`--poll 0`). A one-thread
   tier never waits on a sibling, and the scheduler shares the cores fairly among the tiers
   (each keeps about cores/tiers of a core when all are busy, instead of collapsing).
