@@ -29,6 +29,7 @@ from gateway.cascade import CascadeRequest, CascadeResult, Hop, Tier, prompt_tok
 from gateway.metrics import Metrics
 from gateway.savings import SavingsRates
 from policies.base import Scope
+from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
 from policies.confidence import response_confidence
 from policies.quality import QualityPolicy
 
@@ -76,11 +77,16 @@ def token_f1(a: str, b: str) -> float:
 
 
 def agree(task: str, labels: Sequence[str] | None, kept: Mapping[str, Any], top: Mapping[str, Any],
-          similarity: float) -> bool:
-    """Same label for classification; token-F1 of at least `similarity` for generation."""
+          similarity: float, code_similarity_at: float = CODE_AGREEMENT) -> bool:
+    """Same label for classification. For generation: when both answers carry code (a fenced block
+    defining a function or class), their normalised code tokens alike to `code_similarity_at`
+    (policies.code_similarity; raw-text token-F1 does not predict whether code behaves alike), else
+    token-F1 of at least `similarity`."""
     a, b = answer_text(kept), answer_text(top)
     if task == "classification":
         return _label(a, labels) == _label(b, labels)
+    if is_code_answer(a) and is_code_answer(b):
+        return code_similarity(a, b) >= code_similarity_at
     return token_f1(a, b) >= similarity
 
 

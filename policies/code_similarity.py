@@ -10,8 +10,8 @@ binding, so `for i in xs` and `for k in xs` compare equal while `len` and `.appe
 Two scores over the normalised tokens:
 - `bag`: F1 of the token multisets (order-blind; robust to reordered statements);
 - `sequence`: difflib's matching-blocks ratio 2*M/T over the token sequences (order-aware).
-`code_similarity` is the one the gateway should use (see its docstring for why); the others are
-exposed so the evaluation can compare them. Pure functions: no I/O, no gateway imports.
+`code_similarity` (bag, names as written) is the one the gateway should use, with `CODE_AGREEMENT`
+as its threshold (see its docstring for why); the others are exposed so the evaluation can compare them. Pure functions: no I/O, no gateway imports.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from difflib import SequenceMatcher
 from typing import Literal
 
 Measure = Literal["bag", "sequence"]
+# Two code answers agree when `code_similarity` reaches this.
+CODE_AGREEMENT = 0.7
+# Two code answers agree when `code_similarity` reaches this (the evaluation's HumanEval numbers show
+# how well it predicts the two answers passing or failing the tests alike).
+CODE_AGREEMENT = 0.8
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s", re.MULTILINE)
@@ -161,11 +166,15 @@ def similarity(a: str, b: str, measure: Measure = "sequence", rename: bool = Tru
 
 
 def code_similarity(a: str, b: str) -> float:
-    """The agreement measure for code answers: the sequence ratio over normalised, renamed tokens.
+    """The agreement measure for code answers: F1 of the normalised token multisets, names as written.
 
-    Order-aware because two functions with the same tokens in a different order usually differ in
-    behaviour (a swapped comparison, an early return); renamed because the tiers name loop variables
-    differently for the same code. The evaluation's numbers (README "Coding workload") compare it with
-    raw-text token-F1 and the other variants on recorded HumanEval answers.
+    Chosen on 164 recorded HumanEval answer pairs of each lower tier with the top tier (README-linked
+    docs, "Coding workload"): it predicts whether the two pass or fail the tests alike with ROC AUC
+    0.68 against raw-text token-F1's 0.62, and whether the lower answer passes with 0.77 against 0.73;
+    the order-aware sequence ratio did as well (0.68 / 0.76), renaming bound names did not help (the
+    tiers mostly keep the prompt's names; renaming also equates code that uses a name differently).
+    At 0.7 (`CODE_AGREEMENT`, chosen on the even-numbered problems) agreeing pairs passed alike in
+    80 % of the odd-numbered problems, against 84 % for token-F1 at 0.5, which however called only
+    20 % of pairs agreeing (37 % here) while 61 % really passed alike.
     """
-    return similarity(a, b, "sequence", rename=True)
+    return similarity(a, b, "bag", rename=False)
