@@ -11,7 +11,8 @@ Two scores over the normalised tokens:
 - `bag`: F1 of the token multisets (order-blind; robust to reordered statements);
 - `sequence`: difflib's matching-blocks ratio 2*M/T over the token sequences (order-aware).
 `code_similarity` (bag, names as written) is the one the gateway should use, with `CODE_AGREEMENT`
-as its threshold (see its docstring for why); the others are exposed so the evaluation can compare them. Pure functions: no I/O, no gateway imports.
+as its threshold (see its docstring for why); the others are exposed so the evaluation can compare
+them. Pure functions: no I/O, no gateway imports.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ def similarity(a: str, b: str, measure: Measure = "sequence", rename: bool = Tru
 def code_similarity(a: str, b: str) -> float:
     """The agreement measure for code answers: F1 of the normalised token multisets, names as written.
 
-    Chosen on 164 recorded HumanEval answer pairs of each lower tier with the top tier (README-linked
-    docs, "Coding workload"): it predicts whether the two pass or fail the tests alike with ROC AUC
+    Chosen on 164 recorded HumanEval answer pairs of each lower tier with the top tier (docs/evaluation.md,
+    "Coding workload"): it predicts whether the two pass or fail the tests alike with ROC AUC
     0.68 against raw-text token-F1's 0.62, and whether the lower answer passes with 0.77 against 0.73;
     the order-aware sequence ratio did as well (0.68 / 0.76), renaming bound names did not help (the
     tiers mostly keep the prompt's names; renaming also equates code that uses a name differently).

@@ -19,10 +19,10 @@ from policies.code_similarity import code_similarity, similarity
 
 MEASURES: dict[str, Callable[[str, str], float]] = {
     "token_f1 (raw text, gateway today)": token_f1,
-    "code bag-F1": lambda a, b: similarity(a, b, "bag", rename=False),
+    "code bag-F1 (code_similarity)": code_similarity,
     "code bag-F1, renamed": lambda a, b: similarity(a, b, "bag", rename=True),
     "code sequence": lambda a, b: similarity(a, b, "sequence", rename=False),
-    "code sequence, renamed (code_similarity)": code_similarity,
+    "code sequence, renamed": lambda a, b: similarity(a, b, "sequence", rename=True),
 }
 GATEWAY_TOKEN_F1 = 0.5  # policy.quality.similarity's default
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))  # 0.3 .. 0.95

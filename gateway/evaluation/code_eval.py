@@ -40,7 +40,7 @@ from gateway.evaluation.replay_quality import (
     SimulatedProber,
     quality_policy,
 )
-from policies.code_similarity import code_similarity, is_code_answer
+from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
 from policies.quality import QualityPolicy
 
 LINEUPS: dict[str, dict[str, str]] = {
@@ -50,10 +50,10 @@ LINEUPS: dict[str, dict[str, str]] = {
 # exp(mean logprob) of code answers sits near 1 (most tokens are forced by syntax), so CasServe's
 # thresholds are spread over the top of the range, where the tiers' confidences actually fall.
 CODE_THRESHOLDS = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
-CODE_TARGETS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-# Code answers agree when their normalised code is at least this alike (chosen on the recorded
-# traces' pass/fail agreement; README "Coding workload").
-CODE_SIMILARITY = 0.8
+# Lower than the classification sweep: two correct programs often differ in their tokens, so the
+# agreement a code answer can reach is lower than its correctness.
+CODE_TARGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CODE_SIMILARITY = CODE_AGREEMENT
 SEEDS = tuple(range(10))
 Agreement = Literal["token_f1", "code"]
 

@@ -105,7 +105,7 @@ def test_split_tuning_measures_on_the_other_half() -> None:
 def test_code_agreement_separates_alike_from_unlike_answers() -> None:
     analysis = analyse(_trace(), ["edge"], "cloud")
     assert analysis["pairs"] == 40
-    code = analysis["measures"]["code sequence, renamed (code_similarity)"]
+    code = analysis["measures"]["code bag-F1 (code_similarity)"]
     assert code["auc"] == 1.0 and code["on_odd"]["precision"] == 1.0
     assert auc([0.1, 0.2], [True, True]) != auc([0.1, 0.2], [True, True])  # nan: one class only
 

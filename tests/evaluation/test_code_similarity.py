@@ -40,22 +40,22 @@ def test_comments_docstrings_and_prose_do_not_count() -> None:
     assert code_similarity(BASE, bare) == 1.0
 
 
-def test_renamed_variables_agree_but_the_function_name_matters() -> None:
+def test_renaming_equates_variable_names_but_not_the_function_name() -> None:
     renamed = BASE.replace("balance", "total").replace(" op", " x").replace("(op", "(x")
-    assert code_similarity(BASE, renamed) == 1.0
-    assert similarity(BASE, renamed, rename=False) < 1.0
+    assert similarity(BASE, renamed, rename=True) == 1.0
+    assert code_similarity(BASE, renamed) < 1.0  # the chosen measure compares names as written
     other_name = BASE.replace("below_zero", "under_zero")
-    assert code_similarity(BASE, other_name) < 1.0
+    assert similarity(BASE, other_name, rename=True) < 1.0
     assert "len" in code_tokens(_code("def f(xs):\n    n = len(xs)\n    return n"))
 
 
 def test_a_changed_operator_or_order_lowers_the_score() -> None:
     flipped = BASE.replace("balance < 0", "balance > 0")
     assert 0.9 < code_similarity(BASE, flipped) < 1.0
-    # The same tokens in another order: equal bags, a lower sequence score.
+    # The same tokens in another order: equal bags (what code_similarity sees), a lower sequence score.
     swapped = BASE.replace("            return True\n    return False", "            return False\n    return True")
-    assert bag_f1(code_tokens(BASE), code_tokens(swapped)) == 1.0
-    assert code_similarity(BASE, swapped) < 1.0
+    assert bag_f1(code_tokens(BASE), code_tokens(swapped)) == code_similarity(BASE, swapped) == 1.0
+    assert similarity(BASE, swapped, "sequence") < 1.0
 
 
 def test_unrelated_code_scores_low_and_nothing_raises_on_broken_code() -> None:
