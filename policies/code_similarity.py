@@ -28,11 +28,10 @@ from difflib import SequenceMatcher
 from typing import Literal
 
 Measure = Literal["bag", "sequence"]
-# Two code answers agree when `code_similarity` reaches this.
+# Two code answers agree when `code_similarity` reaches this (chosen on the even-numbered recorded
+# HumanEval problems; docs/evaluation.md "Coding workload" shows how well it predicts the two answers
+# passing or failing the tests alike).
 CODE_AGREEMENT = 0.7
-# Two code answers agree when `code_similarity` reaches this (the evaluation's HumanEval numbers show
-# how well it predicts the two answers passing or failing the tests alike).
-CODE_AGREEMENT = 0.8
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL | re.IGNORECASE)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s", re.MULTILINE)

@@ -40,6 +40,7 @@ from gateway.evaluation.replay_quality import (
     SimulatedProber,
     quality_policy,
 )
+from gateway.probes import token_f1
 from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
 from policies.quality import QualityPolicy
 
@@ -76,9 +77,19 @@ def top_traffic(outcomes: Sequence[Outcome], top: str) -> float:
     return sum(top in o.visited or top in o.probes for o in outcomes) / len(outcomes)
 
 
+class TokenF1Prober(SimulatedProber):
+    """The simulated prober comparing code answers by raw-text token-F1 (the generation rule before
+    code answers were told apart), for the comparison with the code measure."""
+
+    def _agree(self, request: Request, answer: TierAnswer, reference: TierAnswer) -> bool:
+        if answer.text is None or reference.text is None:
+            return super()._agree(request, answer, reference)
+        return token_f1(answer.text, reference.text) >= self._similarity
+
+
 class CodeProber(SimulatedProber):
     """The simulated prober with the code agreement measure: when both answers carry code, they agree
-    when `code_similarity` reaches `code_threshold`; otherwise the gateway's rule (token-F1) applies."""
+    when `code_similarity` reaches `code_threshold`; otherwise the gateway's rule applies."""
 
     def __init__(self, policy: QualityPolicy, rate: float, similarity: float, seed: int, tiers: Sequence[str],
                  code_threshold: float = CODE_SIMILARITY) -> None:
@@ -108,7 +119,7 @@ async def run_quality(requests: Sequence[Request], tiers: Sequence[str], beta: f
     if agreement == "code":
         prober = CodeProber(policy, options.probe_rate, options.similarity, options.seed, tiers)
     else:
-        prober = SimulatedProber(policy, options.probe_rate, options.similarity, options.seed, tiers)
+        prober = TokenF1Prober(policy, options.probe_rate, options.similarity, options.seed, tiers)
     outcomes = await cascade(requests, policy, tiers, prober=prober)
     params = {"target": target, "beta": beta, "agreement": agreement, "seed": options.seed,
               "probe_rate": options.probe_rate, "similarity": CODE_SIMILARITY if agreement == "code"
