@@ -117,8 +117,9 @@ def requests_from_rows(rows: Sequence[Mapping[str, Any]], tiers: Sequence[str] =
         failed = "error" in row
         grouped.setdefault(index, {})[str(row["tier"])] = TierAnswer(
             confidence=None if failed else row.get("confidence"),
-            # Re-scored with today's checker, so a fix to answer checking needs no re-recording.
-            correct=bool(row.get("correct", False)) if "answer" not in row else check_answer(
+            # Re-scored with today's checker, so a fix to answer checking needs no re-recording; an answer
+            # scored by running tests (a `tests` field: HumanEval) keeps its recorded verdict.
+            correct=bool(row.get("correct", False)) if "answer" not in row or "tests" in row else check_answer(
                 str(row["answer"]), row.get("labels"), str(row["gold"])),
             prompt_tokens=int(row.get("prompt_tokens") or 0),
             prompt_bytes=int(row["prompt_bytes"]),
