@@ -24,6 +24,7 @@ import pytest
 
 from gateway import http1
 from gateway.http1 import HttpError, Origin, Pool, Response
+from gateway.http1_connection import STREAM_HIGH_WATER
 from tests.support.http11 import Connection, Request, reason
 
 TEST_BOUND_S = 5.0  # no test here may take longer; a hang fails as TimeoutError, not as a stuck run
@@ -625,7 +626,7 @@ async def test_large_stream_read_slowly_arrives_intact_with_bounded_buffering() 
             await peer.write(payload[start:start + (1 << 16)])  # drain waits while the client does not read
         await keep_serving(peer)
 
-    bound = http1._STREAM_HIGH_WATER + (512 << 10)  # high water plus at most one socket read
+    bound = STREAM_HIGH_WATER + (512 << 10)  # high water plus at most one socket read
     async with serve(script) as server, pool_for(server) as pool:
         body = await pool.open("POST", ROUTE, b"{}", {})
         connection = body._connection
@@ -645,7 +646,7 @@ async def test_large_stream_read_slowly_arrives_intact_with_bounded_buffering() 
 async def test_whole_large_answer_released_unread_leaves_a_working_connection() -> None:
     # The answer ends in the very read that crosses the high-water mark: reading is paused, yet the
     # answer is complete, so the connection goes back to the pool. Its next answer must be read.
-    payload = bytes(http1._STREAM_HIGH_WATER + (64 << 10))
+    payload = bytes(STREAM_HIGH_WATER + (64 << 10))
 
     async def script(peer: Peer) -> None:
         await peer.request()
