@@ -20,17 +20,20 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 
 from gateway.config import GatewayConfig
 from gateway.evaluation.datasets import Example
-from gateway.evaluation.record import TIERS, chat_request, header_float, read_trace
+from gateway.evaluation.record import NAMED_WORKLOADS, TIERS, chat_request, header_float, read_trace
 from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
 from gateway.evaluation.replay_quality import SimulatedProber
 from gateway.runtime import quality_settings
+from gateway.workloads import derived_workload
+from policies.base import Task
 from policies.quality import ProbeWindows, QualityPolicy
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
@@ -108,6 +111,16 @@ async def _replay(requests: Sequence[Request], config: GatewayConfig, policy: st
     return await cascade(requests, floor, prober=SimulatedProber(floor, quality.probe_rate, quality.similarity, 0))
 
 
+def as_the_gateway_keys(requests: Sequence[Request], config: GatewayConfig) -> list[Request]:
+    """The requests in the workloads the gateway puts them in (it derives one when a request names
+    none: its label set, else its task), so the replay keys its windows as the gateway does."""
+    if config.policy.key == "task":
+        return list(requests)
+    return [replace(r, workload=r.workload or (r.dataset if r.dataset in NAMED_WORKLOADS else
+                                               derived_workload(cast(Task, r.task), r.labels)))
+            for r in requests]
+
+
 def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayConfig, policy: str = "recserve",
              report: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Send every trace's examples through the gateway in order, replay them, compare."""
@@ -133,7 +146,7 @@ def run_live(traces: Sequence[Path], client: openai.OpenAI, *, config: GatewayCo
             rate = count / max(time.monotonic() - started, 1e-9)
             report(f"live: {count}/{len(examples)} requests, {rate:.2f}/s, "
                    f"ETA {(len(examples) - count) / rate:.0f} s")
-    outcomes = asyncio.run(_replay(requests, config, policy))
+    outcomes = asyncio.run(_replay(as_the_gateway_keys(requests, config), config, policy))
     summary = compare(requests, examples, outcomes, live)
     summary.update(traces=[str(t) for t in traces], policy=policy, beta=config.policy.recserve.beta,
                    window=config.policy.recserve.window, seconds=time.monotonic() - started)

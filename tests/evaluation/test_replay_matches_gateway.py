@@ -79,3 +79,33 @@ def test_live_quality_gateway_serves_where_replay_says(start_gateway: GatewaySta
     paths = {row["live_path"] for row in summary["requests"]}
     assert {"device?>cloud", "device"} <= paths  # verified during the warm-up, then kept once learned
     assert any("edge?" in path for path in paths)  # the edge warmed up in turn
+
+
+def _labelled(count: int) -> list[Example]:
+    """Two classification workloads interleaved, each with its own label set (so its own windows,
+    keyed by workload): a sure one and an unsure one, which one shared window would mix."""
+    rng = random.Random(17)
+    examples = []
+    for index in range(count):
+        if index % 2:
+            p = rng.uniform(0.7, 0.99)
+            prompt = f"review {index} [device:label=positive:{p:.3f},negative:{1 - p:.3f}][edge:0.9]"
+            examples.append(Example("reviews", index, prompt, "classification", ("positive", "negative"),
+                                    "positive", 1))
+        else:
+            p = rng.uniform(0.5, 0.7)
+            prompt = f"claim {index} [device:label=yes:{p:.3f},no:{1 - p:.3f}][edge:0.9]"
+            examples.append(Example("claims", index, prompt, "classification", ("yes", "no"), "yes", 1))
+    return examples
+
+
+def test_live_gateway_keys_workloads_as_replay_does(start_gateway: GatewayStarter, tmp_path: Path) -> None:
+    """The gateway derives a workload from each label set; the live comparison replays in the same
+    workloads, so decisions match request for request (keyed by task alone they would not)."""
+    trace = tmp_path / "labelled.jsonl"
+    with start_gateway(POLICY).sdk() as client:
+        assert record(_labelled(40), trace, client, report=lambda _: None) == 40
+    fresh = start_gateway(POLICY)
+    with fresh.sdk() as client:
+        summary = run_live([trace], client, config=fresh.config)
+    assert summary["served_tier_matches"] == summary["path_matches"] == 40
