@@ -124,7 +124,7 @@ def done_examples(rows: Sequence[dict[str, Any]], tiers: Sequence[str] = TIERS) 
 
 
 def progress(done: int, total: int, started: float, skipped: int) -> str:
-    """`12/40 examples, 0.85/s, ETA 33 s` over the examples run in this session."""
+    """`12/40 examples, 0.85/s, ETA 33 s` over the examples this call ran (not those already recorded)."""
     elapsed = max(time.monotonic() - started, 1e-9)
     rate = (done - skipped) / elapsed
     eta = (total - done) / rate if rate > 0 else float("inf")
