@@ -160,3 +160,25 @@ def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory
     yield {tier.name: tier for tier in started}
     for tier in started:
         stop(tier, run_dir)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """A stand-in model file (the supervisor checks it exists, the stand-in server ignores it)."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def started(run_dir: Path) -> Iterator[list[RunningTier]]:
+    """Tiers a test starts; always stopped afterwards."""
+    tiers: list[RunningTier] = []
+    yield tiers
+    for tier in tiers:
+        stop(tier, run_dir)

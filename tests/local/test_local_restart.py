@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +17,6 @@ from gateway.local.supervisor import (
     check_port,
     port_is_free,
     start_tier,
-    stop,
     stop_recorded,
 )
 
@@ -30,26 +29,6 @@ def _time_wait_states(port: int) -> int:
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "06":
             count += 1
     return count
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF")
-    return path
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    return tmp_path / "run"
-
-
-@pytest.fixture
-def started(run_dir: Path) -> Iterator[list[RunningTier]]:
-    tiers: list[RunningTier] = []
-    yield tiers
-    for tier in tiers:
-        stop(tier, run_dir)
 
 
 def test_a_port_whose_server_closed_connections_first_is_free() -> None:

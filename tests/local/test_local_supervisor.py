@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,30 +22,8 @@ from gateway.local.supervisor import (
     runs_deterministic,
     start_tier,
     status,
-    stop,
     stop_recorded,
 )
-
-
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF")
-    return path
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    return tmp_path / "run"
-
-
-@pytest.fixture
-def started(run_dir: Path) -> Iterator[list[RunningTier]]:
-    """Tiers a test starts; always stopped afterwards."""
-    tiers: list[RunningTier] = []
-    yield tiers
-    for tier in tiers:
-        stop(tier, run_dir)
 
 
 def test_port_in_use_names_tier_and_port(
