@@ -10,7 +10,9 @@ is computed with one. `batched` runs the real `BatchedWindowStore` of each repli
 redis-server, on a virtual clock: requests and flushes (every `flush_ms`, each replica with its own
 phase) are processed in time order; a flush is a real script call on Redis. A request's decisions
 are local steps, timed on the wall clock (the request path's added latency); the same for the
-memory store; `exact`'s latency is measured as real EVALSHA round trips of the same steps.
+memory stores, with a Redis PING at every replica's flush tick so that they step between the same
+network I/O; `exact`'s latency is measured as real EVALSHA round trips of the same steps. Every
+setting runs `--repeats` times, in turn; the table gives the median p50 and p99.
 
     python -m bench.batched_sync                    # 100,000 requests, 8 replicas, flush 5/20/100 ms
     python -m bench.batched_sync --requests 20000   # quicker
@@ -24,9 +26,11 @@ import heapq
 import math
 import platform
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis
 
@@ -59,6 +63,14 @@ class Run:
     step_ns: list[int] = field(default_factory=list)  # per request: time spent in the store's steps
     redis_calls: int = 0  # commands (script calls)
     round_trips: int = 0  # pipelines: what a request would wait for, were it on the request path
+    read_back: int = 0  # scores the flushes returned
+    window_flushes: int = 0  # windows the flushes carried
+    repeats: list[tuple[float, float]] = field(default_factory=list)  # (p50, p99) µs of each repeat
+
+    def latency(self) -> tuple[float, float]:
+        """Median over the repeats of the p50 and of the p99 of the request path's added time."""
+        return (statistics.median(p50 for p50, _ in self.repeats),
+                statistics.median(p99 for _, p99 in self.repeats))
 
     def served(self, index: int) -> str:
         return TIERS[sum(self.decisions[index])]
@@ -97,25 +109,19 @@ async def _decide(store: WindowStore, request: Request, window: int) -> tuple[li
     return decisions, spent
 
 
-async def run_memory(stream: Sequence[Request], window: int) -> Run:
-    """The exact decisions (one window, arrival order) and the memory store's request-path time."""
-    run = Run("exact (memory-equivalent)")
-    store = MemoryWindowStore()
-    for request in stream:
-        decisions, spent = await _decide(store, request, window)
-        run.decisions.append(decisions)
-        run.step_ns.append(spent)
-    return run
-
-
-async def run_per_replica(redis_url: str, stream: Sequence[Request], replicas: int, window: int,
-                          tick_ms: float, seed: int) -> Run:
-    """Each replica with windows of its own (memory, nothing shared): what sharing buys. A Redis
-    PING at each replica's tick (as often as a batched flush) interleaves the same network I/O with
-    the steps, so its latency is the fair baseline for the batched runs."""
+async def run_memory(redis_url: str, stream: Sequence[Request], replicas: int, window: int, tick_ms: float,
+                     seed: int, *, shared: bool) -> Run:
+    """Memory stores, stepped in arrival order: one window for all (`shared`: the exact decisions)
+    or one per replica (nothing shared: what sharing buys). A Redis PING at each replica's tick (as
+    often as a batched flush) interleaves the same network I/O with the steps, so their latency is
+    measured under the same disturbance as the batched runs'."""
     connection = connect(redis_url, socket_timeout=30.0)
-    run = Run(f"memory per replica (not shared; a PING every {tick_ms:g} ms)")
-    stores = [MemoryWindowStore() for _ in range(replicas)]
+    if shared:
+        run = Run(f"exact (memory store, one window; a PING every {tick_ms:g} ms)")
+        stores = [MemoryWindowStore()] * replicas
+    else:
+        run = Run(f"memory per replica (not shared; a PING every {tick_ms:g} ms)")
+        stores = [MemoryWindowStore() for _ in range(replicas)]
     ticks = Ticks(replicas, tick_ms / 1000, seed)
     try:
         for request in stream:
@@ -182,6 +188,8 @@ async def run_batched(redis_url: str, stream: Sequence[Request], replicas: int, 
             run.step_ns.append(spent)
         run.redis_calls = sum(store.calls for store in stores)
         run.round_trips = sum(store.round_trips for store in stores)
+        run.read_back = sum(store.values_returned for store in stores)
+        run.window_flushes = sum(store.window_flushes for store in stores)
         await RedisWindowStore(connection.client, namespace).reset()
     finally:
         await connection.close()
@@ -215,16 +223,19 @@ def report(runs: Sequence[Run], reference: Run, requests: int, args: argparse.Na
     lines = [f"{requests:,} requests, {args.replicas} replicas x {args.rate:g} req/s, {args.tasks} task type(s), "
              f"W {args.window:,}, β {BETA}; {versions}", "",
              "| store | agree device | agree edge | agree served tier | escalate device | escalate edge "
-             "| Redis commands / request | round trips / request | added p50 (µs) | added p99 (µs) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Redis commands / request | round trips / request | scores read back / window flushed "
+             "| added p50 (µs) | added p99 (µs) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in runs:
         agree = agreement(reference, run) if run is not reference else {"device": 1, "edge": 1, "served tier": 1}
         rates = escalation(run)
         calls = run.redis_calls / len(run.decisions)
         trips = run.round_trips / len(run.decisions)
+        p50, p99 = run.latency()
+        read_back = f"{run.read_back / run.window_flushes:.1f}" if run.read_back else "-"
         lines.append(f"| {run.name} | {agree['device']:.4%} | {agree['edge']:.4%} | {agree['served tier']:.4%} "
-                     f"| {rates['device']:.3f} | {rates['edge']:.3f} | {calls:.3f} | {trips:.3f} "
-                     f"| {_percentile(run.step_ns, 0.5):.1f} | {_percentile(run.step_ns, 0.99):.1f} |")
+                     f"| {rates['device']:.3f} | {rates['edge']:.3f} | {calls:.3f} | {trips:.3f} | {read_back} "
+                     f"| {p50:.1f} | {p99:.1f} |")
     return "\n".join(lines)
 
 
@@ -234,13 +245,23 @@ async def main_async(args: argparse.Namespace) -> str:
         info = redis.Redis.from_url(url).info("server")
         versions = (f"redis-server {info['redis_version']}, redis-py {redis.__version__}, "
                     f"Python {platform.python_version()}")
-        reference = await run_memory(stream, args.window)
-        exact = await run_exact_latency(url, stream, args.window, args.exact_requests)
-        per_replica = await run_per_replica(url, stream, args.replicas, args.window, 20.0, args.seed)
-        runs = [reference, per_replica, exact]
-        for flush_ms in args.flush_ms:
-            runs.append(await run_batched(url, stream, args.replicas, args.window, flush_ms, args.seed))
-    return report(runs, reference, len(stream), args, versions)
+        settings: list[Callable[[], Awaitable[Run]]] = [
+            partial(run_memory, url, stream, args.replicas, args.window, 20.0, args.seed, shared=True),
+            partial(run_memory, url, stream, args.replicas, args.window, 20.0, args.seed, shared=False),
+            partial(run_exact_latency, url, stream, args.window, args.exact_requests),
+            *(partial(run_batched, url, stream, args.replicas, args.window, flush_ms, args.seed)
+              for flush_ms in args.flush_ms)]
+        # Decisions and Redis calls do not depend on timing (virtual clock): kept from the first
+        # repeat. Latency is noisy on a shared machine: each repeat runs every setting once, in turn.
+        runs: list[Run] = []
+        for repeat in range(args.repeats):
+            for index, setting in enumerate(settings):
+                run = await setting()
+                if not repeat:
+                    runs.append(run)
+                runs[index].repeats.append((_percentile(run.step_ns, 0.5), _percentile(run.step_ns, 0.99)))
+                run.step_ns.clear()
+    return report(runs, runs[0], len(stream), args, versions)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -255,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--flush-ms", type=float, nargs="+", default=[5.0, 20.0, 100.0])
     parser.add_argument("--exact-requests", type=int, default=20_000,
                         help="requests replayed through real Redis steps for exact's latency")
+    parser.add_argument("--repeats", type=int, default=3, help="latency: median over this many runs of each")
     parser.add_argument("--seed", type=int, default=1)
     print(asyncio.run(main_async(parser.parse_args(argv))))
 

@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 from bench.procs import _TICKS
 from bench.window_store import throwaway_redis
 from policies.base import WindowKey
+from policies.quantile import quantile_fraction
 from policies.stores.batched import FLUSH_SCRIPT, BatchedWindowStore
 from policies.stores.redis import RedisWindowStore, window_keys
 from policies.stores.urls import connect
@@ -88,8 +89,6 @@ def _client(mode: str, url: str, namespace: str, window: int, flush_s: float, se
                  else BatchedWindowStore(client, namespace, flush_s=flush_s))
         rng = random.Random(os.getpid())
         await client.ping()
-        if isinstance(store, BatchedWindowStore):
-            await store.snapshot(KEY)  # the mirror starts from the shared window, as after a first flush
         samples: list[float] = []
         go.wait()
         start = time.perf_counter()
@@ -172,70 +171,36 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
                 seq_after - seq_before)
 
 
-# A prototype (not what the gateway runs): the flush script with variadic commands (INCRBY, one ZADD,
-# one RPUSH, LPOP with a count, one ZREM, ZMSCORE) instead of a few commands per value, to show what
-# the per-value cost of a flush could be. Same keys, arguments and reply as FLUSH_SCRIPT.
-_VARIADIC_APPEND = """
-local size = tonumber(ARGV[1])
-local seen = tonumber(ARGV[2])
-local k = #ARGV - 3
-if k > 0 then
-  local last = redis.call('INCRBY', KEYS[3], k)
-  local zargs, members = {}, {}
-  for i = 1, k do
-    local member = string.format('%d', last - k + i)
-    zargs[2 * i - 1] = ARGV[3 + i]
-    zargs[2 * i] = member
-    members[i] = member
-  end
-  redis.call('ZADD', KEYS[1], unpack(zargs))
-  redis.call('RPUSH', KEYS[2], unpack(members))
-end
-local n = redis.call('LLEN', KEYS[2])
-if size > 0 and n > size then
-  redis.call('ZREM', KEYS[1], unpack(redis.call('LPOP', KEYS[2], n - size)))
-  n = size
-end
-"""
-# The match check and reply are the gateway script's own; only its read-back loop becomes one ZMSCORE.
-_READ_BACK = """  local members = redis.call('LRANGE', KEYS[2], n - count, -1)
-  for i, member in ipairs(members) do out[i] = redis.call('ZSCORE', KEYS[1], member) end
-"""
-_TAIL = FLUSH_SCRIPT[FLUSH_SCRIPT.index("local newest"):]
-assert _READ_BACK in _TAIL, "the gateway's flush script changed: update the prototype"
-VARIADIC_FLUSH_SCRIPT = _VARIADIC_APPEND + _TAIL.replace(
-    _READ_BACK, "  out = redis.call('ZMSCORE', KEYS[1], unpack(redis.call('LRANGE', KEYS[2], n - count, -1)))\n")
-
-
 def flush_costs(url: str, window: int, size: int, replicas: Sequence[int], calls: int = 40) -> list[str]:
     """Redis µs per flush call of `size` values while `replicas` replicas flush the key as often.
 
-    A flush appends the caller's values and reads back everything appended since its last flush:
-    its own values and the other replicas' ((replicas - 1) x size values, appended first, untimed).
+    Between two of the caller's flushes the other replicas append (replicas - 1) x size values
+    (untimed); the caller's call appends its own and reads back the window around the quantile and
+    its oldest values, `reach` (twice `size`) each way, as the gateway's flush does.
     """
     rows: list[str] = []
     sync = redis.Redis.from_url(url)
     rng = random.Random(11)
-    for name, script in (("FLUSH_SCRIPT (gateway)", FLUSH_SCRIPT), ("variadic prototype", VARIADIC_FLUSH_SCRIPT)):
-        sha = sync.script_load(script)
-        for count in replicas:
-            namespace = f"flush-{uuid.uuid4().hex[:8]}"
-            _prefill(url, namespace, window)
-            keys = window_keys(namespace, KEY)
-            usec = 0
-            for _ in range(calls):
-                seen = int(sync.get(keys[2]) or 0)
-                score = sync.zscore(keys[0], str(seen))
-                for _ in range(count - 1):  # the others' flushes since ours
-                    newest = int(sync.get(keys[2]) or 0)
-                    sync.evalsha(sha, 3, *keys, window, newest, repr(sync.zscore(keys[0], str(newest))),
-                                 *(repr(rng.random()) for _ in range(size)))
-                before = _script_usec(sync)
-                sync.evalsha(sha, 3, *keys, window, seen, repr(score), *(repr(rng.random()) for _ in range(size)))
-                usec += _script_usec(sync) - before
-            per_call = usec / calls
-            rows.append(f"| {name} | {count} | {size:,} | {per_call:,.0f} | {per_call / size:.2f} |")
-            sync.delete(*keys)
+    sha = sync.script_load(FLUSH_SCRIPT)
+    q, reach = repr(quantile_fraction(BETA)), 2 * size
+
+    def flush(keys: Sequence[str]) -> None:
+        sync.evalsha(sha, 3, *keys, window, q, reach, size, *(repr(rng.random()) for _ in range(size)))
+
+    for count in replicas:
+        namespace = f"flush-{uuid.uuid4().hex[:8]}"
+        _prefill(url, namespace, window)
+        keys = window_keys(namespace, KEY)
+        usec = 0
+        for _ in range(calls):
+            for _ in range(count - 1):  # the others' flushes since ours
+                flush(keys)
+            before = _script_usec(sync)
+            flush(keys)
+            usec += _script_usec(sync) - before
+        per_call = usec / calls
+        rows.append(f"| {count} | {size:,} | {per_call:,.0f} | {per_call / size:.2f} |")
+        sync.delete(*keys)
     sync.close()
     return rows
 
@@ -290,10 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if costs:
         print()
         print(f"Flush script cost inside Redis (W {args.window:,}, pre-filled), one replica's call of "
-              f"{args.flush_values} values while N replicas flush the key (it reads back N x {args.flush_values}):")
+              f"{args.flush_values} values while N replicas flush the key as often:")
         print()
-        print("| script | replicas N | values per call | µs per call | µs per value appended |")
-        print("|---|---:|---:|---:|---:|")
+        print("| replicas N | values per call | µs per call | µs per value appended |")
+        print("|---:|---:|---:|---:|")
         print("\n".join(costs))
     return 0
 

@@ -4,7 +4,15 @@ sorted sequence so that the memory and Redis stores and `np.percentile` agree ex
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import Protocol
+
+
+class Ranked(Protocol):
+    """Values by ascending rank: a sorted list, or a window that knows only some ranks."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rank: int, /) -> float: ...
 
 
 def quantile_fraction(beta: float) -> float:
@@ -12,7 +20,7 @@ def quantile_fraction(beta: float) -> float:
     return (100.0 * beta) / 100.0
 
 
-def linear_quantile(sorted_values: Sequence[float], q: float) -> float:
+def linear_quantile(sorted_values: Ranked, q: float) -> float:
     """Type-7 quantile of an ascending, non-empty sequence, with numpy's exact float steps."""
     n = len(sorted_values)
     virtual = (n - 1) * q

@@ -1,24 +1,26 @@
 """`windows.sync: batched` — shared windows without a Redis round trip on the request path.
 
-Each replica keeps, per window, a *mirror* of the shared window as of its last flush and a *view*:
-the mirror with this replica's values appended since (its pending values). A request's step is a
-local step on the view, so it decides against the last shared state merged with its own pending
-values; no request waits on Redis.
+Each replica keeps, per window, what it knows of the shared window as of its last flush — its
+length, the values ranked around the quantile, the oldest values (`policies.stores.neighbourhood`)
+— and its *pending* values, stepped here since. A request's step is a local step on that
+knowledge, so it decides against the last shared state merged with its own pending values; no
+request waits on Redis.
 
-Every `flush_s` a background task sends each window's pending values in one script call per window,
-all windows in one pipeline (one round trip; one per node on a cluster). The script appends them to
+Every `flush_s` a background task sends every window's pending values in one script call (on a
+cluster: one per hash slot, all in one pipeline, a round trip per node). The script appends them to
 the shared window (same keys and layout as the exact mode's step, so replicas in either mode can
-share windows) and returns what the caller's mirror lacks: every value appended since the last one
-the caller saw (its own included, in the server's order), or the whole window when the mirror no
-longer matches (a reset, a Redis restart, a first flush). A window this replica steps is therefore
-at most one flush behind the other replicas; one it does not step is not kept up to date (free
-while idle here) and is caught up by the flush after its next step.
+share windows) and returns the window's length, the values ranked `reach` either side of its
+quantile and its `reach` oldest values. `reach` follows this replica's own rate (twice the values it
+sent in its last flushes, at least `MIN_REACH`), so a flush costs Redis O(values sent + reach),
+however many replicas step the window — it reads back none of the other replicas' values. A window
+of at most `WHOLE_UP_TO` values is returned whole.
 
-With one replica the view is always exactly the shared window, so decisions equal `exact`'s. With
-many, a decision between flushes misses the other replicas' values of the last `flush_s`
-(bench/NOTES.md measures the agreement).
+With one replica, decisions equal `exact`'s while it makes at most `reach` steps between two
+flushes (always, for a window held whole). With many, a decision between flushes misses the other
+replicas' values of the last `flush_s` (bench/NOTES.md measures the agreement). A window this
+replica does not step is not kept up to date (free while idle here).
 
-While Redis fails, the views keep deciding locally (marked `fallback`, one warning, backoff as in
+While Redis fails, the windows keep deciding locally (marked `fallback`, one warning, backoff as in
 `policies.stores.failover.Outage`); pending values are kept (at most a window's worth per key) and
 flushed when Redis answers again. A flush that timed out may or may not have landed, like an exact
 step that timed out: its values are not sent twice.
@@ -31,57 +33,81 @@ import contextlib
 import hashlib
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from policies.base import WindowKey, WindowStep
+from policies.quantile import quantile_fraction
 from policies.stores.failover import Outage
-from policies.stores.memory import SlidingWindow
+from policies.stores.neighbourhood import KnownWindow
 from policies.stores.redis import InFlightLimit, RedisWindowStore, _text, window_keys
 from policies.stores.urls import RedisClient
 
 log = logging.getLogger("recserve.windows")
 
 DEFAULT_FLUSH_S: Final = 0.020
+MIN_REACH: Final = 16  # ranks fetched either side of the quantile, and oldest values, at least
+MAX_REACH: Final = 2048  # at most (a burst beyond it is decided approximately until the next flush)
+WHOLE_UP_TO: Final = 256  # a window of at most this many values comes back whole
+WINDOWS_PER_CALL: Final = 32
 
-# KEYS: z, fifo, seq.  ARGV: size (0: unknown here, trim nothing), seen (the newest sequence number
-# the caller holds, 0 for none), the caller's score for it, then the values to append (repr strings,
-# as the step script takes).
-# Returns {1 | 0, newest sequence number, scores}: 1 = the scores appended since `seen` (the caller's
-# mirror still matches), 0 = the whole window (start the mirror over).
+# Any number of windows in one call (all keys in one slot on a cluster). KEYS: z, fifo, seq of each
+# window.  ARGV, per window: size (0: unknown here, trim nothing), q (the quantile's fraction, repr
+# string), reach, the number of values to append, then those values (repr strings, as the step
+# script takes).  Returns, per window: {length, rank of the first `near` value, near: the scores
+# ranked reach either side of the quantile, ascending, oldest: the reach oldest scores, oldest
+# first}. Commands are variadic, in slices that Lua's unpack takes.
 FLUSH_SCRIPT: Final = """
-local size = tonumber(ARGV[1])
-local seen = tonumber(ARGV[2])
-for i = 4, #ARGV do
-  local member = string.format('%d', redis.call('INCR', KEYS[3]))
-  redis.call('ZADD', KEYS[1], ARGV[i], member)
-  redis.call('RPUSH', KEYS[2], member)
+local function sliced(command, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
 end
-local n = redis.call('LLEN', KEYS[2])
-while size > 0 and n > size do
-  redis.call('ZREM', KEYS[1], redis.call('LPOP', KEYS[2]))
-  n = n - 1
-end
-local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
-local matches = 0
-if seen > 0 and newest >= seen then
-  local score = redis.call('ZSCORE', KEYS[1], string.format('%d', seen))
-  if score and tonumber(score) == tonumber(ARGV[3]) then matches = 1 end
-end
-local count = n
-if matches == 1 then count = math.min(newest - seen, n) end
 local out = {}
-if count > 0 then
-  local members = redis.call('LRANGE', KEYS[2], n - count, -1)
-  for i, member in ipairs(members) do out[i] = redis.call('ZSCORE', KEYS[1], member) end
+local at = 1
+for w = 1, #KEYS / 3 do
+  local z, fifo, seq = KEYS[3 * w - 2], KEYS[3 * w - 1], KEYS[3 * w]
+  local size, q, reach = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local count = tonumber(ARGV[at + 3])
+  local first = at + 4
+  at = first + count
+  if count > 0 then
+    local last = redis.call('INCRBY', seq, count)
+    local scored, members = {}, {}
+    for i = 1, count do
+      local member = string.format('%d', last - count + i)
+      members[i] = member
+      scored[2 * i - 1] = ARGV[first + i - 1]
+      scored[2 * i] = member
+    end
+    sliced('ZADD', z, scored)
+    sliced('RPUSH', fifo, members)
+  end
+  local n = redis.call('LLEN', fifo)
+  while size > 0 and n > size do
+    local gone = redis.call('LPOP', fifo, math.min(n - size, 1000))
+    redis.call('ZREM', z, unpack(gone))
+    n = n - #gone
+  end
+  local near, oldest, lo = {}, {}, 0
+  if n > 0 then
+    local r = math.min(math.max(math.floor((n - 1) * q), 0), n - 1)
+    lo = math.max(r - reach, 0)
+    local ranked = redis.call('ZRANGE', z, lo, math.min(r + 1 + reach, n - 1), 'WITHSCORES')
+    for i = 2, #ranked, 2 do near[i / 2] = ranked[i] end
+    local members = redis.call('LRANGE', fifo, 0, math.min(reach, n) - 1)
+    if #members > 0 then oldest = redis.call('ZMSCORE', z, unpack(members)) end
+  end
+  out[w] = {n, lo, near, oldest}
 end
-return {matches, newest, out}
+return out
 """
 
 
@@ -89,12 +115,19 @@ return {matches, newest, out}
 class _Window:
     """One window as this replica knows it."""
 
-    size: int  # 0 until this replica steps the window (then the trim applies)
-    mirror: SlidingWindow = field(default_factory=SlidingWindow)  # the shared window at the last flush
-    view: SlidingWindow = field(default_factory=SlidingWindow)  # mirror + pending: what steps read
+    size: int
+    q: float  # the quantile's fraction at the last step (the flush centres `near` on it)
+    known: KnownWindow = field(default_factory=KnownWindow)  # the shared window + pending steps
     pending: list[float] = field(default_factory=list)  # stepped here, not yet sent
-    seen: int = 0  # sequence number of the mirror's newest value (0: none)
-    seen_score: str = ""
+    sent: tuple[int, int] = (0, 0)  # values sent in the last two flushes: this replica's pace
+
+    def reach(self) -> int:
+        if self.size <= WHOLE_UP_TO:
+            return max(self.size, 1)
+        return min(self.size, MAX_REACH, max(MIN_REACH, 2 * max(*self.sent, len(self.pending))))
+
+
+_Due = list[tuple[WindowKey, _Window, list[float]]]  # windows to flush, with the values to send
 
 
 class BatchedWindowStore:
@@ -106,7 +139,7 @@ class BatchedWindowStore:
                  clock: Callable[[], float] = time.monotonic, background: bool = True) -> None:
         if not flush_s > 0:
             raise ValueError("flush_s must be > 0")
-        self._shared = RedisWindowStore(client, namespace)  # for reset; shares the client
+        self._shared = RedisWindowStore(client, namespace)  # for reset and snapshot; shares the client
         self._limit = limit or self._shared.limit
         self._namespace = namespace
         self._flush_s = flush_s
@@ -118,8 +151,10 @@ class BatchedWindowStore:
         self._background = background  # False: the caller calls flush() (the bench's virtual clock)
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
-        self.calls = 0  # script calls sent (one per window per flush), for the bench and metrics
+        self.calls = 0  # script calls sent (one per flush; per slot on a cluster), for the bench and metrics
         self.round_trips = 0  # pipelines sent (one per flush with anything to send)
+        self.window_flushes = 0  # windows sent (a call may carry many)
+        self.values_returned = 0  # scores the flushes read back (the cost that does not grow with replicas)
 
     @property
     def degraded(self) -> bool:
@@ -134,24 +169,31 @@ class BatchedWindowStore:
             raise ValueError(f"confidence must be finite, got {confidence!r}")
         if size < 1:
             raise ValueError(f"window size must be at least 1, got {size}")
+        q = quantile_fraction(beta)
         window = self._windows.get(key)
         if window is None:
-            window = self._windows[key] = _Window(size)
-        window.size = size
+            window = self._windows[key] = _Window(size, q)
+        window.size, window.q = size, q
         window.pending.append(confidence)
         if len(window.pending) > size:  # only during an outage: older values would be evicted anyway
             del window.pending[: len(window.pending) - size]
-        window.view.push(confidence, size)
+        window.known.push(confidence, size, q)
         if self._background and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-        return WindowStep(window.view.quantile(beta), len(window.view), fallback=self._outage.degraded)
+        return WindowStep(window.known.quantile(q), len(window.known), fallback=self._outage.degraded)
 
     async def snapshot(self, key: WindowKey) -> list[float]:
-        """The window as this replica sees it after a sync (its view, when Redis is unreachable)."""
+        """The shared window after this replica's pending values reach it (while Redis is
+        unreachable: the local window if held whole, else nothing — the rest is not known here)."""
         with contextlib.suppress(*self._unavailable):
             await self.flush(refresh=key)
+        if not self._outage.degraded:
+            try:
+                return await self._limit.run(partial(self._shared.snapshot, key))
+            except self._unavailable as exc:
+                self._outage.failed(exc, probe=False)
         window = self._windows.get(key)
-        return window.view.values() if window else []
+        return (window.known.values() or []) if window else []
 
     async def reset(self, key: WindowKey | None = None) -> None:
         """Empty the shared window(s) and this replica's copies; Redis errors reach the caller."""
@@ -163,15 +205,12 @@ class BatchedWindowStore:
             await self._limit.run(lambda: self._shared.reset(key))
 
     async def flush(self, *, refresh: WindowKey | None = None) -> None:
-        """Send every window's pending values and bring its mirror up to date (one call per window
-        with pending values, and one for `refresh` even without: a window this replica does not
-        step is not kept up to date, so it costs nothing while idle here)."""
+        """Send every window's pending values and bring what this replica knows of it up to date (the
+        windows with pending values, and `refresh` even without, if stepped here)."""
         async with self._flushing:
             probe = self._outage.begin()
             if probe is None:
                 return
-            if refresh is not None and refresh not in self._windows:
-                self._windows[refresh] = _Window(0)  # size unknown until stepped here
             try:
                 await self._flush_once(refresh)
             except self._unavailable as exc:
@@ -186,52 +225,69 @@ class BatchedWindowStore:
                if window.pending or key == refresh]
         if not due:
             return
-        for _, window, _ in due:
+        for _, window, values in due:
             window.pending = []  # steps made while the calls are out go to the next flush
-        self.calls += len(due)
+            window.sent = (window.sent[1], len(values))
+        calls = self._calls(due)
+        self.calls += len(calls)
+        self.window_flushes += len(due)
         self.round_trips += 1
-        replies = await self._limit.run(partial(self._send, due))
+        replies = await self._limit.run(partial(self._send, calls))
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # A restarted or failed-over Redis forgot the script: none of those calls ran, so
             # sending them again after loading it cannot append anything twice.
             await self._client.script_load(FLUSH_SCRIPT)
-            again = [entry for entry, reply in zip(due, replies, strict=True) if isinstance(reply, NoScriptError)]
+            again = [call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
             retried = iter(await self._limit.run(partial(self._send, again)))
             replies = [next(retried) if isinstance(reply, NoScriptError) else reply for reply in replies]
         failure: BaseException | None = None
-        for (key, window, _), reply in zip(due, replies, strict=True):
+        for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-            elif self._windows.get(key) is window:  # not reset meanwhile
-                self._apply(window, reply)
+                continue
+            for (key, window, _), answer in zip(call, reply, strict=True):
+                if self._windows.get(key) is window:  # not reset meanwhile
+                    self.values_returned += self._apply(window, answer)
         if failure is not None:
             raise failure
 
-    async def _send(self, due: Sequence[tuple[WindowKey, _Window, list[float]]]) -> list[Any]:
-        """One pipeline: a script call per window, one round trip (per node, on a cluster)."""
+    def _calls(self, due: _Due) -> list[_Due]:
+        """The windows of one flush, grouped into script calls: one call on a single Redis, one
+        per hash slot on a cluster (a script may only touch keys of one slot there); at most
+        `WINDOWS_PER_CALL` windows each."""
+        groups: dict[int, _Due] = {}
+        if isinstance(self._client, RedisCluster):
+            for entry in due:
+                groups.setdefault(key_slot(window_keys(self._namespace, entry[0])[0].encode()), []).append(entry)
+        else:
+            groups[0] = due
+        # Bounded, so that one script does not hold Redis for long when a replica steps many windows.
+        return [group[i:i + WINDOWS_PER_CALL] for group in groups.values()
+                for i in range(0, len(group), WINDOWS_PER_CALL)]
+
+    async def _send(self, calls: Sequence[_Due]) -> list[Any]:
+        """One pipeline: a script call per group of windows, one round trip (per node, on a cluster)."""
         pipe = self._client.pipeline(transaction=False)
-        for key, window, values in due:
-            pipe.evalsha(self._sha, 3, *window_keys(self._namespace, key),
-                         window.size, window.seen, window.seen_score, *(repr(v) for v in values))
+        for call in calls:
+            keys: list[str] = []
+            args: list[Any] = []
+            for key, window, values in call:
+                keys.extend(window_keys(self._namespace, key))
+                args.extend((window.size, repr(window.q), window.reach(), len(values)))
+                args.extend(repr(v) for v in values)
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     @staticmethod
-    def _apply(window: _Window, reply: Any) -> None:
-        matches, newest, scores = reply
-        values = [float(_text(score)) for score in scores]
-        size = window.size or sys.maxsize
-        if not int(matches):
-            window.mirror = SlidingWindow()
-        for value in values:
-            window.mirror.push(value, size)
-        window.seen = int(newest)
-        window.seen_score = _text(scores[-1]) if scores else window.seen_score
-        if not len(window.mirror):
-            window.seen, window.seen_score = 0, ""
-        window.view.assign(window.mirror)  # in place: the next step need not grow a fresh list
+    def _apply(window: _Window, reply: Any) -> int:
+        """Start over from the shared window in `reply`, then re-apply the steps made since it was
+        sent; returns how many scores came back."""
+        length, first_rank, near, oldest = reply
+        window.known = KnownWindow(int(length), int(first_rank), _scores(near), _scores(oldest))
         for value in window.pending:
-            window.view.push(value, size)
+            window.known.push(value, window.size, window.q)
+        return len(near) + len(oldest)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -252,3 +308,7 @@ class BatchedWindowStore:
                 await flusher
         with contextlib.suppress(*self._unavailable):
             await self.flush()
+
+
+def _scores(raw: Sequence[Any]) -> list[float]:
+    return [float(_text(score)) for score in raw if score is not None]

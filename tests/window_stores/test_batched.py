@@ -73,6 +73,47 @@ async def test_replicas_converge_on_the_shared_window(connection: RedisConnectio
     assert step == expected
 
 
+async def test_one_replica_on_a_large_window_decides_exactly_within_reach(connection: RedisConnection) -> None:
+    """A window too large to hold whole: the flush returns only the ranks around the quantile and
+    the oldest values, and steps between flushes still equal the whole window's."""
+    store = BatchedWindowStore(connection.client, "large", background=False)
+    memory = MemoryWindowStore()
+    rng = random.Random(6)
+    for i in range(3000):  # fills W 1,000 three times over
+        key, confidence = rng.choice((KEY, EDGE)), rng.random()
+        assert await store.step(key, confidence, 1000, 0.3) == await memory.step(key, confidence, 1000, 0.3), i
+        if i % 12 == 0:
+            await store.flush()
+    await store.flush()
+    assert await store.snapshot(KEY) == await memory.snapshot(KEY)
+    # Twice the values sent per flush (at most 12 here) either side, plus as many oldest: never W.
+    assert store.values_returned / store.window_flushes <= 3 * 24 + 2
+
+
+async def test_a_flush_reads_back_as_much_with_eight_replicas_as_with_one(connection: RedisConnection) -> None:
+    """The cost of a flush follows the caller's own pace, not the number of replicas stepping the
+    window; after a flush a replica decides on the whole shared window."""
+    returned = {}
+    for replicas in (1, 8):
+        stores = [BatchedWindowStore(connection.client, f"pace{replicas}", background=False)
+                  for _ in range(replicas)]
+        rng = random.Random(7)
+        for _ in range(60):
+            for store in stores:
+                for _ in range(10):
+                    await store.step(KEY, rng.random(), 2000, 0.3)
+                await store.flush()
+        returned[replicas] = stores[0].values_returned / stores[0].window_flushes
+        await stores[0].flush(refresh=KEY)
+        truth = await RedisWindowStore(connection.client, f"pace{replicas}").snapshot(KEY)
+        assert len(truth) == min(2000, 600 * replicas)
+        memory = MemoryWindowStore()
+        for value in [*truth, 0.5]:
+            expected = await memory.step(KEY, value, 2000, 0.3)
+        assert await stores[0].step(KEY, 0.5, 2000, 0.3) == expected
+    assert returned[8] <= returned[1] + 1 <= 3 * 20 + 3  # reach 20: twice the 10 values per flush
+
+
 async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection) -> None:
     store = BatchedWindowStore(connection.client, "reset", background=False)
     for value in (0.1, 0.2, 0.3):
