@@ -4,22 +4,24 @@ at a given request rate needs, from per-unit costs measured on this machine.
 Nothing here sends a request. Inputs are the measured unit costs (defaults: bench/NOTES.md,
 "Capacity inputs"); the model applies them to a synthetic deployment:
 
-- traffic: `--workloads` workloads with Zipf(`--zipf`) shares of the requests (one hot workload,
+- traffic: `--workloads` workloads with Zipf shares of the requests (one hot workload,
   a long tail); every request steps its workload's device window, a share β of them the edge window
   too (the cascade's steady state), so `1 + β` steps per request;
 - keys: the real window keys (`policies.stores.redis.window_tag`), hashed to cluster slots with Redis
   Cluster's CRC16 (redis-py's `key_slot`), slots split evenly over the shards as
   `redis-cli --cluster create` does;
-- Redis cost per window key per second: `exact`: steps x core µs per step; `batched`: flush calls x
-  µs per call + values sent x (µs per value appended + µs per value read back x replicas), since each
-  worker that steps the window flushes it every `--flush-ms` and reads back every value appended
-  since its last flush, the other workers' included (bench.hot_key measures both terms);
-  `--sample` < 1 sends only that share of the values (a what-if: not implemented);
+- Redis cost per window key per second: `exact`: steps x core µs per step; `batched`: every worker
+  that steps the window flushes it every `--flush-ms`, so flushes x (µs of protocol per call + µs of
+  script per window flushed) + values sent x µs of script per value (its append and its share of the
+  read-back, which follows the caller's own pace, not the number of workers; bench.hot_key measures
+  the script's cost at 2, 20 and 100 values per call); with `windows.sample_every` N only one value
+  in N is sent;
 - gateway: requests / (requests/s per worker x `--target`), workers packed `--workers-per-replica`.
 
-For each rate it prints the smallest shard count that keeps every shard at or below `--target`
-of a core, per mode, and the hottest key's share of a core: a key above one core cannot be placed
-at all (one key lives on one shard, one script at a time).
+Scenarios: a Zipf(1.1) or even workload mix, `exact` or `batched` (flush 20 or 100 ms,
+`sample_every` 1, 10 or 100). For each rate and scenario it prints the smallest shard count that
+keeps every shard at or below `--target` of a core, and the hottest key's share of a core: a key
+above one core cannot be placed at all (one key lives on one shard, one script at a time).
 
     python -m bench.capacity_model                          # 1x, 10x, 100x the one-key exact ceiling
     python -m bench.capacity_model --rates 40000 400000
@@ -45,12 +47,31 @@ SLOTS = 16_384
 class Costs:
     worker_rps: float  # requests/s one gateway worker serves (3-tier cascade)
     exact_us: float  # Redis core µs per exact step (script + protocol)
-    batched_call_us: float  # Redis core µs per flush call, beyond its values
-    batched_value_us: float  # Redis core µs per value a flush appends
-    batched_readback_us: float  # Redis core µs per value a flush reads back
-    flush_s: float
+    batched_call_us: float  # Redis core µs of protocol per flush call
+    batched_flush_us: float  # Redis script µs per window flushed, beyond its values
+    batched_value_us: float  # Redis script µs per value a flush appends (with its share of the read-back)
     beta: float
-    sample: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row group: a workload mix and a windows setting."""
+
+    zipf: float  # 0: every workload as busy as the others
+    mode: str  # exact | batched
+    flush_ms: float = 20.0
+    sample_every: int = 1
+
+    def describe(self) -> str:
+        if self.mode == "exact":
+            return "exact"
+        extra = f", sample_every {self.sample_every}" if self.sample_every > 1 else ""
+        return f"batched, flush {self.flush_ms:g} ms{extra}"
+
+
+SCENARIOS = (Scenario(1.1, "exact"), Scenario(1.1, "batched"), Scenario(0.0, "exact"), Scenario(0.0, "batched"),
+             Scenario(1.1, "batched", 100.0), Scenario(1.1, "batched", 20.0, 10),
+             Scenario(1.1, "batched", 100.0, 100))
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ def _shares(count: int, s: float) -> list[float]:
     return [w / total for w in weights]
 
 
-def _key_loads(rate: float, shares: Sequence[float], mode: str, replicas_workers: int,
+def _key_loads(rate: float, shares: Sequence[float], scenario: Scenario, replicas_workers: int,
                costs: Costs) -> dict[int, float]:
     """Core share per window key, keyed by its slot (keys on one slot add up)."""
     by_slot: dict[int, float] = {}
@@ -78,15 +99,14 @@ def _key_loads(rate: float, shares: Sequence[float], mode: str, replicas_workers
             steps = rate * share * fraction
             if steps <= 0:
                 continue
-            if mode == "exact":
+            if scenario.mode == "exact":
                 load = steps * costs.exact_us / 1e6
             else:
                 # Every worker that sees this workload flushes its window each flush_s (at most one call
-                # per value: a quiet window flushes only when it has something pending).
-                calls = min(replicas_workers / costs.flush_s, steps)
-                sent = steps * costs.sample
-                per_value = costs.batched_value_us + costs.batched_readback_us * max(1.0, calls * costs.flush_s)
-                load = (calls * costs.batched_call_us + sent * per_value) / 1e6
+                # per value sent: a quiet window flushes only when it has something pending).
+                sent = steps / scenario.sample_every
+                calls = min(replicas_workers / (scenario.flush_ms / 1000), sent)
+                load = (calls * (costs.batched_call_us + costs.batched_flush_us) + sent * costs.batched_value_us) / 1e6
             tag = window_tag("recserve", WindowKey("recserve", tier, f"generation/workload-{index}"))
             slot = key_slot(tag.encode())
             by_slot[slot] = by_slot.get(slot, 0.0) + load
@@ -97,10 +117,10 @@ def _shard_of(slot: int, shards: int) -> int:
     return min(shards - 1, slot * shards // SLOTS)
 
 
-def layout(rate: float, mode: str, args: argparse.Namespace, costs: Costs) -> Layout:
+def layout(rate: float, scenario: Scenario, args: argparse.Namespace, costs: Costs) -> Layout:
     workers = max(1, math.ceil(rate / (costs.worker_rps * args.target)))
     replicas = math.ceil(workers / args.workers_per_replica)
-    loads = _key_loads(rate, _shares(args.workloads, args.zipf), mode, workers, costs)
+    loads = _key_loads(rate, _shares(args.workloads, scenario.zipf), scenario, workers, costs)
     hottest = max(loads.values())
     if hottest > args.target:
         return Layout(rate, workers, replicas, None, hottest, hottest)
@@ -118,41 +138,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker-rps", type=float, required=True, help="measured: requests/s per worker")
     parser.add_argument("--exact-us", type=float, required=True, help="measured: Redis core µs per exact step")
-    parser.add_argument("--batched-call-us", type=float, required=True, help="measured: Redis core µs per flush")
-    parser.add_argument("--batched-value-us", type=float, required=True, help="measured: Redis µs per value appended")
-    parser.add_argument("--batched-readback-us", type=float, required=True,
-                        help="measured: Redis µs per value read back by one replica")
-    parser.add_argument("--sample", type=float, default=1.0, help="what-if: share of values sent (batched)")
+    parser.add_argument("--batched-call-us", type=float, required=True,
+                        help="measured: Redis core µs of protocol per flush call")
+    parser.add_argument("--batched-flush-us", type=float, required=True,
+                        help="measured: Redis script µs per window flushed, beyond its values")
+    parser.add_argument("--batched-value-us", type=float, required=True,
+                        help="measured: Redis script µs per value flushed")
     parser.add_argument("--rates", type=float, nargs="+", help="requests/s (default: 1x, 10x, 100x the "
                         "one-key exact ceiling, 1e6 / exact-us steps/s)")
-    parser.add_argument("--flush-ms", type=float, default=20.0)
     parser.add_argument("--beta", type=float, default=0.3)
     parser.add_argument("--workloads", type=int, default=200)
-    parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--target", type=float, default=0.6, help="busiest core's share at most (headroom)")
     parser.add_argument("--workers-per-replica", type=int, default=8)
     args = parser.parse_args(argv)
-    costs = Costs(args.worker_rps, args.exact_us, args.batched_call_us, args.batched_value_us,
-                  args.batched_readback_us, args.flush_ms / 1000, args.beta, args.sample)
+    costs = Costs(args.worker_rps, args.exact_us, args.batched_call_us, args.batched_flush_us,
+                  args.batched_value_us, args.beta)
     ceiling = 1e6 / args.exact_us  # one key, one core, every request stepping it
     rates = args.rates or [ceiling, 10 * ceiling, 100 * ceiling]
-    hottest_share = _shares(args.workloads, args.zipf)[0]
     print(f"SIMULATION from measured unit costs: {args.worker_rps:,.0f} req/s per worker, exact {args.exact_us:g} µs "
-          f"per step, batched {args.batched_call_us:g} µs per flush + {args.batched_value_us:g} µs per value "
-          f"+ {args.batched_readback_us:g} µs per value and replica reading it back, {args.sample:g} of values "
-          f"sent, flush {args.flush_ms:g} ms; {args.workloads} workloads, Zipf {args.zipf:g} (the hottest has "
-          f"{hottest_share:.0%} of the traffic), β {args.beta:g}; cores kept at ≤ {args.target:.0%}; "
-          f"{args.workers_per_replica} workers per replica")
+          f"per step, batched {args.batched_call_us + args.batched_flush_us:g} µs per window flushed + "
+          f"{args.batched_value_us:g} µs per value sent; {args.workloads} workloads, Zipf 1.1 (the hottest has "
+          f"{_shares(args.workloads, 1.1)[0]:.0%} of the traffic) or even; β {args.beta:g}; cores kept at "
+          f"≤ {args.target:.0%}; {args.workers_per_replica} workers per replica")
     print()
-    print("| requests/s | x one-key ceiling | workers | replicas | mode | cluster shards | hottest key, core | "
-          "busiest shard, core |")
-    print("|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("| rate | requests/s | workers | replicas | workload mix | windows mode | cluster shards "
+          "| hottest key, share of a core | busiest shard |")
+    print("|---:|---:|---:|---:|---|---|---:|---:|---:|")
     for rate in rates:
-        for mode in ("exact", "batched"):
-            out = layout(rate, mode, args, costs)
+        for scenario in SCENARIOS:
+            out = layout(rate, scenario, args, costs)
             shards = str(out.shards) if out.shards is not None else "does not fit"
-            print(f"| {rate:,.0f} | {rate / ceiling:.0f} | {out.workers:,} | {out.replicas:,} | {mode} | {shards} | "
-                  f"{out.hottest_key_core:.0%} | {out.busiest_shard_core:.0%} |")
+            mix = f"Zipf {scenario.zipf:g}" if scenario.zipf else "even"
+            print(f"| {rate / ceiling:.0f}x | {rate:,.0f} | {out.workers:,} | {out.replicas:,} | {mix} "
+                  f"| {scenario.describe()} | {shards} | {out.hottest_key_core:.0%} | {out.busiest_shard_core:.0%} |")
     return 0
 
 

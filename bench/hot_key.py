@@ -44,7 +44,7 @@ from bench.procs import _TICKS
 from bench.window_store import throwaway_redis
 from policies.base import WindowKey
 from policies.quantile import quantile_fraction
-from policies.stores.batched import FLUSH_SCRIPT, BatchedWindowStore
+from policies.stores.batched import FLUSH_SCRIPT, MIN_REACH, BatchedWindowStore
 from policies.stores.redis import RedisWindowStore, window_keys
 from policies.stores.urls import connect
 
@@ -171,36 +171,39 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
                 seq_after - seq_before)
 
 
-def flush_costs(url: str, window: int, size: int, replicas: Sequence[int], calls: int = 40) -> list[str]:
+def flush_costs(url: str, window: int, sizes: Sequence[int], replicas: Sequence[int], calls: int = 40) -> list[str]:
     """Redis µs per flush call of `size` values while `replicas` replicas flush the key as often.
 
     Between two of the caller's flushes the other replicas append (replicas - 1) x size values
     (untimed); the caller's call appends its own and reads back the window around the quantile and
-    its oldest values, `reach` (twice `size`) each way, as the gateway's flush does.
+    its oldest values, `reach` (twice `size`, at least `MIN_REACH`) each, as the gateway's flush does.
     """
     rows: list[str] = []
     sync = redis.Redis.from_url(url)
     rng = random.Random(11)
     sha = sync.script_load(FLUSH_SCRIPT)
-    q, reach = repr(quantile_fraction(BETA)), 2 * size
+    q = repr(quantile_fraction(BETA))
 
-    def flush(keys: Sequence[str]) -> None:
+    def flush(keys: Sequence[str], size: int) -> None:
+        reach = max(MIN_REACH, 2 * size)
         sync.evalsha(sha, 3, *keys, window, q, reach, size, *(repr(rng.random()) for _ in range(size)))
 
-    for count in replicas:
-        namespace = f"flush-{uuid.uuid4().hex[:8]}"
-        _prefill(url, namespace, window)
-        keys = window_keys(namespace, KEY)
-        usec = 0
-        for _ in range(calls):
-            for _ in range(count - 1):  # the others' flushes since ours
-                flush(keys)
-            before = _script_usec(sync)
-            flush(keys)
-            usec += _script_usec(sync) - before
-        per_call = usec / calls
-        rows.append(f"| {count} | {size:,} | {per_call:,.0f} | {per_call / size:.2f} |")
-        sync.delete(*keys)
+    for size in sizes:
+        for count in replicas:
+            namespace = f"flush-{uuid.uuid4().hex[:8]}"
+            _prefill(url, namespace, window)
+            keys = window_keys(namespace, KEY)
+            usec = 0
+            for _ in range(calls):
+                for _ in range(count - 1):  # the others' flushes since ours
+                    flush(keys, size)
+                before = _script_usec(sync)
+                flush(keys, size)
+                usec += _script_usec(sync) - before
+            per_call = usec / calls
+            rows.append(f"| {count} | {size:,} | {max(MIN_REACH, 2 * size)} | {per_call:,.0f} "
+                        f"| {per_call / size:.2f} |")
+            sync.delete(*keys)
     sync.close()
     return rows
 
@@ -225,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=10_000)
     parser.add_argument("--flush-ms", type=float, default=20.0)
-    parser.add_argument("--flush-values", type=int, default=20,
+    parser.add_argument("--flush-values", type=int, nargs="+", default=[2, 20, 100],
                         help="values per flush call in the script-cost table (20: 1,000 steps/s at 20 ms)")
     parser.add_argument("--flush-replicas", type=int, nargs="*", default=[1, 4, 16],
                         help="replicas flushing the key in the script-cost table (none: skip it)")
@@ -255,10 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if costs:
         print()
         print(f"Flush script cost inside Redis (W {args.window:,}, pre-filled), one replica's call of "
-              f"{args.flush_values} values while N replicas flush the key as often:")
+              "k values while N replicas flush the key as often:")
         print()
-        print("| replicas N | values per call | µs per call | µs per value appended |")
-        print("|---:|---:|---:|---:|")
+        print("| replicas N | values per call k | reach | µs per call | µs per value appended |")
+        print("|---:|---:|---:|---:|---:|")
         print("\n".join(costs))
     return 0
 

@@ -221,6 +221,9 @@ class WindowsConfig(_Strict):
     # view and flush to the shared window every flush_ms (no Redis call on the request path).
     sync: Literal["exact", "batched"] = "exact"
     flush_ms: float = Field(20.0, gt=0, le=10_000)
+    # batched only: one value in N of each window reaches the shared window (for windows too hot for
+    # one Redis core to append every value); every request still decides against the window.
+    sample_every: int = Field(1, ge=1, le=10_000)
     # With store: memory and several workers, each worker keeps (and decides on) its own windows.
     per_worker: bool = False
 
@@ -233,6 +236,13 @@ class WindowsConfig(_Strict):
                 raise ValueError(f"redis_url_env: environment variable {data['redis_url_env']} is not set")
             data = {**data, "redis_url": url}
         return data
+
+    @model_validator(mode="after")
+    def _sampling_needs_batched(self) -> WindowsConfig:
+        if self.sample_every > 1 and (self.store != "redis" or self.sync != "batched"):
+            raise ValueError("windows.sample_every > 1 needs windows.store: redis and windows.sync: batched "
+                             "(it thins what reaches the shared window between flushes)")
+        return self
 
 
 class ConversationsConfig(_Strict):

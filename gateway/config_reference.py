@@ -125,7 +125,11 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "windows.namespace": "Prefix of every Redis key.",
     "windows.sync": "`exact`: every decision steps the shared window in Redis; `batched`: decide on a local "
                     "view, flushed to Redis every `flush_ms`.",
-    "windows.flush_ms": "`batched` only: how often a replica sends its values and reads the others'.",
+    "windows.sample_every": "`batched` only: one value in N of each window reaches the shared window (and the "
+                            "local one); every request still decides against the window, which then spans N "
+                            "times as many requests. For windows too hot for one Redis core (see Capacity).",
+    "windows.flush_ms": "`batched` only: how often a replica sends its values and reads back the shared "
+                        "windows around their quantiles (the staleness of a decision, at most).",
     "windows.per_worker": "Accept `store: memory` with several workers, each deciding on windows of its own.",
     "streaming": "How streamed requests are judged.",
     "streaming.mode": "`buffered`: a lower tier's whole stream is judged first; `early`: the first "

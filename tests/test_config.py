@@ -98,3 +98,14 @@ def test_redis_url_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("TEST_REDIS_URL")
     errors = errors_of({"tiers": TIERS, "windows": {"store": "redis", "redis_url_env": "TEST_REDIS_URL"}})
     assert errors == ["windows: redis_url_env: environment variable TEST_REDIS_URL is not set"]
+
+
+def test_window_sampling_needs_batched_shared_windows() -> None:
+    for windows in ({"sample_every": 10}, {"store": "redis", "sample_every": 10}):
+        assert errors_of({"tiers": TIERS, "windows": windows}) == [
+            "windows: windows.sample_every > 1 needs windows.store: redis and windows.sync: batched "
+            "(it thins what reaches the shared window between flushes)"]
+    assert errors_of({"tiers": TIERS, "windows": {"sample_every": 0}}) == [
+        "windows.sample_every: Input should be greater than or equal to 1"]
+    config = parse_config({"tiers": TIERS, "windows": {"store": "redis", "sync": "batched", "sample_every": 10}})
+    assert config.windows.sample_every == 10

@@ -15,6 +15,11 @@ sent in its last flushes, at least `MIN_REACH`), so a flush costs Redis O(values
 however many replicas step the window — it reads back none of the other replicas' values. A window
 of at most `WHOLE_UP_TO` values is returned whole.
 
+`sample_every` N > 1 sends one value in N of each window (every N-th step of this replica) to the
+shared window, and steps only those locally too; every step still decides against the window. The
+shared window then spans N times as many requests (it moves N times slower), and a hot window costs
+Redis N times less: for windows stepped at rates one Redis core cannot append (docs/capacity.md).
+
 With one replica, decisions equal `exact`'s while it makes at most `reach` steps between two
 flushes (always, for a window held whole). With many, a decision between flushes misses the other
 replicas' values of the last `flush_s` (bench/NOTES.md measures the agreement). A window this
@@ -53,7 +58,7 @@ from policies.stores.urls import RedisClient
 log = logging.getLogger("recserve.windows")
 
 DEFAULT_FLUSH_S: Final = 0.020
-MIN_REACH: Final = 16  # ranks fetched either side of the quantile, and oldest values, at least
+MIN_REACH: Final = 8  # ranks fetched either side of the quantile, and oldest values, at least
 MAX_REACH: Final = 2048  # at most (a burst beyond it is decided approximately until the next flush)
 WHOLE_UP_TO: Final = 256  # a window of at most this many values comes back whole
 WINDOWS_PER_CALL: Final = 32
@@ -120,6 +125,7 @@ class _Window:
     known: KnownWindow = field(default_factory=KnownWindow)  # the shared window + pending steps
     pending: list[float] = field(default_factory=list)  # stepped here, not yet sent
     sent: tuple[int, int] = (0, 0)  # values sent in the last two flushes: this replica's pace
+    skipped: int = 0  # steps since the last sampled one (with sample_every > 1)
 
     def reach(self) -> int:
         if self.size <= WHOLE_UP_TO:
@@ -136,9 +142,13 @@ class BatchedWindowStore:
     def __init__(self, client: RedisClient, namespace: str = "recserve", *, flush_s: float = DEFAULT_FLUSH_S,
                  limit: InFlightLimit | None = None, describe: str = "Redis window store",
                  unavailable: tuple[type[BaseException], ...] = (Exception,),
-                 clock: Callable[[], float] = time.monotonic, background: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, background: bool = True,
+                 sample_every: int = 1) -> None:
         if not flush_s > 0:
             raise ValueError("flush_s must be > 0")
+        if sample_every < 1:
+            raise ValueError("sample_every must be at least 1")
+        self._sample_every = sample_every
         self._shared = RedisWindowStore(client, namespace)  # for reset and snapshot; shares the client
         self._limit = limit or self._shared.limit
         self._namespace = namespace
@@ -174,6 +184,10 @@ class BatchedWindowStore:
         if window is None:
             window = self._windows[key] = _Window(size, q)
         window.size, window.q = size, q
+        if window.skipped + 1 < self._sample_every and len(window.known):
+            window.skipped += 1  # not sampled: decide against the window without adding to it
+            return WindowStep(window.known.quantile(q), len(window.known), fallback=self._outage.degraded)
+        window.skipped = 0
         window.pending.append(confidence)
         if len(window.pending) > size:  # only during an outage: older values would be evicted anyway
             del window.pending[: len(window.pending) - size]

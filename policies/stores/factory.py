@@ -42,6 +42,9 @@ class WindowsSettings(Protocol):
     @property
     def flush_ms(self) -> float: ...
 
+    @property
+    def sample_every(self) -> int: ...
+
 
 async def _nothing_to_close() -> None:
     return None
@@ -78,7 +81,8 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
     batched: BatchedWindowStore | None = None
     if windows.sync == "batched":
         store = batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
-                                             limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE)
+                                             limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE,
+                                             sample_every=windows.sample_every)
     else:
         store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
     probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,

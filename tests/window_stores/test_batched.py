@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from policies.base import WindowKey
+from policies.quantile import linear_quantile, quantile_fraction
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
 from policies.stores.memory import MemoryWindowStore
@@ -112,6 +113,31 @@ async def test_a_flush_reads_back_as_much_with_eight_replicas_as_with_one(connec
             expected = await memory.step(KEY, value, 2000, 0.3)
         assert await stores[0].step(KEY, 0.5, 2000, 0.3) == expected
     assert returned[8] <= returned[1] + 1 <= 3 * 20 + 3  # reach 20: twice the 10 values per flush
+
+
+async def test_sampling_sends_one_value_in_n_and_every_step_decides(connection: RedisConnection) -> None:
+    """`sample_every` 10: a tenth of the values reach the shared window (and the local one); the
+    others decide against the window without joining it, exactly as a memory store fed the sample."""
+    store = BatchedWindowStore(connection.client, "sampled", background=False, sample_every=10)
+    memory = MemoryWindowStore()  # fed only the sampled values
+    rng = random.Random(8)
+    decided = 0
+    for i in range(5000):
+        confidence = rng.random()
+        step = await store.step(KEY, confidence, 1000, 0.3)
+        if i % 10 == 0:
+            assert step == await memory.step(KEY, confidence, 1000, 0.3)
+        else:
+            window = await memory.snapshot(KEY)
+            assert step.length == len(window)
+            assert step.threshold == linear_quantile(sorted(window), quantile_fraction(0.3))
+        decided += 1
+        if i % 40 == 0:
+            await store.flush()
+    await store.flush()
+    assert decided == 5000
+    shared = await RedisWindowStore(connection.client, "sampled").snapshot(KEY)
+    assert shared == await memory.snapshot(KEY) and len(shared) == 500
 
 
 async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection) -> None:
