@@ -2,7 +2,7 @@
 at a given request rate needs, from per-unit costs measured on this machine.
 
 Nothing here sends a request. Inputs are the measured unit costs (defaults: bench/NOTES.md,
-"Capacity inputs"); the model applies them to a synthetic deployment:
+"Capacity simulation"); the model applies them to a synthetic deployment:
 
 - traffic: `--workloads` workloads with Zipf shares of the requests (one hot workload,
   a long tail); every request steps its workload's device window, a share β of them the edge window
@@ -14,12 +14,12 @@ Nothing here sends a request. Inputs are the measured unit costs (defaults: benc
   that steps the window flushes it every `--flush-ms`, so flushes x (µs of protocol per call + µs of
   script per window flushed) + values sent x µs of script per value (its append and its share of the
   read-back, which follows the caller's own pace, not the number of workers; bench.hot_key measures
-  the script's cost at 2, 20 and 100 values per call); with `windows.sample_every` N only one value
-  in N is sent;
+  the script's cost at 2, 20 and 100 values per call); with `windows.max_sent_per_s` a worker sends
+  at most that many values per second to a window;
 - gateway: requests / (requests/s per worker x `--target`), workers packed `--workers-per-replica`.
 
-Scenarios: a Zipf(1.1) or even workload mix, `exact` or `batched` (flush 20 or 100 ms,
-`sample_every` 1, 10 or 100). For each rate and scenario it prints the smallest shard count that
+Scenarios: a Zipf(1.1) or even workload mix, `exact` or `batched` (flush 20 or 100 ms, with or
+without `max_sent_per_s`). For each rate and scenario it prints the smallest shard count that
 keeps every shard at or below `--target` of a core, and the hottest key's share of a core: a key
 above one core cannot be placed at all (one key lives on one shard, one script at a time).
 
@@ -41,6 +41,7 @@ from policies.base import WindowKey
 from policies.stores.redis import window_tag
 
 SLOTS = 16_384
+MAX_SHARDS = 1024  # the search's limit
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,18 @@ class Scenario:
     zipf: float  # 0: every workload as busy as the others
     mode: str  # exact | batched
     flush_ms: float = 20.0
-    sample_every: int = 1
+    max_sent_per_s: float = 0.0  # per worker and window (0: every value)
 
     def describe(self) -> str:
         if self.mode == "exact":
             return "exact"
-        extra = f", sample_every {self.sample_every}" if self.sample_every > 1 else ""
+        extra = f", max_sent_per_s {self.max_sent_per_s:g}" if self.max_sent_per_s else ""
         return f"batched, flush {self.flush_ms:g} ms{extra}"
 
 
 SCENARIOS = (Scenario(1.1, "exact"), Scenario(1.1, "batched"), Scenario(0.0, "exact"), Scenario(0.0, "batched"),
-             Scenario(1.1, "batched", 100.0), Scenario(1.1, "batched", 20.0, 10),
-             Scenario(1.1, "batched", 100.0, 100))
+             Scenario(1.1, "batched", 100.0), Scenario(1.1, "batched", 100.0, 5.0),
+             Scenario(1.1, "batched", 100.0, 1.0), Scenario(0.0, "batched", 100.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Layout:
     workers: int
     replicas: int
     shards: int | None  # None: no shard count fits (a key above one core)
+    shards_by_load: int | None  # slots moved to balance load (redis-cli --cluster rebalance --weight)
     hottest_key_core: float
     busiest_shard_core: float
 
@@ -104,7 +106,7 @@ def _key_loads(rate: float, shares: Sequence[float], scenario: Scenario, replica
             else:
                 # Every worker that sees this workload flushes its window each flush_s (at most one call
                 # per value sent: a quiet window flushes only when it has something pending).
-                sent = steps / scenario.sample_every
+                sent = min(steps, replicas_workers * scenario.max_sent_per_s) if scenario.max_sent_per_s else steps
                 calls = min(replicas_workers / (scenario.flush_ms / 1000), sent)
                 load = (calls * (costs.batched_call_us + costs.batched_flush_us) + sent * costs.batched_value_us) / 1e6
             tag = window_tag("recserve", WindowKey("recserve", tier, f"generation/workload-{index}"))
@@ -117,20 +119,39 @@ def _shard_of(slot: int, shards: int) -> int:
     return min(shards - 1, slot * shards // SLOTS)
 
 
+def _even_ranges(loads: dict[int, float], target: float) -> tuple[int, float] | None:
+    """Fewest shards with slots split in even ranges (as `redis-cli --cluster create` does)."""
+    for shards in range(1, MAX_SHARDS + 1):
+        per_shard = [0.0] * shards
+        for slot, load in loads.items():
+            per_shard[_shard_of(slot, shards)] += load
+        if max(per_shard) <= target:
+            return shards, max(per_shard)
+    return None
+
+
+def _by_load(loads: dict[int, float], target: float) -> int | None:
+    """Fewest shards when slots are placed by load (largest first, onto the least loaded shard)."""
+    ordered = sorted(loads.values(), reverse=True)
+    for shards in range(max(1, math.ceil(sum(ordered) / target)), MAX_SHARDS + 1):
+        per_shard = [0.0] * shards
+        for load in ordered:
+            per_shard[per_shard.index(min(per_shard))] += load
+        if max(per_shard) <= target:
+            return shards
+    return None
+
+
 def layout(rate: float, scenario: Scenario, args: argparse.Namespace, costs: Costs) -> Layout:
     workers = max(1, math.ceil(rate / (costs.worker_rps * args.target)))
     replicas = math.ceil(workers / args.workers_per_replica)
     loads = _key_loads(rate, _shares(args.workloads, scenario.zipf), scenario, workers, costs)
     hottest = max(loads.values())
     if hottest > args.target:
-        return Layout(rate, workers, replicas, None, hottest, hottest)
-    for shards in range(1, 1025):
-        per_shard = [0.0] * shards
-        for slot, load in loads.items():
-            per_shard[_shard_of(slot, shards)] += load
-        if max(per_shard) <= args.target:
-            return Layout(rate, workers, replicas, shards, hottest, max(per_shard))
-    return Layout(rate, workers, replicas, None, hottest, hottest)
+        return Layout(rate, workers, replicas, None, None, hottest, hottest)
+    even = _even_ranges(loads, args.target)
+    return Layout(rate, workers, replicas, even[0] if even else None, _by_load(loads, args.target), hottest,
+                  even[1] if even else hottest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,15 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"≤ {args.target:.0%}; {args.workers_per_replica} workers per replica")
     print()
     print("| rate | requests/s | workers | replicas | workload mix | windows mode | cluster shards "
-          "| hottest key, share of a core | busiest shard |")
-    print("|---:|---:|---:|---:|---|---|---:|---:|---:|")
+          "| shards, slots placed by load | hottest key, share of a core | busiest shard |")
+    print("|---:|---:|---:|---:|---|---|---:|---:|---:|---:|")
     for rate in rates:
         for scenario in SCENARIOS:
             out = layout(rate, scenario, args, costs)
-            shards = str(out.shards) if out.shards is not None else "does not fit"
+            shards = f"{out.shards:,}" if out.shards is not None else "does not fit"
+            by_load = f"{out.shards_by_load:,}" if out.shards_by_load is not None else "does not fit"
             mix = f"Zipf {scenario.zipf:g}" if scenario.zipf else "even"
             print(f"| {rate / ceiling:.0f}x | {rate:,.0f} | {out.workers:,} | {out.replicas:,} | {mix} "
-                  f"| {scenario.describe()} | {shards} | {out.hottest_key_core:.0%} | {out.busiest_shard_core:.0%} |")
+                  f"| {scenario.describe()} | {shards} | {by_load} | {out.hottest_key_core:.0%} "
+                  f"| {out.busiest_shard_core:.0%} |")
     return 0
 
 

@@ -95,7 +95,9 @@ def create_app(config: GatewayConfig | None = None, *,
     def store_health() -> StoreHealth | None:
         reloader: Reloader | None = getattr(app.state, "reloader", None)
         current = reloader.holder.current.store if reloader else None
-        if isinstance(current, FailoverWindowStore | BatchedWindowStore):
+        if isinstance(current, BatchedWindowStore):
+            return StoreHealth(current.error_count, current.degraded, batched=current)
+        if isinstance(current, FailoverWindowStore):
             return StoreHealth(current.error_count, current.degraded)
         return None
 

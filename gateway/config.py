@@ -221,9 +221,9 @@ class WindowsConfig(_Strict):
     # view and flush to the shared window every flush_ms (no Redis call on the request path).
     sync: Literal["exact", "batched"] = "exact"
     flush_ms: float = Field(20.0, gt=0, le=10_000)
-    # batched only: one value in N of each window reaches the shared window (for windows too hot for
-    # one Redis core to append every value); every request still decides against the window.
-    sample_every: int = Field(1, ge=1, le=10_000)
+    # batched only: at most this many values per second and window go from one replica to the shared
+    # window (the hotter ones are sampled; 0: no cap); every request still decides against the window.
+    max_sent_per_s: float = Field(0.0, ge=0)
     # With store: memory and several workers, each worker keeps (and decides on) its own windows.
     per_worker: bool = False
 
@@ -239,9 +239,9 @@ class WindowsConfig(_Strict):
 
     @model_validator(mode="after")
     def _sampling_needs_batched(self) -> WindowsConfig:
-        if self.sample_every > 1 and (self.store != "redis" or self.sync != "batched"):
-            raise ValueError("windows.sample_every > 1 needs windows.store: redis and windows.sync: batched "
-                             "(it thins what reaches the shared window between flushes)")
+        if self.max_sent_per_s and (self.store != "redis" or self.sync != "batched"):
+            raise ValueError("windows.max_sent_per_s needs windows.store: redis and windows.sync: batched "
+                             "(it caps what each flush sends to the shared window)")
         return self
 
 

@@ -125,9 +125,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "windows.namespace": "Prefix of every Redis key.",
     "windows.sync": "`exact`: every decision steps the shared window in Redis; `batched`: decide on a local "
                     "view, flushed to Redis every `flush_ms`.",
-    "windows.sample_every": "`batched` only: one value in N of each window reaches the shared window (and the "
-                            "local one); every request still decides against the window, which then spans N "
-                            "times as many requests. For windows too hot for one Redis core (see Capacity).",
+    "windows.max_sent_per_s": "`batched` only: at most this many values per second go from one replica to one "
+                              "shared window (0: no cap). A hotter window sends every n-th value; every request "
+                              "still decides against the window, which then spans more requests. For windows "
+                              "too hot for one Redis core (see Capacity).",
     "windows.flush_ms": "`batched` only: how often a replica sends its values and reads back the shared "
                         "windows around their quantiles (the staleness of a decision, at most).",
     "windows.per_worker": "Accept `store: memory` with several workers, each deciding on windows of its own.",

@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from gateway.savings import SavingsLedger
+from policies.stores.batched import BatchedWindowStore
 
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -29,6 +30,7 @@ class StoreHealth:
 
     errors: int  # shared-store failures since this store was built
     degraded: bool  # deciding from local windows right now
+    batched: BatchedWindowStore | None = None  # windows.sync: batched, for its flush counters
 
 
 @dataclass(slots=True)
@@ -67,9 +69,28 @@ class _Live(Collector):
                                      "1 while decisions come from local windows because the shared store is down")
         degraded.add_metric([], 1.0 if health and health.degraded else 0.0)
         yield degraded
+        if health and health.batched:
+            yield from _flush_metrics(health.batched)
         version = GaugeMetricFamily("recserve_config_version", "Config/policy version this replica runs")
         version.add_metric([], float(self._version()))
         yield version
+
+
+def _flush_metrics(store: BatchedWindowStore) -> Iterator[Metric]:
+    """`windows.sync: batched`: what the flushes cost Redis and how often a step went beyond its reach."""
+    for name, help_text, value in (
+            ("recserve_window_flushes", "Batched window flushes (one pipelined round trip each)", store.round_trips),
+            ("recserve_window_flush_calls", "Flush script calls (one per flush; one per hash slot on a cluster)",
+             store.calls),
+            ("recserve_window_flush_windows", "Windows carried by the flushes", store.window_flushes),
+            ("recserve_window_flush_values_sent", "Values the flushes appended to shared windows", store.values_sent),
+            ("recserve_window_flush_values_read", "Scores the flushes read back (the ranks around each quantile "
+             "and the oldest values)", store.values_returned),
+            ("recserve_window_steps_beyond_reach", "Quantile lookups between flushes outside the known ranks "
+             "(answered approximately; a burst or an outage)", store.clamped)):
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], float(value))
+        yield family
 
 
 class Metrics:

@@ -100,12 +100,12 @@ def test_redis_url_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert errors == ["windows: redis_url_env: environment variable TEST_REDIS_URL is not set"]
 
 
-def test_window_sampling_needs_batched_shared_windows() -> None:
-    for windows in ({"sample_every": 10}, {"store": "redis", "sample_every": 10}):
+def test_the_send_cap_needs_batched_shared_windows() -> None:
+    for windows in ({"max_sent_per_s": 50}, {"store": "redis", "max_sent_per_s": 50}):
         assert errors_of({"tiers": TIERS, "windows": windows}) == [
-            "windows: windows.sample_every > 1 needs windows.store: redis and windows.sync: batched "
-            "(it thins what reaches the shared window between flushes)"]
-    assert errors_of({"tiers": TIERS, "windows": {"sample_every": 0}}) == [
-        "windows.sample_every: Input should be greater than or equal to 1"]
-    config = parse_config({"tiers": TIERS, "windows": {"store": "redis", "sync": "batched", "sample_every": 10}})
-    assert config.windows.sample_every == 10
+            "windows: windows.max_sent_per_s needs windows.store: redis and windows.sync: batched "
+            "(it caps what each flush sends to the shared window)"]
+    assert errors_of({"tiers": TIERS, "windows": {"max_sent_per_s": -1}}) == [
+        "windows.max_sent_per_s: Input should be greater than or equal to 0"]
+    config = parse_config({"tiers": TIERS, "windows": {"store": "redis", "sync": "batched", "max_sent_per_s": 50}})
+    assert config.windows.max_sent_per_s == 50

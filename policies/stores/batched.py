@@ -15,10 +15,12 @@ sent in its last flushes, at least `MIN_REACH`), so a flush costs Redis O(values
 however many replicas step the window — it reads back none of the other replicas' values. A window
 of at most `WHOLE_UP_TO` values is returned whole.
 
-`sample_every` N > 1 sends one value in N of each window (every N-th step of this replica) to the
-shared window, and steps only those locally too; every step still decides against the window. The
-shared window then spans N times as many requests (it moves N times slower), and a hot window costs
-Redis N times less: for windows stepped at rates one Redis core cannot append (docs/capacity.md).
+`max_sent_per_s` caps the values a replica sends to one window per second: a window this replica
+stepped k times in its last flush interval, more than the cap allows, sends every n-th value from
+then on (n = k / the interval's allowance, rounded up) and steps only those locally too; every step
+still decides against the window. A hot window then spans more requests (it moves slower) and costs
+Redis less; a window below the cap is not touched (docs/capacity.md: for windows stepped at rates
+one Redis core cannot append).
 
 With one replica, decisions equal `exact`'s while it makes at most `reach` steps between two
 flushes (always, for a window held whole). With many, a decision between flushes misses the other
@@ -125,7 +127,9 @@ class _Window:
     known: KnownWindow = field(default_factory=KnownWindow)  # the shared window + pending steps
     pending: list[float] = field(default_factory=list)  # stepped here, not yet sent
     sent: tuple[int, int] = (0, 0)  # values sent in the last two flushes: this replica's pace
-    skipped: int = 0  # steps since the last sampled one (with sample_every > 1)
+    stepped: int = 0  # steps since the last flush (its pace, for max_sent_per_s)
+    every: int = 1  # send one step in `every` (max_sent_per_s)
+    skipped: int = 0  # steps since the last one sent
 
     def reach(self) -> int:
         if self.size <= WHOLE_UP_TO:
@@ -143,12 +147,13 @@ class BatchedWindowStore:
                  limit: InFlightLimit | None = None, describe: str = "Redis window store",
                  unavailable: tuple[type[BaseException], ...] = (Exception,),
                  clock: Callable[[], float] = time.monotonic, background: bool = True,
-                 sample_every: int = 1) -> None:
+                 max_sent_per_s: float = 0.0) -> None:
         if not flush_s > 0:
             raise ValueError("flush_s must be > 0")
-        if sample_every < 1:
-            raise ValueError("sample_every must be at least 1")
-        self._sample_every = sample_every
+        if max_sent_per_s < 0:
+            raise ValueError("max_sent_per_s must be >= 0 (0: no cap)")
+        # Values one window may send per flush interval (0: all of them).
+        self._allowance = max_sent_per_s * flush_s
         self._shared = RedisWindowStore(client, namespace)  # for reset and snapshot; shares the client
         self._limit = limit or self._shared.limit
         self._namespace = namespace
@@ -164,6 +169,8 @@ class BatchedWindowStore:
         self.calls = 0  # script calls sent (one per flush; per slot on a cluster), for the bench and metrics
         self.round_trips = 0  # pipelines sent (one per flush with anything to send)
         self.window_flushes = 0  # windows sent (a call may carry many)
+        self.values_sent = 0
+        self.clamped = 0  # quantiles answered from beyond the reach (a burst or an outage): approximate
         self.values_returned = 0  # scores the flushes read back (the cost that does not grow with replicas)
 
     @property
@@ -184,8 +191,9 @@ class BatchedWindowStore:
         if window is None:
             window = self._windows[key] = _Window(size, q)
         window.size, window.q = size, q
-        if window.skipped + 1 < self._sample_every and len(window.known):
-            window.skipped += 1  # not sampled: decide against the window without adding to it
+        window.stepped += 1
+        if window.skipped + 1 < window.every and len(window.known):
+            window.skipped += 1  # not sent: decide against the window without adding to it
             return WindowStep(window.known.quantile(q), len(window.known), fallback=self._outage.degraded)
         window.skipped = 0
         window.pending.append(confidence)
@@ -235,6 +243,10 @@ class BatchedWindowStore:
             self._outage.recovered()
 
     async def _flush_once(self, refresh: WindowKey | None) -> None:
+        if self._allowance:  # every window's pace over the last interval, sent or not
+            for window in self._windows.values():
+                window.every = max(1, math.ceil(window.stepped / self._allowance))
+                window.stepped = 0
         due = [(key, window, window.pending) for key, window in self._windows.items()
                if window.pending or key == refresh]
         if not due:
@@ -242,6 +254,7 @@ class BatchedWindowStore:
         for _, window, values in due:
             window.pending = []  # steps made while the calls are out go to the next flush
             window.sent = (window.sent[1], len(values))
+            self.values_sent += len(values)
         calls = self._calls(due)
         self.calls += len(calls)
         self.window_flushes += len(due)
@@ -261,6 +274,7 @@ class BatchedWindowStore:
                 continue
             for (key, window, _), answer in zip(call, reply, strict=True):
                 if self._windows.get(key) is window:  # not reset meanwhile
+                    self.clamped += window.known.clamped
                     self.values_returned += self._apply(window, answer)
         if failure is not None:
             raise failure

@@ -43,7 +43,7 @@ class WindowsSettings(Protocol):
     def flush_ms(self) -> float: ...
 
     @property
-    def sample_every(self) -> int: ...
+    def max_sent_per_s(self) -> float: ...
 
 
 async def _nothing_to_close() -> None:
@@ -82,7 +82,7 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
     if windows.sync == "batched":
         store = batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
                                              limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE,
-                                             sample_every=windows.sample_every)
+                                             max_sent_per_s=windows.max_sent_per_s)
     else:
         store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
     probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,

@@ -32,7 +32,7 @@ from policies.quantile import linear_quantile
 class KnownWindow:
     """The part of a shared window around its quantile, stepped locally between flushes."""
 
-    __slots__ = ("_below", "_below_debt", "_length", "_near", "_oldest", "clamped", "whole")
+    __slots__ = ("_below", "_below_debt", "_beyond", "_length", "_near", "_oldest", "clamped", "whole")
 
     def __init__(self, length: int = 0, below: int = 0, near: Iterable[float] = (),
                  oldest: Iterable[float] = ()) -> None:
@@ -43,7 +43,8 @@ class KnownWindow:
         # Whole: `near` and `oldest` hold every value (then a step's value joins `oldest` too).
         self.whole = below == 0 and len(self._near) == length and len(self._oldest) == length
         self._below_debt = 0.0  # evictions of unknown values, the share booked below not yet taken
-        self.clamped = 0  # quantiles answered from the edge of `near` (rank outside it), since the flush
+        self.clamped = 0  # quantiles answered from the edge of `near` (a rank outside it), since the flush
+        self._beyond = False  # the last lookup was outside `near`
 
     def __len__(self) -> int:
         return self._length
@@ -54,7 +55,7 @@ class KnownWindow:
         last = len(self._near) - 1
         if 0 <= index <= last:
             return self._near[index]
-        self.clamped += 1
+        self._beyond = True
         return self._near[0 if index < 0 else last]
 
     def push(self, value: float, size: int, q: float) -> None:
@@ -75,7 +76,10 @@ class KnownWindow:
 
     def quantile(self, q: float) -> float:
         """The window's q-quantile (numpy's "linear"); the window must not be empty."""
-        return linear_quantile(self, q)
+        self._beyond = False
+        threshold = linear_quantile(self, q)
+        self.clamped += self._beyond
+        return threshold
 
     def values(self) -> list[float] | None:
         """Every value in arrival order, when this replica holds the whole window; else None."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -16,9 +19,12 @@ from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import RedisConnection, connect
+from tests.support.processes import GatewayProcess
 from tests.support.redis_procs import RedisServer
+from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import ServerFactory
+from .test_replicas import _config, _prompts
 
 KEY = WindowKey("recserve", "device", "classification")
 EDGE = WindowKey("recserve", "edge", "classification")
@@ -115,29 +121,33 @@ async def test_a_flush_reads_back_as_much_with_eight_replicas_as_with_one(connec
     assert returned[8] <= returned[1] + 1 <= 3 * 20 + 3  # reach 20: twice the 10 values per flush
 
 
-async def test_sampling_sends_one_value_in_n_and_every_step_decides(connection: RedisConnection) -> None:
-    """`sample_every` 10: a tenth of the values reach the shared window (and the local one); the
-    others decide against the window without joining it, exactly as a memory store fed the sample."""
-    store = BatchedWindowStore(connection.client, "sampled", background=False, sample_every=10)
-    memory = MemoryWindowStore()  # fed only the sampled values
+async def test_a_send_cap_samples_hot_windows_and_leaves_cold_ones_whole(connection: RedisConnection) -> None:
+    """`max_sent_per_s` 250 at flush 20 ms: 5 values per flush per window. The hot window (50 steps
+    per interval) sends one step in 10, and decides on exactly the window those build; the cold one
+    (3 per interval) sends all; every step decides."""
+    store = BatchedWindowStore(connection.client, "capped", flush_s=0.02, background=False, max_sent_per_s=250)
+    hot_memory, cold_memory = MemoryWindowStore(), MemoryWindowStore()  # fed only what is sent
     rng = random.Random(8)
-    decided = 0
-    for i in range(5000):
-        confidence = rng.random()
-        step = await store.step(KEY, confidence, 1000, 0.3)
-        if i % 10 == 0:
-            assert step == await memory.step(KEY, confidence, 1000, 0.3)
-        else:
-            window = await memory.snapshot(KEY)
-            assert step.length == len(window)
-            assert step.threshold == linear_quantile(sorted(window), quantile_fraction(0.3))
-        decided += 1
-        if i % 40 == 0:
-            await store.flush()
-    await store.flush()
-    assert decided == 5000
-    shared = await RedisWindowStore(connection.client, "sampled").snapshot(KEY)
-    assert shared == await memory.snapshot(KEY) and len(shared) == 500
+    cold = 0
+    for interval in range(100):
+        for i in range(50):
+            confidence = rng.random()
+            step = await store.step(KEY, confidence, 1000, 0.3)
+            if interval == 0 or i % 10 == 9:  # the first interval has no pace yet: all sent
+                assert step == await hot_memory.step(KEY, confidence, 1000, 0.3)
+            else:  # not sent: decided against the window without joining it
+                window = await hot_memory.snapshot(KEY)
+                assert step.length == len(window)
+                assert step.threshold == linear_quantile(sorted(window), quantile_fraction(0.3))
+        for _ in range(3):
+            confidence = rng.random()
+            assert await store.step(EDGE, confidence, 1000, 0.3) == await cold_memory.step(EDGE, confidence, 1000, 0.3)
+            cold += 1
+        await store.flush()
+    shared = RedisWindowStore(connection.client, "capped")
+    assert await shared.snapshot(KEY) == await hot_memory.snapshot(KEY)
+    assert len(await shared.snapshot(KEY)) == 50 + 99 * 5
+    assert await shared.snapshot(EDGE) == await cold_memory.snapshot(EDGE) and cold == 300
 
 
 async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection) -> None:
@@ -207,3 +217,32 @@ async def test_the_factory_builds_batched_stores(redis_server: RedisServer, redi
         assert await RedisWindowStore(redis_client, "fac").snapshot(KEY) == [0.3, 0.6]
     finally:
         await stores.close()
+
+
+def test_a_batched_gateway_reports_its_flushes(tiers: dict[str, ThreadedTier], redis_server: RedisServer,
+                                               tmp_path: Path) -> None:
+    """/metrics counts what the flushes cost Redis: values sent, scores read back, script calls."""
+    windows = {"store": "redis", "redis_url": redis_server.url, "namespace": "flushmetrics", "sync": "batched",
+               "flush_ms": 5}
+    gateway = GatewayProcess("batched-metrics", _config(tiers, windows), tmp_path).start()
+    try:
+        with gateway.sdk() as client:
+            for prompt in _prompts(12, seed=4):
+                client.chat.completions.create(model="recserve", messages=[{"role": "user", "content": prompt}],
+                                               max_tokens=8)
+        counters: dict[str, float] = {}
+        for _ in range(100):  # bounded: the flusher runs every 5 ms
+            text = httpx.get(gateway.url.removesuffix("/v1") + "/metrics", timeout=5).text
+            counters = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                        if line.startswith("recserve_window_") and not line.startswith("#")}
+            if counters.get("recserve_window_flush_values_sent_total", 0) >= 12:
+                break
+            time.sleep(0.05)
+    finally:
+        gateway.stop()
+    # Every request stepped the device window; those that escalated, the edge window too.
+    assert counters["recserve_window_flush_values_sent_total"] >= 12
+    assert counters["recserve_window_flush_values_read_total"] >= counters["recserve_window_flush_windows_total"]
+    assert 1 <= counters["recserve_window_flush_calls_total"] <= counters["recserve_window_flush_windows_total"]
+    assert counters["recserve_window_flushes_total"] >= 1
+    assert counters["recserve_window_steps_beyond_reach_total"] == 0
