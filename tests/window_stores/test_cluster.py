@@ -134,11 +134,13 @@ def _until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("sync", ["exact", "batched"])
 def test_a_master_killed_under_load_loses_no_request(
-        cluster: RedisClusterProcs, tiers: dict[str, ThreadedTier],
+        sync: str, cluster: RedisClusterProcs, tiers: dict[str, ThreadedTier],
         tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = tmp_path_factory.mktemp("cluster-failover")
-    config = _config(tiers, {"store": "redis", "redis_url": cluster.url, "namespace": "fo"})
+    namespace = f"fo-{sync}"
+    config = _config(tiers, {"store": "redis", "redis_url": cluster.url, "namespace": namespace, "sync": sync})
     gateways: list[GatewayProcess] = []
     outcomes: list[Outcome] = []
     stop = threading.Event()
@@ -146,12 +148,18 @@ def test_a_master_killed_under_load_loses_no_request(
                for i in range(LOAD_THREADS)]
     try:
         for i in range(2):
-            gateways.append(GatewayProcess(f"fo-{i}", config, workdir).start())
+            gateways.append(GatewayProcess(f"{namespace}-{i}", config, workdir).start())
         for thread in threads:
             thread.start()
         _until(lambda: len(outcomes) >= 60, 30, "60 requests before the kill")
         with SyncRedisCluster(host="127.0.0.1", port=cluster.ports[0]) as admin:
-            (device_key,) = [k.decode() for k in admin.scan_iter(match="{fo:recserve:device:*}:z")]
+            device_keys: list[str] = []
+            for _ in range(100):  # bounded: a batched flush lands within its 20 ms
+                device_keys = [k.decode() for k in admin.scan_iter(match=f"{{{namespace}:recserve:device:*}}:z")]
+                if device_keys:
+                    break
+                time.sleep(0.05)
+            (device_key,) = device_keys
         victim = cluster.master_of(device_key)
         killed_at = time.monotonic()
         cluster.kill(victim)
@@ -178,7 +186,7 @@ def test_a_master_killed_under_load_loses_no_request(
     gap = [o for o in outcomes if killed_at <= o.started < recovered_at]
     after = [o for o in outcomes if o.started >= recovered_at]
     local = [o for o in gap if o.window == "local"]
-    print(f"\nfailover transcript: {len(outcomes)} requests, {len(lost)} lost; "
+    print(f"\nfailover transcript ({sync}): {len(outcomes)} requests, {len(lost)} lost; "
           f"before the kill {len(before)} (local {sum(o.window == 'local' for o in before)}); "
           f"kill → replica promoted {promoted_at - killed_at:.1f}s; "
           f"kill → all gateways shared again {recovered_at - killed_at:.1f}s: {len(gap)} requests, "
