@@ -75,14 +75,14 @@ async def readyz(request: Request) -> JSONResponse:
                          "window_store": runtime.config.windows.store, "version": reloader.version})
 
 
-@router.get("/metrics")
+@router.get("/metrics", **openapi_doc.METRICS)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition format; unauthenticated like most scrape targets (no secrets, no prompts)."""
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)
 
 
-@router.post("/admin/reload")
+@router.post("/admin/reload", **openapi_doc.ADMIN_RELOAD)
 async def reload(reloader: AdminDep) -> JSONResponse:
     """Re-read the config file; 400 with every error by key path, the old config still serving."""
     try:
@@ -103,7 +103,7 @@ def _config_errors(exc: ConfigError) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
-@router.get("/admin/config")
+@router.get("/admin/config", **openapi_doc.ADMIN_CONFIG)
 async def show_config(reloader: AdminDep) -> JSONResponse:
     """The running config with secrets redacted, and the version every replica runs."""
     runtime = reloader.holder.current
@@ -130,14 +130,14 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     return data
 
 
-@router.get("/admin/policy")
+@router.get("/admin/policy", **openapi_doc.ADMIN_POLICY)
 async def show_policy(reloader: AdminDep) -> JSONResponse:
     """Per tier and task: window length, threshold now, β, escalation rate, confidence quantiles."""
     view = await policy_view(reloader.holder.current, reloader.metrics.traffic, reloader.metrics.savings)
     return JSONResponse({"replica": reloader.replica_id, "version": reloader.version, **view})
 
 
-@router.patch("/admin/policy")
+@router.patch("/admin/policy", **openapi_doc.ADMIN_POLICY_PATCH)
 async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
     """Change β or CasServe thresholds at run time; with Redis, every replica follows."""
     runtime = reloader.holder.current
@@ -158,7 +158,7 @@ async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
 WINDOW_POLICIES = ("recserve", QualityPolicy.name)
 
 
-@router.post("/admin/windows/reset")
+@router.post("/admin/windows/reset", **openapi_doc.ADMIN_WINDOWS_RESET)
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     """Empty every window, or those of one tier, task and/or workload
     (`?tier=device&task=classification&workload=sentiment`).
@@ -200,7 +200,7 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
 
 
-@router.get("/admin/ui")
+@router.get("/admin/ui", **openapi_doc.ADMIN_UI)
 async def status_page(request: Request) -> HTMLResponse:
     """The live status page. The page itself holds no data (it is the same file for everyone), so it
     loads without a key when the admin API is enabled; it sends the key, taken from the URL fragment

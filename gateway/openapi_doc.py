@@ -246,6 +246,57 @@ READYZ: Final[RouteDoc] = {"summary": "Readiness", "responses": {
     503: {"description": ERROR_TEXT[503], "content": {"application/json": {"schema": ref("Status")}}}}}
 
 
+# Every /admin route: the admin key is checked before anything else.
+ADMIN_ERROR_TEXT: Final[dict[int, str]] = {
+    401: "Missing admin key: send `Authorization: Bearer <admin key>`.",
+    403: "Incorrect admin key.",
+    404: "The admin API is disabled: `auth.admin_key_env` names no set environment variable.",
+    500: ERROR_TEXT[500],
+}
+
+
+def _admin(summary: str, ok: str, errors: Mapping[int, str] | None = None, *, query: Iterable[str] = (),
+           body: bool = False) -> RouteDoc:
+    """Keyword arguments for an admin route answering JSON."""
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": ok, "content": {"application/json": {"schema": {"type": "object"}}}}}
+    for status, text in sorted({**ADMIN_ERROR_TEXT, **(errors or {})}.items()):
+        responses[status] = {"description": text, "content": {"application/json": {"schema": ref("OpenAIError")}}}
+    extra: dict[str, Any] = {}
+    if body:
+        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    if query:
+        extra["parameters"] = [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                               for name in query]
+    return {"summary": summary, "responses": responses, "openapi_extra": extra}
+
+
+ADMIN_RELOAD: Final[RouteDoc] = _admin(
+    "Re-read the config file", "Reloaded (and announced to the other replicas when Redis is shared).",
+    {400: "The config is invalid (`invalid_config`, one entry per problem in `error.errors`); the previous "
+          "config keeps serving.",
+     409: "Nothing to reload from (`reload_unavailable`): the gateway was started without a config file."})
+ADMIN_CONFIG: Final[RouteDoc] = _admin("The running config, secrets redacted",
+                                       "The config, its version and the replicas'.")
+ADMIN_POLICY: Final[RouteDoc] = _admin("Per tier and workload: windows, thresholds, escalation, savings",
+                                       "The policy view.")
+ADMIN_POLICY_PATCH: Final[RouteDoc] = _admin(
+    "Change β or CasServe thresholds at run time", "Updated; with Redis every replica follows.",
+    {400: "Invalid JSON or an invalid change (`invalid_policy`, one entry per problem in `error.errors`).",
+     413: "Body over 64 KiB.", 415: ERROR_TEXT[415]}, body=True)
+ADMIN_WINDOWS_RESET: Final[RouteDoc] = _admin(
+    "Empty windows: all, or one tier's, task's and/or workload's", "Reset; the scopes emptied.",
+    {400: "Unknown tier or task, or an invalid workload name (`param` names which)."},
+    query=("tier", "task", "workload"))
+ADMIN_UI: Final[RouteDoc] = {"summary": "The live status page", "responses": {
+    200: {"description": "The page (it holds no data: it polls /admin/policy with the key).",
+          "content": {"text/html": {"schema": {"type": "string"}}}},
+    404: {"description": ADMIN_ERROR_TEXT[404], "content": {"application/json": {"schema": ref("OpenAIError")}}}}}
+METRICS: Final[RouteDoc] = {"summary": "Prometheus metrics", "responses": {
+    200: {"description": "The Prometheus text exposition format.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}}}
+
+
 def request_schemas() -> dict[str, Schema]:
     """The request models' JSON schemas, named as components; `model` refers to `ModelName`."""
     mapping, top = models_json_schema([(m, "validation") for m in REQUEST_MODELS], ref_template=REF)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,14 +43,19 @@ def fuzz_config(tiers: dict[str, str] | None = None) -> dict[str, Any]:
             "tiers": [{"name": n, "base_url": urls[n], "model": f"{n}-model", "timeout_s": 2} for n in TIER_NAMES]}
 
 
-@pytest.fixture(scope="module")
-def gateway_url() -> Iterator[str]:
+def serve(config: Callable[[dict[str, str]], dict[str, Any]]) -> Iterator[str]:
+    """A real gateway (uvicorn) over scripted tiers, with `config(tier URLs)`; yields its URL."""
     tiers = {name: ThreadedTier(name, f"{name}-model").start() for name in TIER_NAMES}
-    server = UvicornThread(create_app(parse_config(fuzz_config({n: t.base_url for n, t in tiers.items()})))).start()
+    server = UvicornThread(create_app(parse_config(config({n: t.base_url for n, t in tiers.items()})))).start()
     yield server.base_url
     server.stop()
     for tier in tiers.values():
         tier.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway_url() -> Iterator[str]:
+    yield from serve(fuzz_config)
 
 
 @pytest.fixture(scope="module")
