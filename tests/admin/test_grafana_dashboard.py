@@ -59,8 +59,9 @@ def _saved_expr(dashboard: dict[str, Any]) -> str:
 def _evaluate(expr: str, totals: dict[str, float]) -> float:
     """The ratio on counters that started at zero: each `sum(rate(m[...]))` becomes m's total over every
     label set (a rate over a range holding all the traffic divides out), `(x or vector(0))` is x or 0
-    when m has no series yet; what is left must be plain arithmetic."""
-    rate = r"sum\(rate\((recserve_[a-z_]+)\[\$__rate_interval\]\)\)"
+    when m has no series yet; what is left must be plain arithmetic. The `$workload` selector is left
+    to the caller, who sums only the chosen workloads' series into `totals`."""
+    rate = r"sum\(rate\((recserve_[a-z_]+)(?:\{workload=~\"\$workload\"\})?\[\$__rate_interval\]\)\)"
     text = re.sub(r"\(" + rate + r" or vector\(0\)\)", lambda m: repr(totals.get(m.group(1), 0.0)), expr)
     text = re.sub(rate, lambda m: repr(totals[m.group(1)]), text)
     tree = ast.parse(text, mode="eval")
@@ -108,14 +109,22 @@ def test_savings_panels_are_the_gateways_own_figures(start_file_gateway: FileGat
     gateway = start_file_gateway(savings_config(tiers))
     with gateway.sdk() as sdk:
         send_mix(gateway.root, sdk)
-    totals: dict[str, float] = {}
-    for (name, _), value in scrape(gateway.root).items():
-        totals[name] = totals.get(name, 0.0) + value
+    samples = scrape(gateway.root)
     with gateway.admin() as http:
-        savings = http.get("/admin/policy").json()["savings"]["total"]
-    for title, (section, key) in SAVINGS_STATS.items():
-        expr = panels[title]["targets"][0]["expr"]
-        assert _evaluate(expr, totals) == pytest.approx(savings[section][key]), title
+        savings = http.get("/admin/policy").json()["savings"]
+    # $workload = All, then one workload: the stat panels show the gateway's total, then its figures.
+    for chosen, figures in ((None, savings["total"]), ("bot", savings["workloads"]["bot"])):
+        totals: dict[str, float] = {}
+        for (name, labels), number in samples.items():
+            if chosen is None or ("workload", chosen) in labels:
+                totals[name] = totals.get(name, 0.0) + number
+        for title, (section, key) in SAVINGS_STATS.items():
+            expr = panels[title]["targets"][0]["expr"]
+            assert '{workload=~"$workload"}' in expr, title
+            assert _evaluate(expr, totals) == pytest.approx(figures[section][key]), (chosen, title)
+    assert savings["total"]["below_top"]["requests_share"] != savings["workloads"]["bot"]["below_top"]["requests_share"]
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "workload")
+    assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
     # Per workload: one series per workload, answering tier stacked.
     by_workload = [e for p in dashboard["panels"] for e in (t["expr"] for t in p.get("targets", []))
                    if "by (workload" in e]
