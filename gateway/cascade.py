@@ -65,6 +65,9 @@ class CascadeRequest:
     deadline: float  # time.monotonic() by which the whole cascade must be done
     forward_headers: Mapping[str, str]
     count_prompt_tokens: Callable[[], int]
+    # The request's workload, for what it is booked under (savings), whether or not its windows are
+    # kept per workload (`scope.workload` is empty under `policy.key: task`).
+    workload: str = ""
 
     @property
     def task(self) -> Task:

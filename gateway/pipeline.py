@@ -150,6 +150,7 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
         forward_headers={HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
                          "x-request-id": admission.request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
+        workload=workload,
     )
     try:
         result = await run_cascade(cascade_request, selected.tiers, selected.policy, call)

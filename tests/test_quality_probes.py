@@ -140,3 +140,22 @@ def test_probe_windows_survive_a_reload(file_gateway: tuple[str, Path], tiers: d
         assert kept["bypassed"] is True and kept["probes"] == 11
         _, headers = ask(sdk, prompt(50, "no", 0.6))
     assert headers["x-recserve-path"] == "device~>edge"  # the new runtime decides with the old probes
+
+
+@pytest.mark.parametrize("key", ["workload", "task"])
+def test_probes_are_booked_under_the_requests_workload_whatever_the_keying(
+        start_gateway: GatewayStarter, admin_key: None, tiers: dict[str, ThreadedTier], key: str) -> None:
+    """Under `policy.key: task` windows and probes are kept per task, but what a probe costs is still
+    the named workload's: its savings figures hold its probes, and no entry is made for the task."""
+    gateway = start_gateway(quality_config(policy={"key": key}))
+    with gateway.sdk() as sdk:
+        for i in range(3):  # kept at the device (warm-up serves kept answers), each one probed
+            _, headers = ask(sdk, prompt(i, "yes", 0.95), extra_body={"recserve": {"workload": "bot"}})
+            assert headers["x-recserve-path"] == "device" and headers["x-recserve-workload"] == "bot"
+        probes_settle(tiers)
+    savings = httpx.get(gateway.root + "/admin/policy", headers=ADMIN).json()["savings"]
+    assert list(savings["workloads"]) == ["bot"]
+    probed = sum(len(tiers[name].requests) for name in ("edge", "cloud"))
+    assert probed >= 3  # only probes went above the device
+    assert savings["workloads"]["bot"]["communication"]["uplink_prompt_tokens"] > 0
+    assert savings["workloads"]["bot"] == savings["total"]
