@@ -18,10 +18,12 @@ Nothing here sends a request. Inputs are the measured unit costs (defaults: benc
   at most that many values per second to a window;
 - gateway: requests / (requests/s per worker x `--target`), workers packed `--workers-per-replica`.
 
-Scenarios: a Zipf(1.1) or even workload mix, `exact` or `batched` (flush 20 or 100 ms, with or
-without `max_sent_per_s`). For each rate and scenario it prints the smallest shard count that
-keeps every shard at or below `--target` of a core, and the hottest key's share of a core: a key
-above one core cannot be placed at all (one key lives on one shard, one script at a time).
+Scenarios: a Zipf(1.1) or even workload mix, `exact`, `batched` or `auto` (a window batched where
+one worker steps it at least twice per flush interval, as `windows.hot_steps_per_flush` defaults;
+flush 20 or 100 ms, with or without `max_sent_per_s`). For each rate and scenario it prints the
+smallest shard count that keeps every shard at or below `--target` of a core, and the hottest key's
+share of a core: a key above one core cannot be placed at all (one key lives on one shard, one
+script at a time).
 
     python -m bench.capacity_model                          # 1x, 10x, 100x the one-key exact ceiling
     python -m bench.capacity_model --rates 40000 400000
@@ -42,6 +44,7 @@ from policies.stores.redis import window_tag
 
 SLOTS = 16_384
 MAX_SHARDS = 1024  # the search's limit
+HOT_PER_FLUSH = 2.0  # windows.hot_steps_per_flush's default
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Scenario:
     """One row group: a workload mix and a windows setting."""
 
     zipf: float  # 0: every workload as busy as the others
-    mode: str  # exact | batched
+    mode: str  # exact | batched | auto
     flush_ms: float = 20.0
     max_sent_per_s: float = 0.0  # per worker and window (0: every value)
 
@@ -67,11 +70,12 @@ class Scenario:
         if self.mode == "exact":
             return "exact"
         extra = f", max_sent_per_s {self.max_sent_per_s:g}" if self.max_sent_per_s else ""
-        return f"batched, flush {self.flush_ms:g} ms{extra}"
+        return f"{self.mode}, flush {self.flush_ms:g} ms{extra}"
 
 
-SCENARIOS = (Scenario(1.1, "exact"), Scenario(1.1, "batched"), Scenario(0.0, "exact"), Scenario(0.0, "batched"),
-             Scenario(1.1, "batched", 100.0), Scenario(1.1, "batched", 100.0, 5.0),
+SCENARIOS = (Scenario(1.1, "exact"), Scenario(1.1, "batched"), Scenario(1.1, "auto"),
+             Scenario(0.0, "exact"), Scenario(0.0, "batched"), Scenario(0.0, "auto"),
+             Scenario(1.1, "auto", 100.0), Scenario(1.1, "auto", 100.0, 5.0),
              Scenario(1.1, "batched", 100.0, 1.0), Scenario(0.0, "batched", 100.0, 1.0))
 
 
@@ -101,7 +105,9 @@ def _key_loads(rate: float, shares: Sequence[float], scenario: Scenario, replica
             steps = rate * share * fraction
             if steps <= 0:
                 continue
-            if scenario.mode == "exact":
+            # auto: batched where one worker steps the window at least HOT_PER_FLUSH times per flush.
+            per_flush = steps / replicas_workers * scenario.flush_ms / 1000
+            if scenario.mode == "exact" or (scenario.mode == "auto" and per_flush < HOT_PER_FLUSH):
                 load = steps * costs.exact_us / 1e6
             else:
                 # Every worker that sees this workload flushes its window each flush_s (at most one call

@@ -21,6 +21,7 @@ from gateway.ratelimit import close_limiter
 from gateway.reload import Reloader
 from gateway.runtime import model_ids
 from policies.base import WindowStore
+from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.failover import FailoverWindowStore
 
@@ -97,6 +98,8 @@ def create_app(config: GatewayConfig | None = None, *,
         current = reloader.holder.current.store if reloader else None
         if isinstance(current, BatchedWindowStore):
             return StoreHealth(current.error_count, current.degraded, batched=current)
+        if isinstance(current, AdaptiveWindowStore):
+            return StoreHealth(current.error_count, current.degraded, batched=current.batched)
         if isinstance(current, FailoverWindowStore):
             return StoreHealth(current.error_count, current.degraded)
         return None

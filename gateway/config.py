@@ -218,9 +218,11 @@ class WindowsConfig(_Strict):
     redis_url_env: str | None = None
     namespace: str = Field("recserve", min_length=1)
     # exact: every decision steps the shared window (one Redis call); batched: decide on a local
-    # view and flush to the shared window every flush_ms (no Redis call on the request path).
-    sync: Literal["exact", "batched"] = "exact"
+    # view and flush to the shared window every flush_ms (no Redis call on the request path); auto:
+    # each window batched while this replica steps it at least hot_steps_per_flush times per flush_ms.
+    sync: Literal["exact", "batched", "auto"] = "exact"
     flush_ms: float = Field(20.0, gt=0, le=10_000)
+    hot_steps_per_flush: float = Field(2.0, gt=0)
     # batched only: at most this many values per second and window go from one replica to the shared
     # window (the hotter ones are sampled; 0: no cap); every request still decides against the window.
     max_sent_per_s: float = Field(0.0, ge=0)
@@ -239,8 +241,8 @@ class WindowsConfig(_Strict):
 
     @model_validator(mode="after")
     def _sampling_needs_batched(self) -> WindowsConfig:
-        if self.max_sent_per_s and (self.store != "redis" or self.sync != "batched"):
-            raise ValueError("windows.max_sent_per_s needs windows.store: redis and windows.sync: batched "
+        if self.max_sent_per_s and (self.store != "redis" or self.sync == "exact"):
+            raise ValueError("windows.max_sent_per_s needs windows.store: redis and windows.sync: batched or auto "
                              "(it caps what each flush sends to the shared window)")
         return self
 

@@ -124,12 +124,16 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                              "file); an unset variable is a config error.",
     "windows.namespace": "Prefix of every Redis key.",
     "windows.sync": "`exact`: every decision steps the shared window in Redis; `batched`: decide on a local "
-                    "view, flushed to Redis every `flush_ms`.",
-    "windows.max_sent_per_s": "`batched` only: at most this many values per second go from one replica to one "
+                    "view, flushed to Redis every `flush_ms`; `auto`: each window `batched` while this replica "
+                    "steps it at least `hot_steps_per_flush` times per `flush_ms`, else `exact`.",
+    "windows.hot_steps_per_flush": "`auto` only: the pace (steps on this replica per `flush_ms`) from which a "
+                                   "window is batched, and back to `exact` below half of it. From about 2 a "
+                                   "flush costs Redis less than the exact steps it replaces (see Capacity).",
+    "windows.max_sent_per_s": "`batched` and `auto`: at most this many values per second go from one replica to one "
                               "shared window (0: no cap). A hotter window sends every n-th value; every request "
                               "still decides against the window, which then spans more requests. For windows "
                               "too hot for one Redis core (see Capacity).",
-    "windows.flush_ms": "`batched` only: how often a replica sends its values and reads back the shared "
+    "windows.flush_ms": "`batched` and `auto`: how often a replica sends its values and reads back the shared "
                         "windows around their quantiles (the staleness of a decision, at most).",
     "windows.per_worker": "Accept `store: memory` with several workers, each deciding on windows of its own.",
     "streaming": "How streamed requests are judged.",

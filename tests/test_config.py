@@ -103,7 +103,7 @@ def test_redis_url_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_the_send_cap_needs_batched_shared_windows() -> None:
     for windows in ({"max_sent_per_s": 50}, {"store": "redis", "max_sent_per_s": 50}):
         assert errors_of({"tiers": TIERS, "windows": windows}) == [
-            "windows: windows.max_sent_per_s needs windows.store: redis and windows.sync: batched "
+            "windows: windows.max_sent_per_s needs windows.store: redis and windows.sync: batched or auto "
             "(it caps what each flush sends to the shared window)"]
     assert errors_of({"tiers": TIERS, "windows": {"max_sent_per_s": -1}}) == [
         "windows.max_sent_per_s: Input should be greater than or equal to 0"]

@@ -204,6 +204,21 @@ class BatchedWindowStore:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         return WindowStep(window.known.quantile(q), len(window.known), fallback=self._outage.degraded)
 
+    async def adopt(self, key: WindowKey, size: int, beta: float) -> None:
+        """Start keeping `key` here (stepped in exact mode so far): fetch what a step needs of the
+        shared window now, so that the first step here decides on the whole window."""
+        if key not in self._windows:
+            self._windows[key] = _Window(size, quantile_fraction(beta))
+        with contextlib.suppress(*self._unavailable):
+            await self.flush(refresh=key)
+
+    async def release(self, key: WindowKey) -> None:
+        """Stop keeping `key` here: its pending values go to the shared window first."""
+        if key in self._windows:
+            with contextlib.suppress(*self._unavailable):
+                await self.flush(refresh=key)
+            self._windows.pop(key, None)
+
     async def snapshot(self, key: WindowKey) -> list[float]:
         """The shared window after this replica's pending values reach it (while Redis is
         unreachable: the local window if held whole, else nothing — the rest is not known here)."""

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from policies.base import WindowStore
 from policies.quality import ProbeStore, ProbeWindows
+from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.failover import FailoverWindowStore
 from policies.stores.memory import MemoryWindowStore
@@ -45,6 +46,9 @@ class WindowsSettings(Protocol):
     @property
     def max_sent_per_s(self) -> float: ...
 
+    @property
+    def hot_steps_per_flush(self) -> float: ...
+
 
 async def _nothing_to_close() -> None:
     return None
@@ -64,7 +68,8 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
 
     `sync: exact` steps the shared window on every decision (behind `FailoverWindowStore`);
     `sync: batched` decides locally and flushes every `flush_ms` (`BatchedWindowStore`, which fails
-    over by itself). Nothing connects here (the Redis client connects on first use), so a gateway
+    over by itself); `sync: auto` keeps each window in one of the two by its pace
+    (`AdaptiveWindowStore`). Nothing connects here (the Redis client connects on first use), so a gateway
     starts even while Redis is down and serves from local windows until it appears. Await `close`
     on shutdown.
     """
@@ -72,19 +77,22 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
         return Stores(MemoryWindowStore(), ProbeWindows(probe_window), _nothing_to_close)
     if windows.store != "redis":
         raise ValueError(f"unknown windows.store {windows.store!r} (expected memory or redis)")
-    if windows.sync not in ("exact", "batched"):
-        raise ValueError(f"unknown windows.sync {windows.sync!r} (expected exact or batched)")
+    if windows.sync not in ("exact", "batched", "auto"):
+        raise ValueError(f"unknown windows.sync {windows.sync!r} (expected exact, batched or auto)")
     connection = connect_any(windows.redis_url)
     shared = RedisWindowStore(connection.client, windows.namespace, call_timeout_s=connection.timeout_s)
     describe = f"Redis window store at {connection.url}"
     store: WindowStore
     batched: BatchedWindowStore | None = None
-    if windows.sync == "batched":
-        store = batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
-                                             limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE,
-                                             max_sent_per_s=windows.max_sent_per_s)
+    if windows.sync != "exact":
+        batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
+                                     limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE,
+                                     max_sent_per_s=windows.max_sent_per_s)
+    exact = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
+    if windows.sync == "auto" and batched is not None:
+        store = AdaptiveWindowStore(exact, batched, hot_per_s=windows.hot_steps_per_flush / (windows.flush_ms / 1000))
     else:
-        store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
+        store = batched or exact
     probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,
                                 unavailable=REDIS_UNAVAILABLE, describe=f"Redis probe store at {connection.url}",
                                 limit=shared.limit)

@@ -1,5 +1,5 @@
 """A frozen Redis (SIGSTOP: it accepts, never answers) delays no request by more than the configured
-socket timeout: not the window step, not the cluster's control record, in either sync mode."""
+socket timeout: not the window step, not the cluster's control record, in any sync mode."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _timed_requests(gateway: GatewayProcess, seconds: float, seed: int,
                 errors.append(f"{type(exc).__name__}: {exc}")
 
 
-@pytest.mark.parametrize("sync", ["exact", "batched"])
+@pytest.mark.parametrize("sync", ["exact", "batched", "auto"])
 def test_no_request_waits_longer_than_the_socket_timeout(
         sync: str, frozen_redis: RedisServer, tiers: dict[str, ThreadedTier],
         tmp_path_factory: pytest.TempPathFactory) -> None:
