@@ -128,7 +128,8 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                     "steps it at least `hot_steps_per_flush` times per `flush_ms`, else `exact`.",
     "windows.hot_steps_per_flush": "`auto` only: the pace (steps on this replica per `flush_ms`) from which a "
                                    "window is batched, and back to `exact` below half of it. From about 2 a "
-                                   "flush costs Redis less than the exact steps it replaces (see Capacity).",
+                                   "window's flush takes Redis less script time than the exact steps it "
+                                   "replaces (see Capacity).",
     "windows.max_sent_per_s": "`batched` and `auto`: at most this many values per second go from one replica to one "
                               "shared window (0: no cap). A hotter window sends every n-th value; every request "
                               "still decides against the window, which then spans more requests. For windows "

@@ -40,3 +40,15 @@ def test_early_ttft_bench_runs_on_paced_fake_tiers() -> None:
     assert "| direct from device tier | 3 |" in table and "| gateway, pinned `recserve/device` | 3 |" in table
     verdicts = [line for line in table.splitlines() if line.startswith("- early k = ")]
     assert len(verdicts) == 3, table  # k = 4, 8, 16: each checked or said to be unchecked
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is installed by `make system-deps`")
+def test_mixed_windows_bench_compares_the_sync_modes() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.mixed_windows", "--seconds", "1.5", "--cold", "5"],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| mode")}
+    assert list(rows) == ["exact", "batched", "auto"], result.stdout
+    assert rows["exact"][0] == "1.000" and rows["exact"][3] == "100.00%"  # one call per step; the reference
+    assert float(rows["batched"][0]) < 0.2 and float(rows["auto"][0]) < 1.0  # flushes carry many steps
