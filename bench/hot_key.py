@@ -116,14 +116,15 @@ def _client(mode: str, url: str, namespace: str, window: int, flush_s: float, se
     asyncio.run(run())
 
 
-def _redis_cpu_s(pid: int) -> float:
+def redis_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _script_usec(client: redis.Redis) -> int:
+def script_stat(client: redis.Redis, field: str = "usec") -> int:
+    """Redis's running total of `field` ("usec": time inside, "calls") over its script commands."""
     stats = client.info("commandstats")
-    return sum(int(v.get("usec", 0)) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    return sum(int(v.get(field, 0)) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
 def _prefill(url: str, namespace: str, window: int) -> None:
@@ -154,14 +155,14 @@ def _cell(mode: str, clients: int, url: str, redis_pid: int, args: argparse.Name
     sync = redis.Redis.from_url(url)
     time.sleep(1.0 + 0.1 * clients)  # every client connected and waiting (spawn imports take a while)
     seq = window_keys(namespace, KEY)[2]
-    usec_before, cpu_before, seq_before = _script_usec(sync), _redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
+    usec_before, cpu_before, seq_before = script_stat(sync), redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
     go.set()
     results = [out.get(timeout=args.seconds + 120) for _ in procs]
     for proc in procs:
         proc.join(timeout=10)
         if proc.is_alive():
             proc.terminate()
-    usec_after, cpu_after, seq_after = _script_usec(sync), _redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
+    usec_after, cpu_after, seq_after = script_stat(sync), redis_cpu_s(redis_pid), int(sync.get(seq) or 0)
     sync.delete(*window_keys(namespace, KEY))
     sync.close()
     p50 = sorted(r[1] for r in results)[len(results) // 2]
@@ -197,9 +198,9 @@ def flush_costs(url: str, window: int, sizes: Sequence[int], replicas: Sequence[
             for _ in range(calls):
                 for _ in range(count - 1):  # the others' flushes since ours
                     flush(keys, size)
-                before = _script_usec(sync)
+                before = script_stat(sync)
                 flush(keys, size)
-                usec += _script_usec(sync) - before
+                usec += script_stat(sync) - before
             per_call = usec / calls
             rows.append(f"| {count} | {size:,} | {max(MIN_REACH, 2 * size)} | {per_call:,.0f} "
                         f"| {per_call / size:.2f} |")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from bench.hot_key import _redis_cpu_s, _script_usec
+from bench.hot_key import redis_cpu_s, script_stat
 from bench.window_store import throwaway_redis
 from policies.base import WindowKey, WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
@@ -112,8 +112,8 @@ async def run(mode: str, url: str, redis_pid: int, steps: Sequence[Step], args: 
     connections = [connect(url, socket_timeout=30.0) for _ in range(args.replicas)]
     stores = [_store(mode, c, namespace, clock, flush_s) for c in connections]
     sync = redis.Redis.from_url(url)
-    calls_before = _calls(sync)
-    usec_before, cpu_before = _script_usec(sync), _redis_cpu_s(redis_pid)
+    calls_before = script_stat(sync, "calls")
+    usec_before, cpu_before = script_stat(sync), redis_cpu_s(redis_pid)
     rng = random.Random(args.seed)
     next_flush = [rng.uniform(0, flush_s) for _ in range(args.replicas)]
     decisions: list[bool] = []
@@ -128,19 +128,14 @@ async def run(mode: str, url: str, redis_pid: int, steps: Sequence[Step], args: 
     for _, batched in stores:
         if batched is not None:
             await batched.flush()
-    cell = Cell(mode, len(steps), _calls(sync) - calls_before, _script_usec(sync) - usec_before,
-                _redis_cpu_s(redis_pid) - cpu_before,
+    cell = Cell(mode, len(steps), script_stat(sync, "calls") - calls_before, script_stat(sync) - usec_before,
+                redis_cpu_s(redis_pid) - cpu_before,
                 1.0 if reference is None else sum(a == b for a, b in zip(reference, decisions, strict=True))
                 / len(steps))
     sync.close()
     for connection in connections:
         await connection.close()
     return cell, decisions
-
-
-def _calls(client: redis.Redis) -> int:
-    stats = client.info("commandstats")
-    return sum(int(v.get("calls", 0)) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
 async def main_async(args: argparse.Namespace) -> str:

@@ -134,7 +134,7 @@ class _Window:
     def reach(self) -> int:
         if self.size <= WHOLE_UP_TO:
             return max(self.size, 1)
-        return min(self.size, MAX_REACH, max(MIN_REACH, 2 * max(*self.sent, len(self.pending))))
+        return min(self.size, MAX_REACH, max(MIN_REACH, 2 * max(self.sent)))
 
 
 _Due = list[tuple[WindowKey, _Window, list[float]]]  # windows to flush, with the values to send
@@ -216,7 +216,7 @@ class BatchedWindowStore:
         """Stop keeping `key` here: its pending values go to the shared window first."""
         if key in self._windows:
             with contextlib.suppress(*self._unavailable):
-                await self.flush(refresh=key)
+                await self.flush()  # sends the pending values; nothing to read back for a window let go
             self._windows.pop(key, None)
 
     async def snapshot(self, key: WindowKey) -> list[float]:
