@@ -30,7 +30,7 @@ class StoreHealth:
 
     errors: int  # shared-store failures since this store was built
     degraded: bool  # deciding from local windows right now
-    batched: BatchedWindowStore | None = None  # windows.sync: batched, for its flush counters
+    batched: BatchedWindowStore | None = None  # windows.sync: batched or auto, for its flush counters
 
 
 @dataclass(slots=True)
