@@ -5,7 +5,7 @@ requests/s, `--tasks` task types (two: two device and two edge windows), device 
 Beta(2, 2) whose mean drifts slowly (so the windows keep moving), β 0.3, W `--window`.
 
 `exact` is the shared window stepped in arrival order: decisions equal a memory store fed the same
-order (tests/window_stores/test_replicas.py shows exact mode reproduces it bit for bit), so the reference
+order (tests/policies/stores/test_replicas.py shows exact mode reproduces it bit for bit), so the reference
 is computed with one. `batched` runs the real `BatchedWindowStore` of each replica against a real
 redis-server, on a virtual clock: requests and flushes (every `flush_ms`, each replica with its own
 phase) are processed in time order; a flush is a real script call on Redis. A request's decisions

@@ -1,6 +1,6 @@
 """CPU per tier call of the HTTP clients the gateway could use, against the fake tier on loopback.
 
-Why `gateway.http1` exists: run `python -m bench.client_cost [--calls N]`. Sequential POSTs of the
+Why `gateway.upstream.http1` exists: run `python -m bench.client_cost [--calls N]`. Sequential POSTs of the
 gateway's usual body; CPU is this process's own (the fake tier runs in another process).
 """
 
@@ -15,7 +15,7 @@ import httpx
 import uvloop
 
 from bench.procs import fake_tier, free_port
-from gateway import http1
+from gateway.upstream import http1
 
 BODY = (b'{"model":"fake","messages":[{"role":"user","content":"Say ok."}],"max_tokens":1,'
         b'"logprobs":true,"top_logprobs":5}')
@@ -48,7 +48,7 @@ async def _run(port: int, calls: int) -> None:
         async def with_httpx() -> bytes:
             return (await client.post(url + "/chat/completions", content=BODY)).content
 
-        for name, call in (("gateway.http1", with_http1), ("aiohttp", with_aiohttp), ("httpx", with_httpx)):
+        for name, call in (("gateway.upstream.http1", with_http1), ("aiohttp", with_aiohttp), ("httpx", with_httpx)):
             await _measure(name, call, calls)
     await pool.aclose()
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import uvloop
 
-from gateway import http1
+from gateway.upstream import http1
 
 
 @dataclass(frozen=True, slots=True)

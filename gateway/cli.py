@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.schema import ConfigError, GatewayConfig, load_config
 
 
 def _report(source: str, errors: Sequence[str]) -> None:
@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from gateway.workers import (
+    from gateway.server.workers import (
         WORKER_FACTORY,
         configure_logging,
         uvicorn_options,
@@ -48,12 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     options = uvicorn_options(config, args.log_level)
     if workers == 1:
-        from gateway.app import create_app
+        from gateway.server.app import create_app
 
         configure_logging(args.log_level, config.logging.access_log)
         uvicorn.run(create_app(config, config_path=args.config), host=host, port=port, **options)
         return 0
-    # Spawned workers build their own app from the file (see gateway.workers).
+    # Spawned workers build their own app from the file (see gateway.server.workers).
     os.environ.update(worker_environment(args.config, args.log_level))
     configure_logging(args.log_level, access_log=False)  # the supervisor's own lines
     uvicorn.run(WORKER_FACTORY, factory=True, workers=workers, host=host, port=port, **options)
@@ -64,7 +64,7 @@ def _config_check(args: argparse.Namespace) -> int:
     config = _load_or_report(args.path)
     if config is None:
         return 2
-    from gateway.workers import workers_problem
+    from gateway.server.workers import workers_problem
 
     problem = workers_problem(config, config.server.workers)
     if problem is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from gateway.config import WORKLOAD_NAME_PATTERN
+from gateway.config.schema import WORKLOAD_NAME_PATTERN
 
 Number = Annotated[float, Field(strict=True)]
 NonEmptyStr = Annotated[str, Field(strict=True, min_length=1)]

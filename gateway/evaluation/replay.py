@@ -1,6 +1,6 @@
 """`recserve eval replay`: the policies simulated on a recorded trace, deciding exactly as the gateway.
 
-The cascade below is the gateway's loop (gateway/cascade.py) without HTTP: the recorded confidence of
+The cascade below is the gateway's loop (gateway/cascade/climb.py) without HTTP: the recorded confidence of
 each tier goes to the very policy classes the gateway runs (`RecServePolicy` with a fresh
 `MemoryWindowStore`, `CasServePolicy`), in request order. A tier without a usable confidence (or whose
 call failed) escalates without touching its window, as in the gateway. An answer the quality policy

@@ -1,5 +1,5 @@
 """The quality policy (`recserve/quality`) in replay: the gateway's very `QualityPolicy` on a fresh
-memory store; its probes are simulated as `gateway.probes.Prober` runs them, from the recorded answers:
+memory store; its probes are simulated as `gateway.cascade.probes.Prober` runs them, from the recorded answers:
 after each request, one draw of a seeded RNG per lower tier on the path (kept, escalated or bypassed, as
 the gateway draws one per hop) decides whether that tier is probed, and while the tier and task holds
 fewer than `warmup_probes` probes every kept (or bypassed) one is, as in the gateway. A kept answer is
@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.config import QualityPolicyConfig
+from gateway.cascade.probes import agree
+from gateway.cascade.runtime import quality_settings
+from gateway.config.schema import QualityPolicyConfig
 from gateway.evaluation.record import TIERS
 from gateway.evaluation.replay import BETAS, Outcome, Request, TierAnswer, beta_for, cascade, summarise
-from gateway.probes import agree
-from gateway.runtime import quality_settings
 from policies.quality import ProbeWindows, QualityPolicy
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
@@ -77,7 +77,7 @@ def _body(text: str) -> dict[str, Any]:
 
 
 class SimulatedProber:
-    """`gateway.probes.Prober` on recorded answers: same sampling, same agreement rule, no network."""
+    """`gateway.cascade.probes.Prober` on recorded answers: same sampling, same agreement rule, no network."""
 
     def __init__(self, policy: QualityPolicy, rate: float, similarity: float, seed: int,
                  tiers: Sequence[str] = TIERS) -> None:

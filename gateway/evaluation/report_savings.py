@@ -1,4 +1,4 @@
-"""Spend and weighted communication of replayed policies, as the gateway reports them (gateway/savings.py).
+"""Spend and weighted communication of replayed policies, as the gateway reports them (gateway/telemetry/savings.py).
 
 A replayed policy's summary counts, per tier, the prompt and completion tokens of every call it made
 (probes included), the completion tokens of the answers it served, and the top tier's prompt tokens
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import GatewayConfig
+from gateway.config.schema import GatewayConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.config import QualityPolicyConfig, RecServePolicyConfig
+from gateway.config.schema import QualityPolicyConfig, RecServePolicyConfig
 from gateway.evaluation.replay import Request, by_workload, fixed, summarise
 from gateway.evaluation.replay_quality import DEFAULT_OPTIONS, QualityOptions, run_quality
 from gateway.evaluation.report_savings import DEFAULT_RATES, savings_columns

@@ -26,7 +26,7 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, Timeo
 
 
 class WindowsSettings(Protocol):
-    """The part of `gateway.config.WindowsConfig` this factory reads (structural: no gateway import)."""
+    """The part of `gateway.config.schema.WindowsConfig` this factory reads (structural: no gateway import)."""
 
     @property
     def store(self) -> str: ...

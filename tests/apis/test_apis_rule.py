@@ -11,7 +11,7 @@ import anthropic
 import pytest
 
 from tests.conftest import GatewayStarter, RunningGateway
-from tests.test_differential import BETA, TIERS, WINDOW, transcribed_rule
+from tests.policies.test_differential import BETA, TIERS, WINDOW, transcribed_rule
 
 REQUESTS = 300
 

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from gateway.conversations import MemoryConversations, StoredResponse
+from gateway.apis.responses.store import MemoryConversations, StoredResponse
 from tests.conftest import GatewayStarter
 from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier

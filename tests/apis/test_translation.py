@@ -7,11 +7,11 @@ from typing import Any
 from anthropic.types import Message
 from openai.types.responses import Response
 
-from gateway.chat_answer import whole_answer
-from gateway.messages_shape import message
-from gateway.pipeline import validate
-from gateway.responses_request import ResponsesRequest
-from gateway.responses_shape import finish, output_items, skeleton
+from gateway.apis.answer import whole_answer
+from gateway.apis.messages.shape import message
+from gateway.apis.responses.request import ResponsesRequest
+from gateway.apis.responses.shape import finish, output_items, skeleton
+from gateway.cascade.pipeline import validate
 
 
 def chat(finish_reason: str, content: str | None = "partial", tool_calls: Any = None,

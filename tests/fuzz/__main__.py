@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.config.schema import parse_config
+from gateway.server.app import create_app
 from tests.fuzz.test_openapi import CHECKS, CLIENT_PATHS, TIER_NAMES, fuzz_config
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.servers import UvicornThread

@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from gateway.app import create_app
-from gateway.config import parse_config
+from gateway.config.schema import parse_config
+from gateway.server.app import create_app
 from tests.fuzz.test_openapi import CHECKS, fuzz_config, serve
 
 ADMIN_KEY_ENV = "RECSERVE_FUZZ_ADMIN_KEY"

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.cascade.stream_tally import ChunkAccumulator
 from gateway.sse import StreamBroken, parse_events
-from gateway.stream_tally import ChunkAccumulator
 from policies.confidence import choice_confidence, parse_logprobs, response_confidence
 
 JSON = st.recursive(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import LocalTierConfig
+from gateway.config.schema import LocalTierConfig
 from gateway.local.catalog import MODELS
 from gateway.local.placement import Demand, Placement, available_cores, cpu_list, cpu_mask, plan
 from gateway.local.server_build import ServerBinary

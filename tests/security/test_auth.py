@@ -9,7 +9,8 @@ import json
 import httpx
 import pytest
 
-from gateway import admin, intake
+from gateway.ops import admin
+from gateway.server import intake
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter, RunningGateway
 
 CLIENT_KEY = "sk-client-key-for-security-tests"

@@ -11,13 +11,13 @@ import httpx
 import openai
 import pytest
 
-from gateway.config import GatewayConfig, RateLimitConfig, parse_config
-from gateway.ratelimit import MemoryBuckets, RateLimited, RateLimiter, client_bucket
+from gateway.config.schema import GatewayConfig, RateLimitConfig, parse_config
+from gateway.server.ratelimit import MemoryBuckets, RateLimited, RateLimiter, client_bucket
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter
+from tests.policies.stores.conftest import ServerFactory
 from tests.support.processes import GatewayProcess
 from tests.support.redis_procs import RedisServer
 from tests.support.scripted_tier import ThreadedTier
-from tests.window_stores.conftest import ServerFactory
 
 KEY_A, KEY_B = "sk-rate-a", "sk-rate-b"
 CHAT = {"model": "recserve/device", "messages": [{"role": "user", "content": "hi"}]}

@@ -1,0 +1,131 @@
+"""Stored Responses (`store: true`), so `previous_response_id` can continue a conversation on any replica.
+
+Kept where the windows are: in process with `windows.store: memory`, in Redis with a TTL (under the
+windows' namespace) with `windows.store: redis`, so every replica that shares the windows also
+shares the conversations. A record is the Response object the client got plus the conversation so
+far as chat messages, the form tiers are asked in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway import jsonio
+from gateway.config.schema import ConversationsConfig, WindowsConfig
+from gateway.errors import GatewayError
+from policies.stores.factory import REDIS_UNAVAILABLE
+from policies.stores.urls import RedisClient, connect_any
+
+log = logging.getLogger("recserve.conversations")
+
+
+class ConversationsUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "conversation_store_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    response: dict[str, Any]  # the Response object as the client received it
+    messages: list[dict[str, Any]]  # the conversation up to and including this answer, as chat messages
+
+
+class ConversationStore(Protocol):
+    """Remembers stored responses for a while; any replica sharing the store may read them."""
+
+    async def put(self, response_id: str, record: StoredResponse) -> None: ...
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        """The record, or None when it is unknown or has expired."""
+        ...
+
+    async def delete(self, response_id: str) -> bool:
+        """True when there was a record to delete."""
+        ...
+
+
+class MemoryConversations:
+    """Process-local records, dropped after `ttl_s` and, beyond `max_entries`, oldest first."""
+
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._records: OrderedDict[str, tuple[float, StoredResponse]] = OrderedDict()
+
+    async def put(self, response_id: str, record: StoredResponse) -> None:
+        self._records[response_id] = (self._clock() + self._ttl_s, record)
+        self._records.move_to_end(response_id)
+        while len(self._records) > self._max:
+            self._records.popitem(last=False)
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        entry = self._records.get(response_id)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._records[response_id]
+            return None
+        return entry[1]
+
+    async def delete(self, response_id: str) -> bool:
+        entry = self._records.pop(response_id, None)
+        return entry is not None and entry[0] > self._clock()
+
+
+class RedisConversations:
+    """Records as JSON strings with a Redis TTL; a Redis outage is a 503 on reads and a logged miss
+    on writes (the answer itself is still served)."""
+
+    def __init__(self, client: RedisClient, namespace: str, ttl_s: float) -> None:
+        self._client = client
+        self._prefix = f"{namespace}:response:"
+        self._ttl_ms = max(int(ttl_s * 1000), 1)
+
+    async def put(self, response_id: str, record: StoredResponse) -> None:
+        data = jsonio.dumps({"response": record.response, "messages": record.messages})
+        try:
+            await self._client.set(self._prefix + response_id, data, px=self._ttl_ms)
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("response %s not stored: conversation store unreachable (%s)", response_id, exc)
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        try:
+            data = await self._client.get(self._prefix + response_id)
+        except REDIS_UNAVAILABLE:
+            raise ConversationsUnavailable("The conversation store is unreachable; try again shortly.") from None
+        if data is None:
+            return None
+        decoded = jsonio.loads(data)
+        return StoredResponse(decoded["response"], decoded["messages"])
+
+    async def delete(self, response_id: str) -> bool:
+        try:
+            return bool(await self._client.delete(self._prefix + response_id))
+        except REDIS_UNAVAILABLE:
+            raise ConversationsUnavailable("The conversation store is unreachable; try again shortly.") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversations:
+    store: ConversationStore
+    close: Callable[[], Awaitable[None]]
+
+
+async def _nothing_to_close() -> None:
+    return None
+
+
+def build_conversations(windows: WindowsConfig, settings: ConversationsConfig) -> Conversations:
+    """The store beside the windows `windows:` configures; nothing connects until first use."""
+    if windows.store == "redis":
+        connection = connect_any(windows.redis_url)  # any URL form, Redis Cluster too
+        return Conversations(RedisConversations(connection.client, windows.namespace, settings.ttl_s),
+                             connection.close)
+    return Conversations(MemoryConversations(settings.ttl_s, settings.max_entries), _nothing_to_close)

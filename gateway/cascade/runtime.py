@@ -1,0 +1,197 @@
+"""Everything a running gateway holds: tiers with their clients, policies, the window store.
+Built once per app in its lifespan (and again on each reload); no module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.cascade.climb import Tier
+from gateway.cascade.overrides import Overrides, PolicyOverrides
+from gateway.cascade.probes import Prober
+from gateway.cascade.workloads import WorkloadRegistry, derived_workload
+from gateway.config.schema import POLICY_NAMES, GatewayConfig, QualityPolicyConfig
+from gateway.errors import NotFound
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.observer import RequestObserver
+from gateway.telemetry.savings import SavingsRates
+from gateway.telemetry.tokens import PromptTokenCounter
+from gateway.upstream.backends import build_backend
+from policies.base import TASKS, Learning, Scope, Task, ThresholdPolicy, WindowStore
+from policies.casserve import CasServePolicy
+from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
+from policies.recserve import RecServePolicy
+from policies.stores.factory import Stores, build_stores
+
+MODEL_PREFIX = "recserve"
+
+
+def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
+    """The quality policy's settings from its config section (the gateway's and `eval live`'s replay)."""
+    return QualitySettings(target=quality.target, min_probes=quality.min_probes, window=quality.window,
+                           warmup_probes=quality.warmup_probes, warmup_answer=quality.warmup_answer,
+                           confidence_level=quality.confidence_level)
+
+
+def model_ids(config: GatewayConfig) -> list[str]:
+    """The model names a gateway with `config` answers to (`GET /v1/models`, the OpenAPI document)."""
+    return [MODEL_PREFIX, *(f"{MODEL_PREFIX}/{p}" for p in POLICY_NAMES),
+            *(f"{MODEL_PREFIX}/{t.name}" for t in config.tiers)]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBinding:
+    """What a model name resolves to: the policy that decides and the tiers it may use."""
+
+    policy: ThresholdPolicy
+    tiers: list[Tier]
+
+
+@dataclass
+class Runtime:
+    config: GatewayConfig
+    tiers: list[Tier]
+    policies: dict[str, ThresholdPolicy]
+    store: WindowStore
+    tokens: PromptTokenCounter
+    client_keys: tuple[str, ...]
+    observer: RequestObserver
+    overrides: PolicyOverrides  # β and θ as changed at run time (PATCH /admin/policy)
+    prober: Prober  # background probes that teach the quality policy
+    probes: ProbeStore
+    workloads: WorkloadRegistry  # outlives reloads, like the stores
+    workload_by_key: dict[str, str]  # client key -> its default workload
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @classmethod
+    async def start(cls, config: GatewayConfig, *,
+                    store: WindowStore | None = None, probes: ProbeStore | None = None,
+                    metrics: Metrics | None = None, overrides: Overrides | None = None,
+                    workloads: WorkloadRegistry | None = None) -> Runtime:
+        """Build clients and policies for `config`. A `store`, `probes` and `workloads` passed in are
+        borrowed (not closed here): that is how windows and probe windows outlive a reload."""
+        closers: list[Callable[[], Awaitable[None]]] = []
+        quality = config.policy.quality
+        if store is None:
+            built = await build_store(config)
+            closers.append(built.close)
+            store, probes = built.windows, probes if probes is not None else built.probes
+        if probes is None:
+            probes = ProbeWindows(quality.window)
+        metrics = metrics or Metrics()
+        tokens = PromptTokenCounter()
+        observer = RequestObserver(metrics, {t.name: i for i, t in enumerate(config.tiers)}, tokens,
+                                   include_prompts=config.logging.include_prompts,
+                                   rates=SavingsRates(config.tiers, config.policy.max_workloads))
+        tiers: list[Tier] = []
+        for level, tier_config in enumerate(config.tiers):
+            backend = build_backend(tier_config)
+            closers.append(backend.aclose)
+            tiers.append(Tier(tier_config, observer.timed(tier_config.name, backend),
+                              asyncio.Semaphore(tier_config.max_concurrency), level))
+        layer = PolicyOverrides(config, overrides)
+        quality_policy = QualityPolicy(
+            RecServePolicy(store, layer.beta_for, config.policy.recserve.window, namespace="quality"),
+            probes, quality_settings(quality))
+        prober = Prober(quality_policy, tiers, quality.probe_rate, quality.similarity, metrics, rates=observer.rates)
+        closers.append(prober.aclose)
+        policies: dict[str, ThresholdPolicy] = {
+            "recserve": RecServePolicy(store, layer.beta_for, config.policy.recserve.window),
+            "casserve": CasServePolicy(layer.threshold_for),
+            "quality": quality_policy,
+        }
+        if workloads is None:
+            workloads = WorkloadRegistry(config.policy.max_workloads, config.policy.workload_idle_s)
+        runtime = cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, prober,
+                      probes, workloads, config.auth.workloads_by_key(), closers)
+        for name in workloads.resize(config.policy.max_workloads, config.policy.workload_idle_s):
+            runtime._forget(name)
+        return runtime
+
+    def workload(self, task: Task, requested: str | None, client_key: str | None,
+                 labels: Sequence[str] | None) -> str:
+        """The request's workload (see gateway.cascade.workloads): named, the client key's default, or derived;
+        one of at most `policy.max_workloads` names kept apart, else the shared overflow name."""
+        name = requested or (self.workload_by_key.get(client_key) if client_key else None) \
+            or derived_workload(task, labels)
+        admitted, evicted = self.workloads.admit(name)
+        if evicted is not None:
+            self._forget(evicted)
+        return admitted
+
+    def scope(self, task: Task, workload: str, prefix_tokens: int = 0) -> Scope:
+        """The scope a request is decided in: per workload, or per task alone (`policy.key: task`)."""
+        return Scope(task, workload if self.config.policy.key == "workload" else "", prefix_tokens)
+
+    def _forget(self, workload: str) -> None:
+        """Drop an evicted workload's windows and probe windows (in the background: the store may be
+        remote), so that what the stores hold stays bounded with the names kept apart."""
+        streaming = self.config.streaming
+        prefixes = {0, streaming.decide_after_tokens} if streaming.mode == "early" else {0}
+        keys = [Scope(task, workload, prefix).key(policy, tier.config.name)
+                for policy in ("recserve", "quality") for tier in self.tiers[:-1]  # the last keeps no window
+                for task in TASKS for prefix in prefixes]
+
+        async def forget() -> None:
+            for key in keys:
+                try:
+                    await self.store.reset(key)
+                    if key.policy == QualityPolicy.name and self.probes.count(key):
+                        await self.probes.reset(key)
+                except Exception:  # a store outage: the keys stay; bounded all the same by the idle rule
+                    return
+
+        task = asyncio.get_running_loop().create_task(forget())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (bounded) for evicted workloads' windows to be dropped."""
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self.settle(1.0)
+        for close in reversed(self._closers):
+            await close()
+
+    def model_ids(self) -> list[str]:
+        return model_ids(self.config)
+
+    def learning(self, policy: ThresholdPolicy | None) -> Learning | None:
+        """`policy`'s probe hooks when it learns from probes (it is the policy the prober teaches), else None."""
+        learner = self.prober.policy
+        return learner if policy is learner else None
+
+    def resolve(self, model: str, *, uses_tools: bool = False) -> ModelBinding:
+        """`recserve` → the default policy; `recserve/<policy>`; `recserve/<tier>` pins one tier."""
+        if model == MODEL_PREFIX:
+            choice = self.config.policy.default
+        elif model.startswith(MODEL_PREFIX + "/"):
+            choice = model[len(MODEL_PREFIX) + 1:]
+        else:
+            raise self._unknown(model)
+        if choice in self.policies:
+            pinned = self.config.policy.tool_requests if uses_tools else None
+            if pinned is not None:
+                return self._pinned(pinned)
+            return ModelBinding(self.policies[choice], self.tiers)
+        for tier in self.tiers:
+            if tier.config.name == choice:
+                return self._pinned(choice)
+        raise self._unknown(model)
+
+    def _pinned(self, name: str) -> ModelBinding:
+        tier = next(t for t in self.tiers if t.config.name == name)
+        return ModelBinding(self.policies["recserve"], [tier])
+
+    def _unknown(self, model: str) -> NotFound:
+        return NotFound(f"The model '{model}' does not exist. Available: {', '.join(self.model_ids())}.",
+                        param="model", code="model_not_found")
+
+
+async def build_store(config: GatewayConfig) -> Stores:
+    """The window store `windows:` asks for, the probe windows beside it, and how to close both."""
+    return build_stores(config.windows, config.policy.quality.window)

@@ -1,0 +1,88 @@
+"""Which workload a request belongs to, and a bound on how many the gateway keeps apart.
+
+A workload is an application sending requests (a sentiment tagger, a support bot, a code assistant):
+windows, probe windows and competence are kept per workload, so one tier's competence at one job is
+not averaged away by another job. Its name comes from the request (`recserve.workload`, else the
+`x-recserve-workload` header), else from the client key's default in config, else it is derived:
+the normalised label set for labelled classification, otherwise the task.
+
+Clients choose names, so the number kept apart is bounded (`WorkloadRegistry`): past
+`max_workloads`, a new name takes the place of the least recently used one only if that one has been
+idle for `idle_s`; otherwise it is served under the shared OVERFLOW name. A flood of made-up names
+therefore costs one overflow window, not one window each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from gateway.config.schema import WORKLOAD_NAME_PATTERN
+from policies.base import Task
+
+OVERFLOW = "other"
+WORKLOAD_HEADER = "x-recserve-workload"
+_NAME = re.compile(WORKLOAD_NAME_PATTERN)
+_LABEL_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+
+
+def derived_workload(task: Task, labels: Sequence[str] | None) -> str:
+    """The workload of a request that names none: its label set when it has one, else its task."""
+    if task != "classification" or not labels:
+        return task
+    parts = sorted({_LABEL_UNSAFE.sub("_", label.strip().casefold()).strip("_") or "_" for label in labels})
+    name = "labels:" + ",".join(parts)
+    if _NAME.match(name):
+        return name
+    # Too long (or unusual) to be a key: a short digest of the set names it instead.
+    return "labels:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+class WorkloadRegistry:
+    """At most `max_workloads` names kept apart, least recently used first to go (once idle)."""
+
+    def __init__(self, max_workloads: int, idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = max_workloads
+        self._idle_s = idle_s
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()  # name -> last use, least recent first
+
+    def admit(self, name: str) -> tuple[str, str | None]:
+        """The name to serve `name` under, and the name evicted to make room for it (if any)."""
+        now = self._clock()
+        if name in self._seen:
+            self._seen[name] = now
+            self._seen.move_to_end(name)
+            return name, None
+        evicted = None
+        if len(self._seen) >= self._max:
+            oldest, last_used = next(iter(self._seen.items()))
+            if now - last_used < self._idle_s:
+                return OVERFLOW, None
+            del self._seen[oldest]
+            evicted = oldest
+        self._seen[name] = now
+        return name, evicted
+
+    def resize(self, max_workloads: int, idle_s: float) -> list[str]:
+        """New bounds (a reload); returns the names dropped to fit them."""
+        self._max, self._idle_s = max_workloads, idle_s
+        dropped = []
+        while len(self._seen) > self._max:
+            name, _ = self._seen.popitem(last=False)
+            dropped.append(name)
+        return dropped
+
+    def names(self) -> list[str]:
+        """The names kept apart, most recently used first (OVERFLOW is always possible too)."""
+        return list(reversed(self._seen))
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -1,0 +1,1 @@
+"""The config file: its models, loading and the generated reference."""

@@ -1,0 +1,1 @@
+"""Running the gateway: the admin API, reload across replicas, the policy view."""

@@ -1,0 +1,215 @@
+"""Operational routes: liveness, readiness, Prometheus metrics, and the admin API under /admin.
+
+The admin API answers only to the admin key (`auth.admin_key_env` names the variable holding it):
+no variable or an empty one → every /admin route is a 404 saying how to enable it; no key → 401;
+a wrong key → 403. Client keys never open /admin, and the admin key opens nothing under /v1
+unless it is also a client key. Errors are in OpenAI's shape like everywhere else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from gateway.cascade.overrides import PatchError
+from gateway.cascade.runtime import Runtime
+from gateway.cascade.workloads import valid_name
+from gateway.config.schema import ConfigError, GatewayConfig
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
+from gateway.ops.policy_view import policy_view, window_scopes
+from gateway.ops.reload import Reloader, ReloadUnavailable
+from gateway.server import openapi as openapi_doc
+from gateway.server.intake import read_json_body
+from policies.base import TASKS, Scope
+from policies.quality import QualityPolicy
+from policies.stores.urls import redact_url
+
+router = APIRouter()
+
+
+def _reloader(request: Request) -> Reloader:
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
+def require_admin(request: Request) -> Reloader:
+    """The admin-key check, against the config of the runtime this request leased."""
+    runtime: Runtime = request.state.runtime
+    env = runtime.config.auth.admin_key_env
+    key = os.environ.get(env, "") if env else ""
+    if not key:
+        where = f"the environment variable {env}" if env else "a variable named by auth.admin_key_env"
+        raise NotFound(f"The admin API is disabled: set {where} to an admin key to enable it.",
+                       code="admin_disabled")
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise AuthenticationFailed("Missing admin key: send 'Authorization: Bearer <admin key>'.",
+                                   code="missing_admin_key")
+    if not hmac.compare_digest(presented.strip().encode(), key.encode()):
+        raise AuthenticationFailed("Incorrect admin key.", status=403, code="invalid_admin_key")
+    return _reloader(request)
+
+
+AdminDep = Annotated[Reloader, Depends(require_admin)]
+
+
+@router.get("/healthz", **openapi_doc.HEALTHZ)
+async def healthz() -> JSONResponse:
+    """The process is alive and serving HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", **openapi_doc.READYZ)
+async def readyz(request: Request) -> JSONResponse:
+    """Ready once the lifespan has built the runtime (clients, policies, window store)."""
+    reloader: Reloader | None = getattr(request.app.state, "reloader", None)
+    if reloader is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    runtime = reloader.holder.current
+    return JSONResponse({"status": "ready", "tiers": [t.config.name for t in runtime.tiers],
+                         "window_store": runtime.config.windows.store, "version": reloader.version})
+
+
+@router.get("/metrics", **openapi_doc.METRICS)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format; unauthenticated like most scrape targets (no secrets, no prompts)."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.post("/admin/reload", **openapi_doc.ADMIN_RELOAD)
+async def reload(reloader: AdminDep) -> JSONResponse:
+    """Re-read the config file; 400 with every error by key path, the old config still serving."""
+    try:
+        outcome = await reloader.reload()
+    except ConfigError as exc:
+        return _config_errors(exc)
+    except ReloadUnavailable as exc:
+        raise GatewayError(str(exc), status=409, code="reload_unavailable") from None
+    return JSONResponse({"status": "reloaded", "version": outcome.version, "announced": outcome.announced,
+                         "changed": outcome.changed, "replica": reloader.replica_id})
+
+
+def _config_errors(exc: ConfigError) -> JSONResponse:
+    error = InvalidRequest(f"Invalid config in {exc.source}; the previous config keeps serving. "
+                           + "; ".join(exc.errors), code="invalid_config")
+    body = error.body()
+    body["error"]["errors"] = exc.errors  # one 'key.path: message' per problem, for tools
+    return JSONResponse(body, status_code=400)
+
+
+@router.get("/admin/config", **openapi_doc.ADMIN_CONFIG)
+async def show_config(reloader: AdminDep) -> JSONResponse:
+    """The running config with secrets redacted, and the version every replica runs."""
+    runtime = reloader.holder.current
+    return JSONResponse({
+        "replica": reloader.replica_id,
+        "version": reloader.version,
+        "config_version": reloader.config_version,
+        "config_path": reloader.config_path,
+        "clustered": reloader.clustered,
+        "error": reloader.last_error,
+        "config": redacted(runtime.config),
+        "overrides": runtime.overrides.current.to_json(),
+        "replicas": await reloader.replicas(),
+    })
+
+
+def redacted(config: GatewayConfig) -> dict[str, Any]:
+    """The config as JSON with credentials in URLs masked. Keys live in environment variables,
+    whose names (not values) the config holds."""
+    data = config.model_dump(mode="json")
+    data["windows"]["redis_url"] = redact_url(data["windows"]["redis_url"])
+    for tier in data["tiers"]:
+        tier["base_url"] = redact_url(tier["base_url"])
+    return data
+
+
+@router.get("/admin/policy", **openapi_doc.ADMIN_POLICY)
+async def show_policy(reloader: AdminDep) -> JSONResponse:
+    """Per tier and task: window length, threshold now, β, escalation rate, confidence quantiles."""
+    view = await policy_view(reloader.holder.current, reloader.metrics.traffic, reloader.metrics.savings)
+    return JSONResponse({"replica": reloader.replica_id, "version": reloader.version, **view})
+
+
+@router.patch("/admin/policy", **openapi_doc.ADMIN_POLICY_PATCH)
+async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
+    """Change β or CasServe thresholds at run time; with Redis, every replica follows."""
+    runtime = reloader.holder.current
+    patch = await read_json_body(request, 64 * 1024, runtime.config.server.max_json_depth)
+    try:
+        outcome = await reloader.patch_policy(patch)
+    except PatchError as exc:
+        error = InvalidRequest("Invalid policy change: " + "; ".join(exc.errors), code="invalid_policy")
+        body = error.body()
+        body["error"]["errors"] = exc.errors
+        return JSONResponse(body, status_code=400)
+    current = reloader.holder.current
+    return JSONResponse({"status": "updated", "version": outcome.version, "announced": outcome.announced,
+                         "overrides": current.overrides.current.to_json()})
+
+
+# The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
+WINDOW_POLICIES = ("recserve", QualityPolicy.name)
+
+
+@router.post("/admin/windows/reset", **openapi_doc.ADMIN_WINDOWS_RESET)
+async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
+    """Empty every window, or those of one tier, task and/or workload
+    (`?tier=device&task=classification&workload=sentiment`).
+
+    "Windows" are every policy's: the RecServe rule's, the quality policy's own sliding windows, and
+    the quality policy's probe windows (what it learned from probes), in the same scope. With Redis
+    the shared ones go too, so every replica starts over."""
+    runtime = reloader.holder.current
+    tier = request.query_params.get("tier")
+    task = request.query_params.get("task")
+    workload = request.query_params.get("workload")
+    names = [t.config.name for t in runtime.tiers]
+    scopes = window_scopes(runtime)
+    if tier is not None and tier not in names:
+        raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
+    tasks = sorted({s.task for s in scopes} | {s.name for s in scopes if not s.workload})
+    if task is not None and task not in tasks:
+        raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
+    if workload is not None and not valid_name(workload):
+        raise InvalidRequest("Invalid workload name.", param="workload")
+    quality = runtime.learning(runtime.policies.get(QualityPolicy.name))
+    if tier is None and task is None and workload is None:
+        await runtime.store.reset()
+        if quality is not None:
+            await quality.reset_probes()
+        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if quality is not None else None})
+    if workload is not None:  # also a workload this replica does not keep apart (another may)
+        scopes += [Scope(t, workload, p) for t in TASKS for p in {s.prefix_tokens for s in scopes}]
+    chosen = [s for s in scopes
+              if (task is None or task in (s.task, s.name))
+              and (workload is None or (s.workload or s.task) == workload)]
+    pairs = [(n, s) for n in ([tier] if tier else names) for s in {s.name: s for s in chosen}.values()]
+    for name, pair_scope in pairs:
+        if quality is not None:
+            await quality.reset_probes(name, pair_scope)
+        for policy in WINDOW_POLICIES:
+            await runtime.store.reset(pair_scope.key(policy, name))
+    scope = [f"{name}/{pair_scope.name}" for name, pair_scope in pairs]
+    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
+
+
+@router.get("/admin/ui", **openapi_doc.ADMIN_UI)
+async def status_page(request: Request) -> HTMLResponse:
+    """The live status page. The page itself holds no data (it is the same file for everyone), so it
+    loads without a key when the admin API is enabled; it sends the key, taken from the URL fragment
+    `#key=...` or typed in, with each poll of /admin/policy."""
+    runtime: Runtime = request.state.runtime
+    env = runtime.config.auth.admin_key_env
+    if not (env and os.environ.get(env)):
+        require_admin(request)  # raises the same 404 as every other /admin route
+    page = resources.files("gateway.telemetry").joinpath("static/status.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"cache-control": "no-store",
+                                       "content-security-policy": "default-src 'self'; style-src 'unsafe-inline'; "
+                                                                  "script-src 'unsafe-inline'; img-src data:"})

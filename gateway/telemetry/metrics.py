@@ -1,0 +1,149 @@
+"""Prometheus metrics, one `CollectorRegistry` per app (never prometheus-client's global one, so
+two gateways in one process — as in the tests — count apart). Label sets are bounded: tier names
+come from the config, tasks, reasons and outcomes from fixed lists, status codes from HTTP, workloads
+from the gateway's bounded set."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from gateway.telemetry.savings import SavingsLedger
+from policies.stores.batched import BatchedWindowStore
+
+CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Why a tier passed a request up: the hop outcome/reason of the cascade folded into a fixed set.
+ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget", "warmup")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What the window store reports at scrape time."""
+
+    errors: int  # shared-store failures since this store was built
+    degraded: bool  # deciding from local windows right now
+    batched: BatchedWindowStore | None = None  # windows.sync: batched or auto, for its flush counters
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Plain running totals for the status page (Prometheus keeps its own; reading those back is private API)."""
+
+    requests: int = 0
+    served: Tally[str] = field(default_factory=Tally)
+    uplink_tokens: int = 0
+    uplink_bytes: int = 0
+    cloud_only_tokens: int = 0
+    cloud_only_bytes: int = 0
+    probe_uplink_tokens: int = 0  # quality-policy probes ship prompts up too
+
+    def saved(self) -> float | None:
+        """Share of uplink prompt tokens (requests and probes) saved against sending every request to the cloud."""
+        if self.cloud_only_tokens <= 0:
+            return None
+        return 1.0 - (self.uplink_tokens + self.probe_uplink_tokens) / self.cloud_only_tokens
+
+
+class _Live(Collector):
+    """Values read when Prometheus scrapes: window-store health and the config version."""
+
+    def __init__(self, store: Callable[[], StoreHealth | None], version: Callable[[], int]) -> None:
+        self._store = store
+        self._version = version
+
+    def collect(self) -> Iterator[Metric]:
+        health = self._store()
+        errors = CounterMetricFamily("recserve_window_store_errors",
+                                     "Shared window store failures (each answered from local windows)")
+        errors.add_metric([], float(health.errors if health else 0))
+        yield errors
+        degraded = GaugeMetricFamily("recserve_window_store_degraded",
+                                     "1 while decisions come from local windows because the shared store is down")
+        degraded.add_metric([], 1.0 if health and health.degraded else 0.0)
+        yield degraded
+        if health and health.batched:
+            yield from _flush_metrics(health.batched)
+        version = GaugeMetricFamily("recserve_config_version", "Config/policy version this replica runs")
+        version.add_metric([], float(self._version()))
+        yield version
+
+
+def _flush_metrics(store: BatchedWindowStore) -> Iterator[Metric]:
+    """`windows.sync: batched`: what the flushes cost Redis and how often a step went beyond its reach."""
+    for name, help_text, value in (
+            ("recserve_window_flushes", "Batched window flushes (one pipelined round trip each)", store.round_trips),
+            ("recserve_window_flush_calls", "Flush script calls (one per flush; one per hash slot on a cluster)",
+             store.calls),
+            ("recserve_window_flush_windows", "Windows carried by the flushes", store.window_flushes),
+            ("recserve_window_flush_values_sent", "Values the flushes appended to shared windows", store.values_sent),
+            ("recserve_window_flush_values_read", "Scores the flushes read back (the ranks around each quantile "
+             "and the oldest values)", store.values_returned),
+            ("recserve_window_steps_beyond_reach", "Quantile lookups between flushes outside the known ranks "
+             "(answered approximately; a burst or an outage)", store.clamped)):
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], float(value))
+        yield family
+
+
+class Metrics:
+    """Every metric of one gateway app. Built in `create_app`; outlives reloads."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.traffic = Traffic()
+        r = self.registry
+        self.requests = Counter("recserve_requests", "Requests by route, serving tier, task and HTTP status",
+                                ["route", "tier", "task", "status"], registry=r)
+        self.escalations = Counter("recserve_escalations", "Requests a tier passed up, by reason",
+                                   ["tier", "reason"], registry=r)
+        self.confidence = Histogram("recserve_confidence", "Confidence of tier answers",
+                                    ["tier", "task"], buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.threshold = Gauge("recserve_threshold", "Threshold of the last decision at a tier",
+                               ["policy", "tier", "task"], registry=r)
+        self.tier_latency = Histogram("recserve_tier_latency_seconds", "Time inside one tier call",
+                                      ["tier", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+        self.request_latency = Histogram("recserve_request_latency_seconds", "End-to-end request latency",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("recserve_gateway_overhead_seconds",
+                                  "End-to-end latency minus the time spent inside tiers",
+                                  ["route"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.uplink_tokens = Counter("recserve_uplink_prompt_tokens",
+                                     "Prompt tokens shipped to a tier above the first, by tier", ["tier"], registry=r)
+        self.uplink_bytes = Counter("recserve_uplink_bytes",
+                                    "Request bytes shipped to a tier above the first, by tier", ["tier"], registry=r)
+        self.cloud_only_tokens = Counter("recserve_cloud_only_prompt_tokens",
+                                         "Prompt tokens that would have gone up had every request gone to the cloud",
+                                         registry=r)
+        self.cloud_only_bytes = Counter("recserve_cloud_only_bytes",
+                                        "Request bytes that would have gone up had every request gone to the cloud",
+                                        registry=r)
+        self.probes = Counter("recserve_probe_requests",
+                              "Quality-policy probes of a lower tier's answer against the top tier, by probed "
+                              "tier, task and outcome (agreed, disagreed, failed)", ["tier", "task", "outcome"],
+                              registry=r)
+        self.probe_uplink_tokens = Counter("recserve_probe_uplink_prompt_tokens",
+                                           "Prompt tokens probes shipped to a tier above the first, by tier",
+                                           ["tier"], registry=r)
+        self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
+                               ["kind", "result"], registry=r)
+        self.savings = SavingsLedger(r)  # per workload: below the top tier, weighted communication, spend
+
+    def probe_sent(self, tier: str, tokens: int) -> None:
+        """A probe shipped `tokens` prompt tokens to `tier` (a tier above the first)."""
+        self.probe_uplink_tokens.labels(tier).inc(tokens)
+        self.traffic.probe_uplink_tokens += tokens
+
+    def watch(self, store: Callable[[], StoreHealth | None], version: Callable[[], int]) -> None:
+        """Register the scrape-time readings (called once the runtime exists)."""
+        self.registry.register(_Live(store, version))
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

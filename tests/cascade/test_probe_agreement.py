@@ -1,0 +1,32 @@
+"""What counts as agreement when a probe compares a lower tier's answer with the top tier's."""
+
+from __future__ import annotations
+
+from gateway.cascade.probes import agree
+
+
+def _answer(text: str) -> dict[str, object]:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+
+
+SUM_A = "Here you go:\n```python\ndef total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n```"
+SUM_B = ("Sure! This adds the numbers up.\n```python\ndef total(values):\n    acc = 0\n"
+         "    for v in values:  # each one\n        acc += v\n    return acc\n```\nIt runs in O(n).")
+OTHER = ("```python\ndef total(xs):\n    seen = sorted(set(xs))\n    if not seen:\n        return None\n"
+         "    return seen[len(seen) // 2]\n```")
+
+
+def test_code_answers_are_compared_as_code() -> None:
+    # Same code, other names, other prose and comments: agree (raw-text token-F1 would not: the words
+    # around and inside the code differ).
+    assert agree("generation", None, _answer(SUM_A), _answer(SUM_B), similarity=0.5)
+    # Other code under the same name: no agreement, however alike the surrounding words.
+    assert not agree("generation", None, _answer(SUM_A), _answer("Here you go:\n" + OTHER), similarity=0.5)
+
+
+def test_prose_is_compared_by_token_f1_and_labels_by_label() -> None:
+    assert agree("generation", None, _answer("The answer is 42."), _answer("the answer is 42"), similarity=0.5)
+    assert not agree("generation", None, _answer("It is 41."), _answer("The answer is 42, clearly."),
+                     similarity=0.5)
+    assert agree("classification", ["positive", "negative"], _answer("Positive"), _answer("positive."),
+                 similarity=0.5)
