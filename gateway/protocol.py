@@ -1,14 +1,21 @@
-"""OpenAI request models, validated as strictly as OpenAI's API does: no coercion of "yes" into
-True or "hot" into a number. Unknown fields are allowed and forwarded unchanged. Imports nothing
-of ours."""
+"""The contracts every room shares: the OpenAI request models (validated as strictly as OpenAI's
+API does: no coercion of "yes" into True or "hot" into a number; unknown fields allowed and forwarded
+unchanged), what the cascade reads of any API's request (`CascadeAsk`), what the door hands on
+(`Admission`) and the headers chained gateways speak. Imports nothing of ours."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from gateway.config.schema import WORKLOAD_NAME_PATTERN
+# Workload names become part of window keys and metric labels: bounded, key-safe alphabet.
+WORKLOAD_NAME_PATTERN = r"^[A-Za-z0-9._:,/-]{1,64}$"
+HOPS_HEADER = "x-recserve-hops"
+VIA_HEADER = "x-recserve-via"  # comma-separated instance ids of the gateways a request passed
+TASK_HEADER = "x-recserve-task"
+WORKLOAD_HEADER = "x-recserve-workload"
 
 Number = Annotated[float, Field(strict=True)]
 NonEmptyStr = Annotated[str, Field(strict=True, min_length=1)]
@@ -83,3 +90,32 @@ class EmbeddingRequest(_Open):
 
 
 Route = Literal["chat/completions", "completions", "embeddings"]
+
+
+class CascadeAsk(Protocol):
+    """What the cascade reads of a validated request, whichever API it came by: the model name, whether
+    to stream, our extension and the answer budget. Each API's request model provides it, so a request
+    is validated once, as its own API's model, and never again as a chat completion."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def stream(self) -> bool | None: ...
+
+    @property
+    def recserve(self) -> RecServeExtension | None: ...
+
+    def answer_budget(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request that passed the door (gateway/server/intake.py), as the API and the cascade see it."""
+
+    request_id: str
+    started: float  # time.monotonic(); the cascade's deadline counts from here
+    hops: int  # chained gateways this request already passed
+    via: list[str]  # their instance ids, and ours last
+    client_key: str | None  # the key it presented (its default workload); None on an open gateway
+    body: dict[str, Any]  # the JSON body, parsed once; {} for routes without one

@@ -1,4 +1,5 @@
-"""Server-sent events as OpenAI streams them: `data: {json}` events ending with `data: [DONE]`."""
+"""Server-sent events: OpenAI's `data: {json}` events ending with `data: [DONE]` (written for clients,
+parsed from tiers), and the named events (`event:` lines) of the Responses and Messages APIs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ DONE = b"data: [DONE]\n\n"
 
 class StreamBroken(Exception):
     """The stream cannot be read on: cut before [DONE], not JSON, or an error event."""
+
+
+def named_event(event_type: str, data: dict[str, Any]) -> bytes:
+    """One SSE event with an `event:` line (the Anthropic SDK dispatches on it; OpenAI sends it too)."""
+    return b"event: " + event_type.encode() + b"\ndata: " + jsonio.dumps_for_client(data) + b"\n\n"
 
 
 def encode(event: dict[str, Any]) -> bytes:

@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.apis.shaping import shape_choice
 from gateway.cascade.pipeline import Served
-from gateway.cascade.shaping import shape_choice
 from policies.confidence import response_confidence
 
 

@@ -11,18 +11,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.apis.messages import routes as messages_api
-from gateway.apis.openai import routes as api
-from gateway.apis.responses import routes as responses_api
+from gateway.apis.responses.routes import CONVERSATIONS_STATE
 from gateway.apis.responses.store import build_conversations
 from gateway.cascade.runtime import model_ids
 from gateway.config.schema import GatewayConfig, load_config
 from gateway.errors import install_error_handlers
-from gateway.ops import admin
 from gateway.ops.reload import Reloader
-from gateway.server import openapi as openapi_doc
+from gateway.server import openapi
 from gateway.server.middleware import GatewayMiddleware
 from gateway.server.ratelimit import close_limiter
+from gateway.server.routes import mount
 from gateway.telemetry.metrics import Metrics, StoreHealth
 from policies.base import WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
@@ -56,11 +54,11 @@ class GatewayApp(FastAPI):
     def openapi(self) -> dict[str, Any]:
         """The published document (gateway/server/openapi.py), naming the models the config running now has."""
         if self.openapi_schema is None:
-            openapi_doc.complete(super().openapi())
+            openapi.complete(super().openapi())
         assert self.openapi_schema is not None
         reloader: Reloader | None = getattr(self.state, "reloader", None)
         config: GatewayConfig = reloader.holder.current.config if reloader else self.state.started_config
-        return openapi_doc.with_models(self.openapi_schema, model_ids(config))
+        return openapi.with_models(self.openapi_schema, model_ids(config))
 
 
 def create_app(config: GatewayConfig | None = None, *,
@@ -84,7 +82,7 @@ def create_app(config: GatewayConfig | None = None, *,
         # Built once from the starting config: a reload that moves the windows does not move
         # stored conversations (they would be lost mid-conversation).
         conversations = build_conversations(resolved.windows, resolved.conversations)
-        setattr(app.state, responses_api.CONVERSATIONS_STATE, conversations)
+        setattr(app.state, CONVERSATIONS_STATE, conversations)
         try:
             yield
         finally:
@@ -114,8 +112,5 @@ def create_app(config: GatewayConfig | None = None, *,
 
     metrics.watch(store_health, version)
     install_error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(responses_api.router)
-    app.include_router(messages_api.router)
-    app.include_router(admin.router)
+    mount(app)
     return app

@@ -1,19 +1,47 @@
-"""What happens before a request is understood: key check, size limit, content type, JSON parsing."""
+"""The one intake every /v1 request passes before an API sees it: request id, client key, header
+size and rate limit, the gateway chain, and the JSON body, parsed once. What comes out is an
+`Admission` (gateway/protocol.py); what is refused leaves as a GatewayError in the shape of the API
+the request came by (the routes render it)."""
 
 from __future__ import annotations
 
 import hmac
 import re
+import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from starlette.requests import Request
 
 from gateway import jsonio
-from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.config.schema import GatewayConfig
+from gateway.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    LoopDetected,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from gateway.protocol import HOPS_HEADER, VIA_HEADER, Admission
+from gateway.server.ratelimit import admit_client
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What a route's intake checks beyond the request id and the client key."""
+
+    body: bool = False  # parse the JSON body (and refuse a missing or malformed one)
+    limited: bool = False  # header size limit and the client's rate limit
+    chained: bool = False  # the hop count and loop check of chained gateways (routes through the cascade)
+
+
+READ: Final = Intake()
+LIMITED_BODY: Final = Intake(body=True, limited=True)
+CASCADE: Final = Intake(body=True, limited=True, chained=True)
 
 
 def request_id_for(request: Request) -> str:
@@ -24,20 +52,46 @@ def request_id_for(request: Request) -> str:
     return f"req_{uuid.uuid4().hex}"
 
 
-def check_api_key(request: Request, keys: Sequence[str]) -> None:
-    """Bearer-key check, constant time per key and over all keys; no keys configured → open."""
+def presented_key(request: Request) -> str | None:
+    """The client key a request presents: `Authorization: Bearer <key>`, else Anthropic's `x-api-key`.
+    The one place a key is read: the key check, the rate limit and the key's default workload use it."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    return request.headers.get("x-api-key", "").strip() or None
+
+
+def check_api_key(presented: str | None, keys: Sequence[str]) -> None:
+    """Constant time per key and over all keys; no keys configured → open."""
     if not keys:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
-    candidate = presented.strip().encode()
+    if presented is None:
+        raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').")
+    candidate = presented.encode()
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.encode())
     if not matched:
         raise AuthenticationFailed("Incorrect API key provided.")
+
+
+async def admit(request: Request, config: GatewayConfig, client_keys: Sequence[str], intake: Intake) -> Admission:
+    """Pass the door or raise: request id, key, limits, chain, body — in that order, each once."""
+    started = time.monotonic()
+    request_id = request_id_for(request)
+    request.state.request_id = request_id
+    key = presented_key(request)
+    check_api_key(key, client_keys)
+    if intake.limited:
+        await admit_client(request, config, key)
+    hops, via = 0, []
+    if intake.chained:
+        hops = _incoming_hops(request, config.server.max_hops)
+        via = _incoming_via(request)
+    body: dict[str, Any] = {}
+    if intake.body:
+        body = await read_json_body(request, config.server.max_body_bytes, config.server.max_json_depth)
+    return Admission(request_id, started, hops, via, key, body)
 
 
 async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> dict[str, Any]:
@@ -85,3 +139,27 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
     return False
+
+
+def _incoming_via(request: Request) -> list[str]:
+    """The chain so far plus us; a request that already passed this gateway is a loop."""
+    instance_id: str = request.app.state.instance_id
+    via = [part.strip() for part in request.headers.get(VIA_HEADER, "").split(",") if part.strip()]
+    if instance_id in via:
+        raise LoopDetected(f"Loop detected: this request already passed gateway '{instance_id}' "
+                           f"(via {', '.join(via)}); check the tiers' base_url chain.")
+    return [*via, instance_id]
+
+
+def _incoming_hops(request: Request, max_hops: int) -> int:
+    """Hops this request already made through chained gateways; refuse once the limit is reached."""
+    raw = request.headers.get(HOPS_HEADER, "0").strip()
+    # Digits only: int() would also take "-5", "+3", "1_0" or "٣", and a negative count defeats max_hops.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
+        raise InvalidRequest(f"Header {HOPS_HEADER} must be a non-negative integer below 1000.",
+                             param=HOPS_HEADER, code="invalid_header")
+    hops = int(raw)
+    if hops >= max_hops:
+        raise LoopDetected(f"Hop limit reached: this request already passed {hops} gateways "
+                           f"(server.max_hops = {max_hops}); is there a loop in the tier chain?")
+    return hops

@@ -12,15 +12,14 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.apis.openai.routes import serve_fast
 from gateway.ops.reload import Reloader
 from gateway.server.disconnect import CLIENT_LEFT_STATE
-from gateway.server.routes import FAST_ROUTES
+from gateway.server.routes import FAST_ROUTES, serve_fast
 from gateway.telemetry.access_log import access_record, emit
 from gateway.telemetry.observer import SUMMARY_STATE, CascadeSummary, start_tier_clock, stop_tier_clock
 
 CLIENT_CLOSED_STATUS: Final = 499  # nginx's name for a request whose client left before the answer
-RUNTIME_STATE: Final = "runtime"  # request.state attribute `api.get_runtime` reads
+RUNTIME_STATE: Final = "runtime"  # request.state attribute the routes read (gateway/server/routes.py)
 # Probes and scrapes: no catch-up round trip, no access-log line.
 _QUIET: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 _ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models", "responses", "messages"})

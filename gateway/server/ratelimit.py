@@ -67,7 +67,9 @@ class RateLimited(GatewayError):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class BucketDraw:
+    """One draw from a client's token bucket."""
+
     allowed: bool
     wait_s: float  # seconds until a token is back; 0 when allowed
 
@@ -75,7 +77,7 @@ class Verdict:
 class Buckets(Protocol):
     """Where buckets live; `take` spends one token of `key`'s bucket if it has one."""
 
-    async def take(self, key: str, rate: float, capacity: int) -> Verdict: ...
+    async def take(self, key: str, rate: float, capacity: int) -> BucketDraw: ...
 
 
 @dataclass
@@ -85,15 +87,15 @@ class MemoryBuckets:
     clock: Callable[[], float] = time.monotonic
     _state: dict[str, tuple[float, float]] = field(default_factory=dict)  # key → (tokens, at)
 
-    async def take(self, key: str, rate: float, capacity: int) -> Verdict:
+    async def take(self, key: str, rate: float, capacity: int) -> BucketDraw:
         now = self.clock()
         tokens, at = self._state.get(key, (float(capacity), now))
         tokens = min(float(capacity), tokens + max(0.0, now - at) * rate)
         if tokens >= 1.0:
             self._remember(key, (tokens - 1.0, now))
-            return Verdict(True, 0.0)
+            return BucketDraw(True, 0.0)
         self._remember(key, (tokens, now))
-        return Verdict(False, (1.0 - tokens) / rate)
+        return BucketDraw(False, (1.0 - tokens) / rate)
 
     def _remember(self, key: str, value: tuple[float, float]) -> None:
         if key not in self._state and len(self._state) >= MAX_LOCAL_BUCKETS:
@@ -117,7 +119,7 @@ class RedisBuckets:
     def redis_key(self, key: str) -> str:
         return f"{self._namespace}:ratelimit:{key}"
 
-    async def take(self, key: str, rate: float, capacity: int) -> Verdict:
+    async def take(self, key: str, rate: float, capacity: int) -> BucketDraw:
         from policies.stores.factory import REDIS_UNAVAILABLE
 
         if time.monotonic() < self._retry_at:
@@ -131,7 +133,7 @@ class RedisBuckets:
             return await self._local.take(key, rate, capacity)
         self._retry_at = 0.0
         text = wait.decode() if isinstance(wait, bytes) else str(wait)
-        return Verdict(bool(int(allowed)), float(text))
+        return BucketDraw(bool(int(allowed)), float(text))
 
     async def aclose(self) -> None:
         await self._connection.close()
@@ -169,14 +171,10 @@ def client_bucket(client: str) -> str:
     return hashlib.sha256(client.encode()).hexdigest()[:32]
 
 
-def client_identity(request: Request) -> str:
-    """The presented key (bearer, or Anthropic's x-api-key); without one (an open gateway) the peer address."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and presented.strip():
-        return "key:" + presented.strip()
-    api_key = request.headers.get("x-api-key", "").strip()
-    if api_key:
-        return "key:" + api_key
+def client_identity(request: Request, key: str | None) -> str:
+    """The presented key; without one (an open gateway) the peer address."""
+    if key:
+        return "key:" + key
     peer = request.client.host if request.client else "unknown"
     return "peer:" + peer
 
@@ -215,12 +213,12 @@ def header_bytes(request: Request) -> int:
     return sum(len(name) + len(value) + 4 for name, value in request.scope.get("headers", ()))
 
 
-async def admit_client(request: Request, config: GatewayConfig) -> None:
-    """The hook the /v1 routes call after the key check: the header size limit (431), then the
-    client's token bucket (429 + retry-after)."""
+async def admit_client(request: Request, config: GatewayConfig, key: str | None) -> None:
+    """The intake's step after the key check: the header size limit (431), then the token bucket
+    of the client presenting `key` (429 + retry-after)."""
     limit = config.server.max_header_bytes
     if header_bytes(request) > limit:
         raise HeadersTooLarge(f"Request headers are larger than the limit of {limit} bytes.")
     limiter = limiter_for(request.app.state, config)
     if limiter is not None:
-        await limiter.check(client_identity(request))
+        await limiter.check(client_identity(request, key))

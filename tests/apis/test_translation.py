@@ -11,7 +11,7 @@ from gateway.apis.answer import whole_answer
 from gateway.apis.messages.shape import message
 from gateway.apis.responses.request import ResponsesRequest
 from gateway.apis.responses.shape import finish, output_items, skeleton
-from gateway.cascade.pipeline import validate
+from gateway.apis.validation import validate
 
 
 def chat(finish_reason: str, content: str | None = "partial", tool_calls: Any = None,

@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from gateway.apis.answer import Answer, AnswerStream, ToolCall
-from gateway.apis.responses.stream import named_event
 from gateway.errors import GatewayError
+from gateway.sse import named_event
 from gateway.upstream.backends import TierFault
 
 # chat finish_reason → Anthropic stop_reason

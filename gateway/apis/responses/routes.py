@@ -1,35 +1,32 @@
 """POST /v1/responses, GET and DELETE /v1/responses/{id}: the OpenAI Responses API over the cascade.
 
-A Responses request becomes a chat completion (`responses_request`), goes through the same pipeline
-as /v1/chat/completions (so the same model names, extension, headers and decisions), and its answer
-is rendered back as a Response object or event stream.
+A Responses request is validated once as itself, becomes the chat body tiers are asked with
+(`request.chat_body`), goes through the same pipeline as /v1/chat/completions (so the same model
+names, extension, headers and decisions), and its answer is rendered back as a Response object or
+event stream.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.apis.answer import Answer, AnswerStream, ClosingEvents, whole_answer
-from gateway.apis.openai.routes import AnswerResponse, RuntimeDep, admit
+from gateway.apis.replies import AnswerResponse, EventStreamResponse
 from gateway.apis.responses.request import BRANCH_TAGS, ResponsesRequest, chat_body, input_messages
 from gateway.apis.responses.shape import finish, new_id, output_items, skeleton, transcript_turn
 from gateway.apis.responses.store import ConversationStore, StoredResponse
 from gateway.apis.responses.stream import response_events
-from gateway.cascade.pipeline import read_body, serve, validate
+from gateway.apis.shaping import wanted_top_logprobs
+from gateway.apis.validation import validate
+from gateway.cascade.pipeline import serve
 from gateway.cascade.runtime import Runtime
-from gateway.cascade.shaping import wanted_top_logprobs
-from gateway.cascade.streaming import EventStreamResponse
 from gateway.errors import NotFound
-from gateway.protocol import ChatCompletionRequest
-from gateway.server import openapi as openapi_doc
-from gateway.server.intake import check_api_key
+from gateway.protocol import Admission
 
 CONVERSATIONS_STATE = "conversations"  # app.state attribute holding the gateway.apis.responses.store.Conversations
-
-router = APIRouter(prefix="/v1")
 
 
 def conversation_store(request: Request) -> ConversationStore:
@@ -37,11 +34,8 @@ def conversation_store(request: Request) -> ConversationStore:
     return store
 
 
-@router.post("/responses", **openapi_doc.RESPONSES)
-async def create_response(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
-    admission = await admit(request, runtime)
-    _, parsed = await read_body(request, runtime, ResponsesRequest, BRANCH_TAGS)
+async def create_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
+    parsed = validate(ResponsesRequest, admission.body, BRANCH_TAGS)
     store = conversation_store(request)
     history: list[dict[str, Any]] = []
     if parsed.previous_response_id is not None:
@@ -53,8 +47,7 @@ async def create_response(request: Request) -> Response:
     new = input_messages(parsed)
     system = [{"role": "system", "content": parsed.instructions}] if parsed.instructions else []
     chat_raw = chat_body(parsed, [*system, *history, *new])
-    served = await serve(request, runtime, admission, "chat/completions", chat_raw,
-                         validate(ChatCompletionRequest, chat_raw))
+    served = await serve(request, runtime, admission, "chat/completions", chat_raw, parsed)
     response_id = new_id("resp")
     base = skeleton(parsed, response_id, served.result.tier.served_model)
     wanted = wanted_top_logprobs("chat/completions", chat_raw)
@@ -73,18 +66,16 @@ async def create_response(request: Request) -> Response:
     return AnswerResponse(final, headers=served.headers)
 
 
-@router.get("/responses/{response_id}", **openapi_doc.STORED_RESPONSE)
-async def get_response(response_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
-    check_api_key(request, runtime.client_keys)
+async def get_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
+    response_id: str = request.path_params["response_id"]
     record = await conversation_store(request).get(response_id)
     if record is None:
         raise _unknown(response_id)
     return AnswerResponse(record.response)
 
 
-@router.delete("/responses/{response_id}", **openapi_doc.DELETE_RESPONSE)
-async def delete_response(response_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
-    check_api_key(request, runtime.client_keys)
+async def delete_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
+    response_id: str = request.path_params["response_id"]
     if not await conversation_store(request).delete(response_id):
         raise _unknown(response_id)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})

@@ -19,17 +19,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import jsonio
 from gateway.apis.answer import Answer, AnswerStream, ToolCall
 from gateway.apis.responses.shape import finish, function_call_item, message_item, new_id, output_logprobs, status_of
+from gateway.sse import named_event
 from gateway.upstream.backends import TierFault
 
 Remember = Callable[[dict[str, Any], Answer], Awaitable[None]]
-
-
-def named_event(event_type: str, data: dict[str, Any]) -> bytes:
-    """One SSE event with an `event:` line (the Anthropic SDK dispatches on it; OpenAI sends it too)."""
-    return b"event: " + event_type.encode() + b"\ndata: " + jsonio.dumps_for_client(data) + b"\n\n"
 
 
 @dataclass(slots=True)
