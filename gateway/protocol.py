@@ -6,7 +6,7 @@ unchanged), what the cascade reads of any API's request (`CascadeAsk`), what the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -92,21 +92,20 @@ class EmbeddingRequest(_Open):
 Route = Literal["chat/completions", "completions", "embeddings"]
 
 
-class CascadeAsk(Protocol):
-    """What the cascade reads of a validated request, whichever API it came by: the model name, whether
-    to stream, our extension and the answer budget. Each API's request model provides it, so a request
-    is validated once, as its own API's model, and never again as a chat completion."""
+@dataclass(frozen=True, slots=True)
+class CascadeAsk:
+    """What the cascade reads of a validated request, whichever API it came by. Each API builds it from
+    its own request model, so a request is validated once, as itself, and never again as a chat
+    completion; the cascade never calls back into an API."""
 
-    @property
-    def model(self) -> str: ...
+    model: str
+    stream: bool
+    recserve: RecServeExtension | None
+    answer_budget: int | None  # the most tokens the answer may take, if the client set it
 
-    @property
-    def stream(self) -> bool | None: ...
-
-    @property
-    def recserve(self) -> RecServeExtension | None: ...
-
-    def answer_budget(self) -> int | None: ...
+    @classmethod
+    def of(cls, request: ChatCompletionRequest | CompletionRequest) -> CascadeAsk:
+        return cls(request.model, request.stream is True, request.recserve, request.answer_budget())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ def resolve_task(request: CascadeAsk, header: str | None) -> Task:
         return header  # type: ignore[return-value]  # narrowed by the membership test
     if extension is not None and extension.labels:
         return "classification"
-    budget = request.answer_budget()
+    budget = request.answer_budget
     if budget is not None and budget <= CLASSIFICATION_MAX_TOKENS:
         return "classification"
     return "generation"

@@ -82,7 +82,7 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels)
     cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens)
     result = await _climb(request, runtime, binding, cascade_request, call)
-    return _report(request, runtime, binding, admission, cascade_request, result, labels, ask.stream is True)
+    return _report(request, runtime, binding, admission, cascade_request, result, labels, ask.stream)
 
 
 def _stream_call(runtime: Runtime) -> tuple[TierCall, int]:

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.cascade.holder import RuntimeHolder
 from gateway.cascade.overrides import Overrides, apply_patch
 from gateway.cascade.runtime import Runtime, build_store
 from gateway.config.schema import GatewayConfig, load_config
 from gateway.ops.cluster import ClusterLink
+from gateway.ops.holder import RuntimeHolder
 from gateway.telemetry.metrics import Metrics
 from policies.base import WindowStore
 from policies.quality import ProbeStore, ProbeWindows

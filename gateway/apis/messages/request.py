@@ -108,10 +108,6 @@ class MessagesRequest(BaseModel):
     metadata: Metadata | None = None
     recserve: RecServeExtension | None = None
 
-    def answer_budget(self) -> int | None:
-        return self.max_tokens
-
-
 def chat_body(request: MessagesRequest) -> dict[str, Any]:
     """The chat completion request tiers receive for this Messages request."""
     messages: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ from gateway.apis.validation import validate
 from gateway.cascade.pipeline import serve
 from gateway.cascade.runtime import Runtime
 from gateway.errors import GatewayError
-from gateway.protocol import Admission
+from gateway.protocol import Admission, CascadeAsk
 
 
 def error_reply(error: GatewayError, request_id: str | None) -> Response:
@@ -34,7 +34,8 @@ def error_reply(error: GatewayError, request_id: str | None) -> Response:
 async def create_message(request: Request, runtime: Runtime, admission: Admission) -> Response:
     parsed = validate(MessagesRequest, admission.body)
     chat_raw = chat_body(parsed)
-    served = await serve(request, runtime, admission, "chat/completions", chat_raw, parsed)
+    served = await serve(request, runtime, admission, "chat/completions", chat_raw,
+                         CascadeAsk(parsed.model, parsed.stream is True, parsed.recserve, parsed.max_tokens))
     model = served.result.tier.served_model
     if parsed.stream:
         stream = AnswerStream(served, None)

@@ -13,7 +13,7 @@ from gateway.apis.validation import validate
 from gateway.cascade.pipeline import Served, serve
 from gateway.cascade.runtime import Runtime
 from gateway.errors import InvalidRequest, NotFound, UpstreamFailed
-from gateway.protocol import Admission, ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
+from gateway.protocol import Admission, CascadeAsk, ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Route
 from gateway.upstream.backends import TierFault, TierRejected
 
 
@@ -51,7 +51,7 @@ async def _complete(request: Request, runtime: Runtime, admission: Admission, ro
                     schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> Response:
     raw = admission.body
     parsed = validate(schema, raw)
-    served = await serve(request, runtime, admission, route, raw, parsed)
+    served = await serve(request, runtime, admission, route, raw, CascadeAsk.of(parsed))
     if parsed.stream:
         return EventStreamResponse(client_events(_stream_plan(served, route, raw)),
                                    headers={**served.headers, "cache-control": "no-cache"})

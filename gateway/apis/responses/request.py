@@ -150,9 +150,6 @@ class ResponsesRequest(BaseModel):
     reasoning: dict[str, Any] | None = None  # accepted for SDK defaults; tiers are not reasoning models
     recserve: RecServeExtension | None = None
 
-    def answer_budget(self) -> int | None:
-        return self.max_output_tokens
-
     @property
     def wants_logprobs(self) -> bool:
         return LOGPROBS_INCLUDE in (self.include or ())

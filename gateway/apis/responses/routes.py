@@ -24,7 +24,7 @@ from gateway.apis.validation import validate
 from gateway.cascade.pipeline import serve
 from gateway.cascade.runtime import Runtime
 from gateway.errors import NotFound
-from gateway.protocol import Admission
+from gateway.protocol import Admission, CascadeAsk
 
 CONVERSATIONS_STATE = "conversations"  # app.state attribute holding the gateway.apis.responses.store.Conversations
 
@@ -47,7 +47,8 @@ async def create_response(request: Request, runtime: Runtime, admission: Admissi
     new = input_messages(parsed)
     system = [{"role": "system", "content": parsed.instructions}] if parsed.instructions else []
     chat_raw = chat_body(parsed, [*system, *history, *new])
-    served = await serve(request, runtime, admission, "chat/completions", chat_raw, parsed)
+    served = await serve(request, runtime, admission, "chat/completions", chat_raw,
+                         CascadeAsk(parsed.model, parsed.stream is True, parsed.recserve, parsed.max_output_tokens))
     response_id = new_id("resp")
     base = skeleton(parsed, response_id, served.result.tier.served_model)
     wanted = wanted_top_logprobs("chat/completions", chat_raw)
