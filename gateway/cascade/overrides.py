@@ -105,30 +105,34 @@ def apply_patch(config: GatewayConfig, current: Overrides, patch: Any) -> Overri
     for key in patch:
         if key not in ("recserve", "casserve"):
             errors.append(f"{key}: unknown key")
-    recserve = patch.get("recserve")
-    if recserve is not None:
-        errors += _section(recserve, "recserve", "beta")
-        value = recserve.get("beta") if isinstance(recserve, Mapping) else None
-        if isinstance(value, Mapping):
-            errors += _merge(beta, value, "recserve.beta", set(names[:-1]), open_interval=True,
-                             why="β applies to every tier but the last")
-        elif value is not None:
-            if _valid_number(value, open_interval=True):
-                beta = {n: float(value) for n in names[:-1]}
-            else:
-                errors.append(f"recserve.beta: must be a number in (0, 1) or a map of tier → β, got {value!r}")
-    casserve = patch.get("casserve")
-    if casserve is not None:
-        errors += _section(casserve, "casserve", "thresholds")
-        value = casserve.get("thresholds") if isinstance(casserve, Mapping) else None
-        if isinstance(value, Mapping):
-            errors += _merge(thresholds, value, "casserve.thresholds", set(names), open_interval=False,
-                             why="unknown tier")
-        elif value is not None:
-            errors.append(f"casserve.thresholds: must be a map of tier → θ, got {value!r}")
+    errors += _patch_section(patch, "recserve", "beta", beta, names[:-1], open_interval=True, single=True,
+                             why="β applies to every tier but the last",
+                             expected="a number in (0, 1) or a map of tier → β")
+    errors += _patch_section(patch, "casserve", "thresholds", thresholds, names, open_interval=False, single=False,
+                             why="unknown tier", expected="a map of tier → θ")
     if errors:
         raise PatchError(errors)
     return Overrides(beta, thresholds)
+
+
+def _patch_section(patch: Mapping[str, Any], name: str, field: str, target: dict[str, float], tiers: list[str], *,
+                   open_interval: bool, single: bool, why: str, expected: str) -> list[str]:
+    """Apply `patch[name][field]` to `target`: a map of tier → value (null removes one), or, where `single`,
+    one value for every tier in `tiers`. Returns the problems found."""
+    section = patch.get(name)
+    if section is None:
+        return []
+    errors = _section(section, name, field)
+    value = section.get(field) if isinstance(section, Mapping) else None
+    if isinstance(value, Mapping):
+        errors += _merge(target, value, f"{name}.{field}", set(tiers), open_interval=open_interval, why=why)
+    elif value is not None:
+        if single and _valid_number(value, open_interval=open_interval):
+            target.clear()
+            target.update({tier: float(value) for tier in tiers})
+        else:
+            errors.append(f"{name}.{field}: must be {expected}, got {value!r}")
+    return errors
 
 
 def _section(value: Any, name: str, only: str) -> list[str]:
