@@ -22,12 +22,12 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class WindowKey:
-    """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`; the
-    field keeps the name `task`, which is what the scope is when keyed by task alone)."""
+    """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`: the
+    task alone when keyed by task, as in the paper)."""
 
     policy: str
     tier: str
-    task: str
+    scope: str
 
 
 @dataclass(frozen=True, slots=True)
