@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
-from policies.base import WindowKey
+from policies.base import Scope
 from policies.stores.redis import window_tag
 
 SLOTS = 16_384
@@ -115,7 +115,7 @@ def _key_loads(rate: float, shares: Sequence[float], scenario: Scenario, replica
                 sent = min(steps, replicas_workers * scenario.max_sent_per_s) if scenario.max_sent_per_s else steps
                 calls = min(replicas_workers / (scenario.flush_ms / 1000), sent)
                 load = (calls * (costs.batched_call_us + costs.batched_flush_us) + sent * costs.batched_value_us) / 1e6
-            tag = window_tag("recserve", WindowKey("recserve", tier, f"generation/workload-{index}"))
+            tag = window_tag("recserve", Scope("generation", f"workload-{index}").key("recserve", tier))
             slot = key_slot(tag.encode())
             by_slot[slot] = by_slot.get(slot, 0.0) + load
     return by_slot

@@ -22,12 +22,12 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class WindowKey:
-    """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`; the
-    field keeps the name `task`, which is what the scope is when keyed by task alone)."""
+    """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`: the
+    task alone when keyed by task, as in the paper)."""
 
     policy: str
     tier: str
-    task: str
+    scope: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +119,12 @@ class ThresholdPolicy(Protocol):
 
     name: str
 
+    @property
+    def window_namespaces(self) -> tuple[str, ...]:
+        """The namespaces of the sliding windows it keeps in the window store (`scope.key(namespace,
+        tier)` names one); empty when it keeps none (fixed thresholds)."""
+        ...
+
     async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision: ...
 
     def bypassed(self, tier: str, scope: Scope) -> bool:
@@ -130,6 +136,11 @@ class Learning(Protocol):
     """The optional hooks of a policy that learns from probes (the quality floor): what it estimates of
     an answer, what operators see of it and how they make it start over. A gateway finds them with
     `Runtime.learning(policy)`; a policy without them is judged by its window or thresholds alone."""
+
+    @property
+    def probe_namespace(self) -> str:
+        """The namespace of its probe windows in the probe store (`scope.key(namespace, tier)` names one)."""
+        ...
 
     def estimate(self, tier: str, scope: Scope, confidence: float) -> float | None:
         """The agreement with the top tier expected of an answer of this confidence; None before enough probes."""

@@ -11,6 +11,7 @@ class CasServePolicy:
     """Escalate iff confidence < the tier's fixed threshold."""
 
     name = "casserve"
+    window_namespaces: tuple[str, ...] = ()  # fixed thresholds: no window
 
     def __init__(self, threshold_for: Callable[[str], float]) -> None:
         self._threshold_for = threshold_for

@@ -110,14 +110,20 @@ class QualityPolicy:
     """Keep an answer iff the window rule keeps it and its estimated agreement meets the target."""
 
     name = "quality"
+    probe_namespace = name  # its probe windows sit beside its rule's windows (same hash tag in Redis)
 
     def __init__(self, rule: ThresholdPolicy, probes: ProbeStore, settings: QualitySettings) -> None:
         self._rule = rule
         self._probes = probes
         self._settings = settings
 
+    @property
+    def window_namespaces(self) -> tuple[str, ...]:
+        """Its rule's (built with a namespace of this policy's own)."""
+        return self._rule.window_namespaces
+
     def _key(self, tier: str, scope: Scope) -> WindowKey:
-        return scope.key(self.name, tier)
+        return scope.key(self.probe_namespace, tier)
 
     def _curve(self, tier: str, scope: Scope) -> CompetenceCurve | None:
         curve = self._probes.curve(self._key(tier, scope))

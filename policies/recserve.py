@@ -18,6 +18,7 @@ class RecServePolicy:
         self._beta_for = beta_for
         self._window = window
         self._namespace = namespace  # policies built on this rule keep windows of their own
+        self.window_namespaces = (namespace,)
 
     async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
         step = await self._store.step(scope.key(self._namespace, tier), confidence, self._window,

@@ -4,7 +4,7 @@ Built once per app in its lifespan (and again on each reload); no module-level s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.cascade.climb import Tier
@@ -125,20 +125,48 @@ class Runtime:
         """The scope a request is decided in: per workload, or per task alone (`policy.key: task`)."""
         return Scope(task, workload if self.config.policy.key == "workload" else "", prefix_tokens)
 
+    def window_scopes(self, workloads: Iterable[str] | None = None) -> list[Scope]:
+        """The scopes windows may be kept for, one per name: each task, alone and per workload in
+        `workloads` (by default the ones this replica keeps apart), for whole answers and, with
+        early-commit streaming, for the judged prefix."""
+        if workloads is None:
+            # A workload named after a task is that task's own (an unnamed request's): "" covers it.
+            workloads = [""] + ([] if self.config.policy.key == "task"
+                                else [name for name in self.workloads.names() if name not in TASKS])
+        streaming = self.config.streaming
+        prefixes = (0, streaming.decide_after_tokens) if streaming.mode == "early" else (0,)
+        scopes: dict[str, Scope] = {}
+        for workload in workloads:
+            for task in TASKS:
+                for prefix in prefixes:
+                    scope = Scope(task, workload, prefix)
+                    scopes.setdefault(scope.name, scope)
+        return list(scopes.values())
+
+    def window_namespaces(self) -> list[str]:
+        """Every namespace a policy keeps sliding windows under in the window store."""
+        return list(dict.fromkeys(ns for policy in self.policies.values() for ns in policy.window_namespaces))
+
+    def learners(self) -> list[Learning]:
+        """The probe hooks of every policy that learns from probes."""
+        return [learning for policy in self.policies.values() if (learning := self.learning(policy)) is not None]
+
     def _forget(self, workload: str) -> None:
         """Drop an evicted workload's windows and probe windows (in the background: the store may be
         remote), so that what the stores hold stays bounded with the names kept apart."""
-        streaming = self.config.streaming
-        prefixes = {0, streaming.decide_after_tokens} if streaming.mode == "early" else {0}
-        keys = [Scope(task, workload, prefix).key(policy, tier.config.name)
-                for policy in ("recserve", "quality") for tier in self.tiers[:-1]  # the last keeps no window
-                for task in TASKS for prefix in prefixes]
+        windows = self.window_namespaces()
+        probed = [learning.probe_namespace for learning in self.learners()]
+        scopes = self.window_scopes([workload])
+        keys = [scope.key(namespace, tier.config.name) for namespace in dict.fromkeys([*windows, *probed])
+                for tier in self.tiers[:-1]  # the last keeps no window
+                for scope in scopes]
 
         async def forget() -> None:
             for key in keys:
                 try:
-                    await self.store.reset(key)
-                    if key.policy == QualityPolicy.name and self.probes.count(key):
+                    if key.policy in windows:
+                        await self.store.reset(key)
+                    if key.policy in probed and self.probes.count(key):
                         await self.probes.reset(key)
                 except Exception:  # a store outage: the keys stay; bounded all the same by the idle rule
                     return

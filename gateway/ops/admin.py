@@ -21,12 +21,10 @@ from gateway.cascade.runtime import Runtime
 from gateway.cascade.workloads import valid_name
 from gateway.config.schema import ConfigError, GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
-from gateway.ops.policy_view import policy_view, window_scopes
+from gateway.ops.policy_view import policy_view
 from gateway.ops.reload import Reloader, ReloadUnavailable
 from gateway.server import openapi as openapi_doc
 from gateway.server.intake import read_json_body
-from policies.base import TASKS, Scope
-from policies.quality import QualityPolicy
 from policies.stores.urls import redact_url
 
 router = APIRouter()
@@ -154,10 +152,6 @@ async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
                          "overrides": current.overrides.current.to_json()})
 
 
-# The policies that keep sliding windows in the window store (CasServe's thresholds are fixed).
-WINDOW_POLICIES = ("recserve", QualityPolicy.name)
-
-
 @router.post("/admin/windows/reset", **openapi_doc.ADMIN_WINDOWS_RESET)
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     """Empty every window, or those of one tier, task and/or workload
@@ -171,7 +165,7 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     task = request.query_params.get("task")
     workload = request.query_params.get("workload")
     names = [t.config.name for t in runtime.tiers]
-    scopes = window_scopes(runtime)
+    scopes = runtime.window_scopes()
     if tier is not None and tier not in names:
         raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
     tasks = sorted({s.task for s in scopes} | {s.name for s in scopes if not s.workload})
@@ -179,25 +173,25 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
     if workload is not None and not valid_name(workload):
         raise InvalidRequest("Invalid workload name.", param="workload")
-    quality = runtime.learning(runtime.policies.get(QualityPolicy.name))
+    learners = runtime.learners()
     if tier is None and task is None and workload is None:
         await runtime.store.reset()
-        if quality is not None:
-            await quality.reset_probes()
-        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if quality is not None else None})
+        for learning in learners:
+            await learning.reset_probes()
+        return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if learners else None})
     if workload is not None:  # also a workload this replica does not keep apart (another may)
-        scopes += [Scope(t, workload, p) for t in TASKS for p in {s.prefix_tokens for s in scopes}]
+        scopes += runtime.window_scopes([workload])
     chosen = [s for s in scopes
               if (task is None or task in (s.task, s.name))
               and (workload is None or (s.workload or s.task) == workload)]
     pairs = [(n, s) for n in ([tier] if tier else names) for s in {s.name: s for s in chosen}.values()]
     for name, pair_scope in pairs:
-        if quality is not None:
-            await quality.reset_probes(name, pair_scope)
-        for policy in WINDOW_POLICIES:
-            await runtime.store.reset(pair_scope.key(policy, name))
+        for learning in learners:
+            await learning.reset_probes(name, pair_scope)
+        for namespace in runtime.window_namespaces():
+            await runtime.store.reset(pair_scope.key(namespace, name))
     scope = [f"{name}/{pair_scope.name}" for name, pair_scope in pairs]
-    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if quality is not None else None})
+    return JSONResponse({"status": "reset", "windows": scope, "probes": scope if learners else None})
 
 
 @router.get("/admin/ui", **openapi_doc.ADMIN_UI)

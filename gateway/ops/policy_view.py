@@ -10,7 +10,7 @@ from typing import Any, Final
 from gateway.cascade.runtime import Runtime
 from gateway.telemetry.metrics import Traffic
 from gateway.telemetry.savings import SavingsLedger
-from policies.base import TASKS, Scope
+from policies.base import Learning
 from policies.quantile import linear_quantile, quantile_fraction
 
 HISTOGRAM_BINS: Final = 10
@@ -40,36 +40,15 @@ def window_stats(values: Sequence[float], beta: float, size: int) -> dict[str, A
     }
 
 
-def window_scopes(runtime: Runtime) -> list[Scope]:
-    """The scopes windows may be kept for: each task, alone and per workload this replica keeps
-    apart; early-commit streaming keeps prefix windows of its own."""
-    prefixes = [0]
-    streaming = runtime.config.streaming
-    if streaming.mode == "early":
-        prefixes.append(streaming.decide_after_tokens)
-    # A workload named after a task is that task's own (an unnamed request's): "" covers it.
-    workloads = [""] + ([] if runtime.config.policy.key == "task"
-                        else [name for name in runtime.workloads.names() if name not in TASKS])
-    scopes: dict[str, Scope] = {}
-    for workload in workloads:
-        for task in TASKS:
-            for prefix in prefixes:
-                scope = Scope(task, workload, prefix)
-                scopes.setdefault(scope.name, scope)
-    return list(scopes.values())
-
-
-async def quality_view(runtime: Runtime, tier: str) -> dict[str, Any] | None:
-    """The quality floor per scope: probes so far, the best agreement reachable, bypassed or not.
+async def learning_view(runtime: Runtime, learning: Learning, tier: str) -> dict[str, Any]:
+    """What a policy learned from probes per scope (the quality floor: probes so far, the best
+    agreement reachable, bypassed or not).
 
     Shared probe windows are read afresh first, so the view shows what the cluster has learned."""
-    policy = runtime.learning(runtime.policies.get("quality"))
-    if policy is None:
-        return None
     view: dict[str, Any] = {}
-    for scope in window_scopes(runtime):  # early commit's prefix answers are judged (and probed) apart
-        await policy.sync(tier, scope)
-        described = policy.describe(tier, scope)
+    for scope in runtime.window_scopes():  # early commit's prefix answers are judged (and probed) apart
+        await learning.sync(tier, scope)
+        described = learning.describe(tier, scope)
         if scope.workload and not described["probes"]:
             continue  # a workload seen with one task only: its other task has nothing to show
         view[scope.name] = {**described, "task": scope.task, "workload": scope.workload or scope.task}
@@ -98,7 +77,7 @@ async def policy_view(runtime: Runtime, traffic: Traffic, savings: SavingsLedger
         else:
             beta = runtime.overrides.beta_for(name)
             tasks = {}
-            for scope in window_scopes(runtime):
+            for scope in runtime.window_scopes():
                 values = await runtime.store.snapshot(scope.key("recserve", name))
                 if scope.workload and not values:
                     continue
@@ -107,7 +86,10 @@ async def policy_view(runtime: Runtime, traffic: Traffic, savings: SavingsLedger
             entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
             entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
                                  "overridden": name in overrides.thresholds}
-            entry["quality"] = await quality_view(runtime, name)
+            for policy_name, policy in runtime.policies.items():
+                learning = runtime.learning(policy)
+                if learning is not None:
+                    entry[policy_name] = await learning_view(runtime, learning, name)
         tiers.append(entry)
     return {
         "policy_default": config.policy.default,

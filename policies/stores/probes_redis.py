@@ -1,11 +1,11 @@
 """The quality policy's probe windows, shared by every replica through Redis.
 
-Layout per tier and task, beside the quality policy's own window (same hash tag, so one Redis
+Layout per tier and scope, beside the quality policy's own window (same hash tag, so one Redis
 Cluster slot):
 
-- `{<namespace>:quality:<tier>:<task>}:probes`    list of `<confidence>|<0 or 1>`, newest first,
+- `{<namespace>:quality:<tier>:<scope>}:probes`    list of `<confidence>|<0 or 1>`, newest first,
                                                   at most `window` long
-- `{<namespace>:quality:<tier>:<task>}:probes:v`  version, bumped by every add and every reset
+- `{<namespace>:quality:<tier>:<scope>}:probes:v`  version, bumped by every add and every reset
                                                   (never restarted: a replica holding version V
                                                   must not mistake V new probes for its old ones)
 
@@ -51,7 +51,7 @@ if version == ARGV[1] then return {version} end
 return {version, redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)}
 """
 
-# KEYS: probes, version (of one tier and task).  Empties the window and moves its version on. The
+# KEYS: probes, version (of one tier and scope).  Empties the window and moves its version on. The
 # version of an emptied window outlives it for a day (every replica has read it by then), so windows
 # dropped for good (evicted workloads) leave no key behind; a new probe makes it permanent again.
 CLEAR_SCRIPT: Final = """
@@ -65,7 +65,7 @@ DEFAULT_REFRESH_S: Final = 0.2
 
 
 def probe_keys(namespace: str, key: WindowKey) -> tuple[str, str]:
-    """The pairs list and the version counter of one tier and task."""
+    """The pairs list and the version counter of one tier and scope."""
     tag = window_tag(namespace, key)
     return f"{tag}:probes", f"{tag}:probes:v"
 

@@ -1,6 +1,6 @@
 """Windows shared by every gateway replica, kept in Redis and stepped by one atomic Lua script.
 
-Layout of one window (all keys share the hash tag `{<namespace>:<policy>:<tier>:<task>}`, so a
+Layout of one window (all keys share the hash tag `{<namespace>:<policy>:<tier>:<scope>}`, so a
 Redis Cluster keeps them in one slot and the script may touch them together):
 
 - `...}:z`    sorted set, score = confidence, member = sequence number (unique, so equal
@@ -86,8 +86,8 @@ def _escape_glob(text: str) -> str:
 
 
 def window_tag(namespace: str, key: WindowKey) -> str:
-    """The hash tag shared by one window's keys: `{<namespace>:<policy>:<tier>:<task>}`."""
-    parts = (namespace, key.policy, key.tier, key.task)
+    """The hash tag shared by one window's keys: `{<namespace>:<policy>:<tier>:<scope>}`."""
+    parts = (namespace, key.policy, key.tier, key.scope)
     return "{" + ":".join(_escape(part) for part in parts) + "}"
 
 
