@@ -1,9 +1,10 @@
-"""`python -m bench.ab --base REV`: this tree's gateway against another revision's, side by side.
+"""`python -m bench.ab --base REV [--base REV2 …]`: this tree's gateway against other revisions', side by side.
 
-Both gateways serve the same fake tier on loopback; wrk drives them in alternating rounds (base,
-this, base, this, …) so that whatever else runs on the machine weighs on both alike. Reports each
-side's median over rounds of the tier-direct p50, the gateway p50 and the added p50 (pinned tier
-and 3-tier cascade), and the ratio this/base. Never asserts timings.
+All gateways serve the same fake tier on loopback; wrk drives them in alternating rounds (base,
+this, base, this, …; with several bases each round visits every one) so that whatever else runs on
+the machine weighs on all alike. Reports each side's median over rounds of the tier-direct p50, the
+gateway p50 and p99, the added p50 and p99 (gateway minus the direct measurement taken just before
+it, pinned tier and 3-tier cascade), and the ratio this/side of the added p50. Never asserts timings.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.procs import Server, fake_tier, free_port, start
 
 PROMPT = [{"role": "user", "content": "Say ok."}]
 DIRECT_BODY = {"model": "fake", "messages": PROMPT, "logprobs": True, "top_logprobs": 5}
+TARGETS = {"pinned": "recserve/device", "cascade": "recserve"}
 
 
 def _gateway(name: str, tree: Path, tier_ports: list[int], folder: Path) -> Server:
@@ -43,19 +45,25 @@ def _gateway(name: str, tree: Path, tier_ports: list[int], folder: Path) -> Serv
     return start(name, command, f"http://127.0.0.1:{port}", "/readyz", log=folder / f"{name}.log", env=env)
 
 
-def _checkout(rev: str, folder: Path, name: str = "base") -> Path:
+def _checkout(rev: str, folder: Path, name: str) -> Path:
     tree = folder / name
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
     return tree
 
 
+def _short(rev: str) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
-    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--base", required=True, action="append",
+                        help="git revision to compare against (repeat for several)")
     parser.add_argument("--this", help="git revision to measure instead of the working tree")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per measurement")
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     args = parser.parse_args(argv)
     if not wrk_available():
         print("wrk is not installed (apt-get install wrk; `make system-deps` does it)", file=sys.stderr)
@@ -63,46 +71,56 @@ def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent.parent
     servers: list[Server] = []
     samples: dict[str, list[float]] = {}
+    names = [f"base{i}" if len(args.base) > 1 else "base" for i in range(len(args.base))] + ["this"]
+    trees: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="recserve-ab-") as tmp:
         folder = Path(tmp)
-        base_tree = _checkout(args.base, folder)
-        this_tree = _checkout(args.this, folder, "this") if args.this else here
         try:
+            for name, rev in zip(names, args.base, strict=False):
+                trees[name] = _checkout(rev, folder, name)
+            trees["this"] = _checkout(args.this, folder, "this") if args.this else here
             ports = [free_port() for _ in range(3)]
             servers += [fake_tier(p) for p in ports]
-            sides = {"base": _gateway("base", base_tree, ports, folder),
-                     "this": _gateway("this", this_tree, ports, folder)}
+            sides = {name: _gateway(name, tree, ports, folder) for name, tree in trees.items()}
             servers += sides.values()
             chat = f"http://127.0.0.1:{ports[0]}/v1/chat/completions"
-            for _ in range(args.rounds):
-                for side, gateway in sides.items():
-                    direct = run_wrk(chat, DIRECT_BODY, connections=args.connections, seconds=args.seconds)
-                    url = gateway.url + "/v1/chat/completions"
-                    for target, model in (("pinned", "recserve/device"), ("cascade", "recserve")):
-                        result = run_wrk(url, {"model": model, "messages": PROMPT},
+            for round_ in range(args.rounds):
+                # Rotate the order every round so that no side always follows the same neighbour.
+                order = names[round_ % len(names):] + names[:round_ % len(names)]
+                for side in order:
+                    url = sides[side].url + "/v1/chat/completions"
+                    for target in args.targets:
+                        direct = run_wrk(chat, DIRECT_BODY, connections=args.connections, seconds=args.seconds)
+                        result = run_wrk(url, {"model": TARGETS[target], "messages": PROMPT},
                                          connections=args.connections, seconds=args.seconds)
-                        samples.setdefault(f"{side} {target} p50", []).append(result.p50_ms)
-                        samples.setdefault(f"{side} {target} added", []).append(result.p50_ms - direct.p50_ms)
-                    samples.setdefault(f"{side} direct p50", []).append(direct.p50_ms)
+                        for key, value in ((f"{target} p50", result.p50_ms), (f"{target} p99", result.p99_ms),
+                                           (f"{target} added", result.p50_ms - direct.p50_ms),
+                                           (f"{target} added p99", result.p99_ms - direct.p99_ms),
+                                           ("direct p50", direct.p50_ms)):
+                            samples.setdefault(f"{side} {key}", []).append(value)
         finally:
             for server in reversed(servers):
                 server.stop()
-            for tree in {base_tree, this_tree} - {here}:
+            for tree in set(trees.values()) - {here}:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
     median = {key: statistics.median(values) for key, values in samples.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True).stdout.strip()
-    this = f"{args.this}" if args.this else "this tree"
-    print(f"A/B: base {args.base} ({commit}) vs {this}; {args.rounds} alternating rounds of {args.seconds:g} s, "
+    this = f"{args.this} ({_short(args.this)})" if args.this else "this tree"
+    bases = ", ".join(f"{name} = {rev} ({_short(rev)})" for name, rev in zip(names, args.base, strict=False))
+    print(f"A/B: {bases}; this = {this}; {args.rounds} rounds of {args.seconds:g} s in rotating order, "
           f"{args.connections} connection(s); medians over rounds (ms); {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}")
     print()
-    print("| target | base p50 | this p50 | base added p50 | this added p50 | this/base added |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for target in ("pinned", "cascade"):
-        base_added, this_added = median[f"base {target} added"], median[f"this {target} added"]
-        print(f"| gateway, {target} | {median[f'base {target} p50']:.3f} | {median[f'this {target} p50']:.3f} | "
-              f"{base_added:.3f} | {this_added:.3f} | {this_added / base_added:.2f} |")
-    print(f"| tier direct | {median['base direct p50']:.3f} | {median['this direct p50']:.3f} | | | |")
+    print("| target | side | p50 | p99 | added p50 | added p99 | this / side, added p50 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for target in args.targets:
+        this_added = median[f"this {target} added"]
+        for side in names:
+            added = median[f"{side} {target} added"]
+            print(f"| gateway, {target} | {side} | {median[f'{side} {target} p50']:.3f} | "
+                  f"{median[f'{side} {target} p99']:.3f} | {added:.3f} | {median[f'{side} {target} added p99']:.3f} | "
+                  f"{this_added / added:.2f} |")
+    for side in names:
+        print(f"| tier direct | {side} | {median[f'{side} direct p50']:.3f} | | | | |")
     return 0
 
 

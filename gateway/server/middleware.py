@@ -95,12 +95,9 @@ class GatewayMiddleware:
         route = route_label(path)
         method = str(scope.get("method", ""))
         if route is not None:
-            metrics = reloader.metrics
             task = summary.task if summary else "none"
             tier = (summary.tier if summary else None) or "none"
-            metrics.requests.labels(route, tier, task, str(status)).inc()
-            metrics.request_latency.labels(route).observe(elapsed)
-            metrics.overhead.labels(route).observe(max(elapsed - tier_s, 0.0))
+            reloader.metrics.request_finished(route, tier, task, status, elapsed, max(elapsed - tier_s, 0.0))
         # Admin reads are polled (the status page); log only /v1 traffic and admin changes.
         if access_log and (route is not None or (path.startswith("/admin") and method != "GET")):
             request_id = scope.get("state", {}).get("request_id")

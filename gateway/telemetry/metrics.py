@@ -5,16 +5,16 @@ from the gateway's bounded set."""
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from gateway.telemetry.savings import SavingsLedger
+from gateway.telemetry.savings import RequestTally, SavingsLedger, share
 from policies.stores.batched import BatchedWindowStore
 
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -22,6 +22,27 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # Why a tier passed a request up: the hop outcome/reason of the cascade folded into a fixed set.
 ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget", "warmup")
+
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+
+class Children(Generic[_Metric]):
+    """A labelled metric's children, each looked up once per label values: `labels()` takes a lock
+    and checks and converts its values on every call, on the request path several times a request.
+    Holds no more entries than Prometheus does itself (the label values are bounded)."""
+
+    __slots__ = ("_known", "_metric")
+
+    def __init__(self, metric: _Metric) -> None:
+        self._metric: _Metric = metric
+        self._known: dict[tuple[str, ...], _Metric] = {}
+
+    def __call__(self, *values: str) -> _Metric:
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = self._metric.labels(*values)
+        return child
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +55,9 @@ class StoreHealth:
 
 
 @dataclass(slots=True)
-class Traffic:
+class Traffic(RequestTally):
     """Plain running totals for the status page (Prometheus keeps its own; reading those back is private API)."""
 
-    requests: int = 0
-    served: Tally[str] = field(default_factory=Tally)
     uplink_tokens: int = 0
     uplink_bytes: int = 0
     cloud_only_tokens: int = 0
@@ -47,9 +66,8 @@ class Traffic:
 
     def saved(self) -> float | None:
         """Share of uplink prompt tokens (requests and probes) saved against sending every request to the cloud."""
-        if self.cloud_only_tokens <= 0:
-            return None
-        return 1.0 - (self.uplink_tokens + self.probe_uplink_tokens) / self.cloud_only_tokens
+        shipped = share(self.uplink_tokens + self.probe_uplink_tokens, self.cloud_only_tokens)
+        return None if shipped is None else 1.0 - shipped
 
 
 class _Live(Collector):
@@ -135,6 +153,26 @@ class Metrics:
         self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
                                ["kind", "result"], registry=r)
         self.savings = SavingsLedger(r)  # per workload: below the top tier, weighted communication, spend
+        # The children the request path updates, by label values.
+        self.confidence_at = Children(self.confidence)
+        self.threshold_at = Children(self.threshold)
+        self.escalations_at = Children(self.escalations)
+        self.uplink_tokens_at = Children(self.uplink_tokens)
+        self.uplink_bytes_at = Children(self.uplink_bytes)
+        self._finished: dict[tuple[str, str, str, int], tuple[Counter, Histogram, Histogram]] = {}
+
+    def request_finished(self, route: str, tier: str, task: str, status: int, elapsed: float,
+                         overhead: float) -> None:
+        """One answered request: counted, and its latency and the gateway's share of it observed."""
+        key = (route, tier, task, status)
+        children = self._finished.get(key)
+        if children is None:
+            children = self._finished[key] = (self.requests.labels(route, tier, task, str(status)),
+                                              self.request_latency.labels(route), self.overhead.labels(route))
+        count, latency, own = children
+        count.inc()
+        latency.observe(elapsed)
+        own.observe(overhead)
 
     def probe_sent(self, tier: str, tokens: int) -> None:
         """A probe shipped `tokens` prompt tokens to `tier` (a tier above the first)."""

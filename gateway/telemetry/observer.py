@@ -44,7 +44,7 @@ def stop_tier_clock(token: Token[TierClock | None]) -> None:
     _TIER_CLOCK.reset(token)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every request, and a frozen one pays a setattr per field
 class CascadeSummary:
     """The cascade's part of an access-log line."""
 
@@ -102,24 +102,22 @@ class RequestObserver:
         prompt_bytes = len(jsonio.dumps(body))
         for hop in journey:
             if hop.confidence is not None:
-                m.confidence.labels(hop.tier, task).observe(hop.confidence)
+                m.confidence_at(hop.tier, task).observe(hop.confidence)
             if hop.threshold is not None:
-                m.threshold.labels(policy, hop.tier, task).set(hop.threshold)
+                m.threshold_at(policy, hop.tier, task).set(hop.threshold)
             reason = _escalation_reason(hop)
             if reason is not None:
-                m.escalations.labels(hop.tier, reason).inc()
+                m.escalations_at(hop.tier, reason).inc()
             if self._levels.get(hop.tier, 0) > 0 and prompt_shipped(hop):
-                m.uplink_tokens.labels(hop.tier).inc(prompt_tokens)
-                m.uplink_bytes.labels(hop.tier).inc(prompt_bytes)
+                m.uplink_tokens_at(hop.tier).inc(prompt_tokens)
+                m.uplink_bytes_at(hop.tier).inc(prompt_bytes)
                 m.traffic.uplink_tokens += prompt_tokens
                 m.traffic.uplink_bytes += prompt_bytes
         m.cloud_only_tokens.inc(prompt_tokens)
         m.cloud_only_bytes.inc(prompt_bytes)
         m.traffic.cloud_only_tokens += prompt_tokens
         m.traffic.cloud_only_bytes += prompt_bytes
-        m.traffic.requests += 1
-        if result is not None:
-            m.traffic.served[result.tier.name] += 1
+        m.traffic.count_request(result.tier.name if result is not None else None)
         if self.rates is not None:
             served = result.tier.name if result is not None else None
             completion = completion_tokens_of(reported, self._tokens.count_text) if result is not None else 0

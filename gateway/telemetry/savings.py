@@ -70,7 +70,7 @@ class Rates:
         return input_tokens * self.input_usd + output_tokens * self.output_usd
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every request, and a frozen one pays a setattr per field
 class RequestCost:
     """What one request (or one probe) cost, and what sending it to the top tier alone would have."""
 
@@ -97,6 +97,7 @@ class SavingsRates:
         """A finished request's cost: `served` answered with `completion_tokens` (None: no tier did)."""
         uplink = 0
         weighted = spend = 0.0
+        reached_top = False
         for hop in hops:
             if not prompt_shipped(hop):
                 continue
@@ -106,10 +107,11 @@ class SavingsRates:
             spend += rates.spend(prompt_tokens, output)
             if hop.tier != self._first:
                 uplink += prompt_tokens
+            if hop.tier == self.top:
+                reached_top = True
         top = self._rates[self.top]
         return RequestCost(
-            prompt_tokens=prompt_tokens,
-            reached_top=any(hop.tier == self.top and prompt_shipped(hop) for hop in hops),
+            prompt_tokens=prompt_tokens, reached_top=reached_top,
             uplink_tokens=uplink, weighted_uplink=weighted, top_only_weighted_uplink=top.weight * prompt_tokens,
             spend_usd=spend, top_only_spend_usd=top.spend(prompt_tokens, completion_tokens if served else 0))
 
@@ -121,16 +123,29 @@ class SavingsRates:
                            spend_usd=rates.spend(prompt_tokens, completion_tokens))
 
 
-def _ratio(part: float, whole: float) -> float | None:
+def share(part: float, whole: float) -> float | None:
+    """`part / whole`; None while the baseline `whole` is zero (nothing to compare against yet)."""
     return part / whole if whole > 0 else None
 
 
 @dataclass(slots=True)
-class WorkloadSavings:
-    """Running totals of one workload (or of all)."""
+class RequestTally:
+    """Finished requests and how many each tier answered: the running totals every savings view counts."""
 
     requests: int = 0
     served: Tally[str] = field(default_factory=Tally)
+
+    def count_request(self, served: str | None) -> None:
+        """One finished request; `served` (the answering tier) is tallied unless it is None."""
+        self.requests += 1
+        if served is not None:
+            self.served[served] += 1
+
+
+@dataclass(slots=True)
+class WorkloadSavings(RequestTally):
+    """Running totals of one workload (or of all)."""
+
     top_tier_requests: int = 0
     prompt_tokens: int = 0
     top_tier_prompt_tokens: int = 0
@@ -150,8 +165,7 @@ class WorkloadSavings:
 
     def count(self, cost: RequestCost, served: str | None) -> None:
         """One finished request (a probe is only `add`ed: it is no request of its own)."""
-        self.requests += 1
-        self.served[served or NO_TIER] += 1
+        self.count_request(served or NO_TIER)
         self.prompt_tokens += cost.prompt_tokens
         if cost.reached_top:
             self.top_tier_requests += 1
@@ -172,8 +186,8 @@ class WorkloadSavings:
 
     def to_json(self) -> dict[str, Any]:
         """The totals and their shares; a ratio is None while its baseline is zero (e.g. no prices)."""
-        below = _ratio(self.requests - self.top_tier_requests, self.requests)
-        below_tokens = _ratio(self.prompt_tokens - self.top_tier_prompt_tokens, self.prompt_tokens)
+        below = share(self.requests - self.top_tier_requests, self.requests)
+        below_tokens = share(self.prompt_tokens - self.top_tier_prompt_tokens, self.prompt_tokens)
         return {
             "requests": self.requests,
             "served": dict(sorted(self.served.items())),
@@ -182,14 +196,14 @@ class WorkloadSavings:
                           "prompt_tokens_share": below_tokens},
             "communication": {"uplink_prompt_tokens": self.uplink_tokens,
                               "top_tier_only_prompt_tokens": self.prompt_tokens,
-                              "vs_top_tier_only": _ratio(self.uplink_tokens, self.prompt_tokens)},
+                              "vs_top_tier_only": share(self.uplink_tokens, self.prompt_tokens)},
             "weighted_communication": {"weighted": self.weighted_uplink,
                                        "top_tier_only": self.top_only_weighted_uplink,
-                                       "vs_top_tier_only": _ratio(self.weighted_uplink,
+                                       "vs_top_tier_only": share(self.weighted_uplink,
                                                                   self.top_only_weighted_uplink)},
             "spend": {"usd": self.spend_usd, "top_tier_only_usd": self.top_only_spend_usd,
                       "saved_usd": self.top_only_spend_usd - self.spend_usd,
-                      "vs_top_tier_only": _ratio(self.spend_usd, self.top_only_spend_usd)},
+                      "vs_top_tier_only": share(self.spend_usd, self.top_only_spend_usd)},
         }
 
 

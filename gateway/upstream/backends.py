@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from gateway import jsonio, sse
 from gateway.config.schema import TierConfig
@@ -24,6 +24,7 @@ from gateway.upstream.vetting import redact
 # Tier statuses that are the request's own fault: the client gets them back as a 400.
 _CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
 LOOP_STATUS = 508
+_Answer = TypeVar("_Answer")  # what a pool call returns: a whole Response, or a Body to read
 # OpenAI request fields (chat, legacy completions, embeddings) handed to litellm as arguments.
 LITELLM_PASSTHROUGH = frozenset({
     "messages", "prompt", "input", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
@@ -137,16 +138,21 @@ class OpenAICompatibleBackend:
     def _payload(self, body: dict[str, Any]) -> bytes:
         return jsonio.dumps({**body, "model": self._model})
 
-    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
-                   headers: Mapping[str, str]) -> TierReply:
-        started = time.perf_counter()
+    async def _exchange(self, call: Callable[[str, str, bytes, Mapping[str, str]], Awaitable[_Answer]],
+                        route: Route, body: dict[str, Any], timeout_s: float, headers: Mapping[str, str]) -> _Answer:
+        """`call` (the pool's `send` or `open`) for `body`, bounded by `timeout_s`; its failures as TierFault."""
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._pool.send("POST", route, self._payload(body), headers)
+                return await call("POST", route, self._payload(body), headers)
         except TimeoutError as exc:
             raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
         except http1.HttpError as exc:
             raise _transport_fault(exc) from exc
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        started = time.perf_counter()
+        response = await self._exchange(self._pool.send, route, body, timeout_s, headers)
         elapsed = time.perf_counter() - started
         if response.status != 200:
             raise _status_error(response.status, response.body, self._secrets)
@@ -161,13 +167,7 @@ class OpenAICompatibleBackend:
     async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
                           headers: Mapping[str, str]) -> TierStream:
         # No total bound on a stream: the wait for its head and each read are bounded instead.
-        try:
-            async with asyncio.timeout(timeout_s):
-                response = await self._pool.open("POST", route, self._payload(body), headers)
-        except TimeoutError as exc:
-            raise TierFault("timeout", f"timed out after {timeout_s:.3g}s") from exc
-        except http1.HttpError as exc:
-            raise _transport_fault(exc) from exc
+        response = await self._exchange(self._pool.open, route, body, timeout_s, headers)
         if response.status != 200:
             try:
                 async with asyncio.timeout(timeout_s):

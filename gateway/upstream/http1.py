@@ -144,7 +144,19 @@ class Body:
 
     async def read(self) -> bytes:
         """The rest of the body."""
-        parts = [chunk async for chunk in self._pieces(None)]
+        if self._inflate is not None:
+            return b"".join([piece async for piece in self._pieces(None)])
+        # Plain bodies skip the async generator: a small answer is usually whole by now, and this
+        # runs on every tier call. The same yielding as `_pieces`.
+        connection = self._connection
+        parts: list[bytes] = []
+        unyielded = 0
+        while (raw := await connection.next_chunk()) is not None:
+            parts.append(raw)
+            unyielded += len(raw)
+            if unyielded > _YIELD_EVERY:
+                unyielded = 0
+                await asyncio.sleep(0)
         return b"".join(parts)
 
     async def lines(self, read_timeout_s: float | None,
@@ -198,14 +210,16 @@ class Pool:
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(limit)
         self._ssl = (ssl_context or ssl.create_default_context()) if self.origin.tls else None
-        self._fixed = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (headers or {}).items())
+        fixed = "".join([f"{k}: {v}\r\n" for k, v in (headers or {}).items()])
+        fixed.encode("latin-1")  # refused here, at construction, rather than on the first request
+        self._fixed = fixed
         self._closed = False
 
     def _request(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
-        extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
-        head = (f"{method} {self.origin.prefix}/{path} HTTP/1.1\r\nhost: {self.origin.host_header}\r\n"
-                f"content-length: {len(body)}\r\n").encode("latin-1")
-        return head + self._fixed + extra + b"\r\n" + body
+        extra = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        # One string, encoded once: the head is rebuilt for every tier call.
+        return (f"{method} {self.origin.prefix}/{path} HTTP/1.1\r\nhost: {self.origin.host_header}\r\n"
+                f"content-length: {len(body)}\r\n{self._fixed}{extra}\r\n").encode("latin-1") + body
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
