@@ -27,6 +27,7 @@ from gateway.local.proc import tail
 from gateway.local.server_build import ensure_server
 from gateway.local.supervisor import RunningTier, TierSpec, start_tier, stop
 from tests.local.realtiers import REAL_TIERS, boolq_questions, free_port, start_real_tiers
+from tests.support.processes import stop as stop_process
 
 pytestmark = pytest.mark.realmodel
 
@@ -87,12 +88,7 @@ def serve_gateway(tiers: list[RunningTier], folder: Path) -> Iterator[str]:
         _wait_ready(base, process, log_path)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, 20)
         print(f"gateway log ({log_path}), tail:\n{tail(log_path, 15)}", file=sys.stderr)
 
 
