@@ -43,8 +43,13 @@ run: install
 tiers-down: install
 	$(VENV)/bin/recserve tiers down --config $(CONFIG)
 
+# Two pytest-xdist workers: whole modules per worker (module fixtures start once), every real-model module
+# on one worker (the llama.cpp tiers start once), handed out first (tests/support/scheduling.py).
+# Serial, for debugging: `make test PYTEST_XDIST=` or `make test PYTEST_ARGS=-n0` (or `pytest -p no:xdist`).
+PYTEST_XDIST ?= -n 2 --dist loadgroup
+
 test: install system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check gateway policies tests bench

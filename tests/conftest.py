@@ -4,6 +4,7 @@ real uvicorn, driven with the official OpenAI SDK."""
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,14 +14,45 @@ import openai
 import pytest
 
 from gateway.config.schema import GatewayConfig, parse_config
+from gateway.local.paths import default_layout
+from gateway.local.supervisor import RunningTier, stop
 from gateway.server.app import create_app
+from tests.local.realtiers import start_real_tiers
 from tests.support.redis_procs import RedisServer, find_redis_server
+from tests.support.scheduling import is_realmodel_module, module_scheduler
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.servers import UvicornThread
 
 TIER_NAMES = ("device", "edge", "cloud")
 # An env var nobody sets: tests that need client keys set it themselves with monkeypatch.
 TEST_KEYS_ENV = "RECSERVE_TEST_CLIENT_KEYS"
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs `-n 2 --dist loadgroup`: whole modules per worker, the real-model ones together."""
+    return module_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scheduler keeps real-model tests together by file name; a misplaced one would start its own tiers."""
+    misplaced = [item.nodeid for item in items
+                 if bool(item.get_closest_marker("realmodel")) != is_realmodel_module(item.nodeid.split("::")[0])]
+    if misplaced:
+        raise pytest.UsageError("tests marked `realmodel` live in test_realmodel*.py files, and only they: "
+                                + ", ".join(misplaced[:5]))
+
+
+@pytest.fixture(scope="session")
+def real_tier_list(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningTier]]:
+    """The three real llama.cpp tiers (device, edge, cloud) on free ports, started once per test process and
+    shared by every real-model module (under xdist they all run on one worker). Own run folder: the PID
+    files of tiers started by `make run` are never touched."""
+    run_dir = tmp_path_factory.mktemp("real-tiers-run")
+    started = start_real_tiers(default_layout(), run_dir, report=lambda line: print(line, file=sys.stderr))
+    yield started
+    for tier in started:
+        stop(tier, run_dir)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import anthropic
@@ -11,9 +10,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from gateway.local.paths import default_layout
-from gateway.local.supervisor import RunningTier, stop
-from tests.local.realtiers import REAL_TIERS, start_real_tiers
+from gateway.local.supervisor import RunningTier
+from tests.local.realtiers import REAL_TIERS
 from tests.local.test_realmodel_gateway import serve_gateway
 
 pytestmark = pytest.mark.realmodel
@@ -23,16 +21,10 @@ TIER_NAMES = [name for name, _, _ in REAL_TIERS]
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run_dir = tmp_path_factory.mktemp("tiers-run")
-    tiers: list[RunningTier] = start_real_tiers(default_layout(), run_dir,
-                                                report=lambda line: print(line, file=sys.stderr))
-    try:
-        with serve_gateway(tiers, tmp_path_factory.mktemp("gateway")) as base:
-            yield base
-    finally:
-        for tier in tiers:
-            stop(tier, run_dir)
+def base_url(real_tier_list: list[RunningTier], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway of this module's own over the session's real tiers (tests/conftest.py)."""
+    with serve_gateway(real_tier_list, tmp_path_factory.mktemp("gateway")) as base:
+        yield base
 
 
 def _confident(headers: httpx.Headers) -> None:

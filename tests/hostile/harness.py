@@ -25,7 +25,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, stop
 
 REPO = Path(__file__).resolve().parents[2]
 KILL_RSS_MB = 1024.0  # a gateway past this is killed (and restarted) to protect the shared machine
@@ -98,13 +98,7 @@ class HostileTierProcess:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop(process, 10)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -224,12 +218,7 @@ class HealthyLoad:
         if process is None:
             return
         assert process.stdin is not None
-        process.stdin.close()  # the child's signal to stop
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process, 15, ask=process.stdin.close)  # a closed stdin is the child's signal to stop
         if self._reader is not None:
             self._reader.join(5)
         if process.stdout is not None:

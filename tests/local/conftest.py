@@ -18,7 +18,6 @@ from gateway.local.catalog import ModelSpec, WheelPart
 from gateway.local.paths import CACHE_ENV, CacheLayout, default_layout
 from gateway.local.server_build import ServerBinary
 from gateway.local.supervisor import RunningTier, stop
-from tests.local.realtiers import start_real_tiers
 
 WheelMaker = Callable[[str, str, dict[str, bytes]], Path]
 
@@ -153,13 +152,9 @@ def real_cache() -> CacheLayout:
 
 
 @pytest.fixture(scope="module")
-def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningTier]]:
-    """device, edge and cloud on free ports (own run folder: never touches `make run`'s PID files)."""
-    run_dir = tmp_path_factory.mktemp("run")
-    started = start_real_tiers(real_cache, run_dir, report=lambda line: print(line, file=sys.stderr))
-    yield {tier.name: tier for tier in started}
-    for tier in started:
-        stop(tier, run_dir)
+def real_tiers(real_tier_list: list[RunningTier]) -> dict[str, RunningTier]:
+    """device, edge and cloud by name: the session's real tiers (tests/conftest.py), started once."""
+    return {tier.name: tier for tier in real_tier_list}
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from gateway.local.paths import CacheLayout, default_layout
 from gateway.local.proc import tail
 from gateway.local.server_build import ensure_server
 from gateway.local.supervisor import RunningTier, TierSpec, start_tier, stop
-from tests.local.realtiers import REAL_TIERS, boolq_questions, free_port, start_real_tiers
+from tests.local.realtiers import REAL_TIERS, boolq_questions, free_port
+from tests.support.processes import stop as stop_process
 
 pytestmark = pytest.mark.realmodel
 
@@ -48,12 +49,9 @@ def real_cache() -> CacheLayout:
 
 
 @pytest.fixture(scope="module")
-def real_tiers(real_cache: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningTier]]:
-    run_dir = tmp_path_factory.mktemp("tiers-run")
-    started = start_real_tiers(real_cache, run_dir, report=lambda line: print(line, file=sys.stderr))
-    yield started
-    for tier in started:
-        stop(tier, run_dir)
+def real_tiers(real_tier_list: list[RunningTier]) -> list[RunningTier]:
+    """The session's real tiers (tests/conftest.py), started once for every real-model module."""
+    return real_tier_list
 
 
 @contextmanager
@@ -87,12 +85,7 @@ def serve_gateway(tiers: list[RunningTier], folder: Path) -> Iterator[str]:
         _wait_ready(base, process, log_path)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, 20)
         print(f"gateway log ({log_path}), tail:\n{tail(log_path, 15)}", file=sys.stderr)
 
 

@@ -1,22 +1,47 @@
 """Real child processes owned by a test: the gateway (`recserve serve`) and nginx here, redis-server and
-the Redis Cluster in `tests.support.redis_procs`. Each starts with its output in a log file and has one
-`stop()`: SIGTERM, on which every one of them shuts down gracefully, then SIGKILL if it lingers."""
+the Redis Cluster in `tests.support.redis_procs`. Each starts with its output in a log file.
+
+Every process a test (or `bench/`) starts ends through the one `stop()` below: SIGTERM (or the
+child's own polite signal), on which every one of them shuts down gracefully, then SIGKILL if it
+lingers. This module imports only what `recserve` itself needs, so `bench/` can use it too."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import yaml
 
 from tests.deploy.nginx_render import NGINX_CONF, render_nginx_conf
 from tests.support.servers import free_port, wait_http_ok
+
+if TYPE_CHECKING:
+    import openai
+
+KILL_WAIT_S = 5.0  # after SIGKILL: the kernel reaps at once, this only bounds a stuck zombie
+
+
+def stop(process: subprocess.Popen[Any] | None, timeout_s: float = 5.0, *,
+         ask: Callable[[], None] | None = None) -> int | None:
+    """End `process`: ask it to stop (SIGTERM, or `ask`, e.g. closing its stdin), wait up to
+    `timeout_s`, then SIGKILL. Returns its exit status; None when there was no process. A process
+    that already exited is only reaped."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, BrokenPipeError):  # it exited just now
+            (ask or process.terminate)()
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout=KILL_WAIT_S)
 
 
 class ChildProcess:
@@ -46,12 +71,7 @@ class ChildProcess:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            self.returncode = process.wait(timeout=self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            self.returncode = process.wait(timeout=5)
+        self.returncode = stop(process, self.stop_timeout_s)
 
 
 def recserve_command() -> list[str]:
@@ -92,6 +112,8 @@ class GatewayProcess(ChildProcess):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def sdk(self) -> openai.OpenAI:
+        import openai  # here, not at the top: bench/ imports this module without the SDK
+
         # No SDK retries: a request that failed must show up as a failure.
         return openai.OpenAI(base_url=self.url, api_key="unused", max_retries=0, timeout=30)
 
