@@ -232,8 +232,11 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     # tier has nowhere to send the request, so it queues until the deadline.
     wait = remaining if final else min(tier.config.queue_timeout_s, remaining)
     try:
-        async with asyncio.timeout(wait):
-            await tier.gate.acquire()
+        if tier.gate.locked():
+            async with asyncio.timeout(wait):
+                await tier.gate.acquire()
+        else:
+            await tier.gate.acquire()  # a free gate is taken at once: no timer to arm and cancel per request
     except TimeoutError:
         outcome: Outcome = "failed" if final else "busy"
         journey.hops.append(Hop(name, outcome, reason="busy"))

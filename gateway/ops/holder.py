@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.cascade.runtime import Runtime
@@ -37,6 +36,26 @@ async def _close_runtime(runtime: Runtime) -> None:
     await runtime.aclose()
 
 
+class Lease:
+    """`async with holder.lease() as runtime`: a plain context manager, not a generator, since every
+    request takes one."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: _Slot) -> None:
+        self._slot = slot
+
+    async def __aenter__(self) -> Runtime:
+        self._slot.leases += 1
+        self._slot.idle.clear()
+        return self._slot.runtime
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slot.leases -= 1
+        if self._slot.leases == 0:
+            self._slot.idle.set()
+
+
 class RuntimeHolder:
     """Holds the current Runtime; `lease()` for requests, `swap()` for reloads."""
 
@@ -55,18 +74,9 @@ class RuntimeHolder:
         """Leases on the current runtime (requests being served right now)."""
         return self._slot.leases
 
-    @asynccontextmanager
-    async def lease(self) -> AsyncIterator[Runtime]:
+    def lease(self) -> Lease:
         """The current runtime, kept open until the block exits even if a swap happens meanwhile."""
-        slot = self._slot
-        slot.leases += 1
-        slot.idle.clear()
-        try:
-            yield slot.runtime
-        finally:
-            slot.leases -= 1
-            if slot.leases == 0:
-                slot.idle.set()
+        return Lease(self._slot)
 
     def swap(self, runtime: Runtime, *, retire: Retire | None = None) -> Runtime:
         """Make `runtime` current at once; the old one is retired when its requests have finished.
