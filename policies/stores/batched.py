@@ -52,7 +52,7 @@ from redis.exceptions import NoScriptError
 
 from policies.base import WindowKey, WindowStep
 from policies.quantile import quantile_fraction
-from policies.stores.failover import Outage
+from policies.stores.failover import Outage, OutageHealth
 from policies.stores.neighbourhood import KnownWindow
 from policies.stores.redis import InFlightLimit, RedisWindowStore, _text, window_keys
 from policies.stores.urls import RedisClient
@@ -140,7 +140,7 @@ class _Window:
 _Due = list[tuple[WindowKey, _Window, list[float]]]  # windows to flush, with the values to send
 
 
-class BatchedWindowStore:
+class BatchedWindowStore(OutageHealth):
     """A `WindowStore` that decides locally and syncs with the shared Redis window every `flush_s`."""
 
     def __init__(self, client: RedisClient, namespace: str = "recserve", *, flush_s: float = DEFAULT_FLUSH_S,
@@ -160,8 +160,7 @@ class BatchedWindowStore:
         self._flush_s = flush_s
         self._client = client
         self._sha = hashlib.sha1(FLUSH_SCRIPT.encode()).hexdigest()
-        self._unavailable = unavailable
-        self._outage = Outage(describe=describe, clock=clock)
+        self._outage = Outage(describe=describe, unavailable=unavailable, clock=clock)
         self._windows: dict[WindowKey, _Window] = {}
         self._background = background  # False: the caller calls flush() (the bench's virtual clock)
         self._flusher: asyncio.Task[None] | None = None
@@ -172,14 +171,6 @@ class BatchedWindowStore:
         self.values_sent = 0
         self.clamped = 0  # quantiles answered from beyond the reach (a burst or an outage): approximate
         self.values_returned = 0  # scores the flushes read back (the cost that does not grow with replicas)
-
-    @property
-    def degraded(self) -> bool:
-        return self._outage.degraded
-
-    @property
-    def error_count(self) -> int:
-        return self._outage.errors
 
     async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
         if not math.isfinite(confidence):
@@ -209,26 +200,24 @@ class BatchedWindowStore:
         shared window now, so that the first step here decides on the whole window."""
         if key not in self._windows:
             self._windows[key] = _Window(size, quantile_fraction(beta))
-        with contextlib.suppress(*self._unavailable):
+        with contextlib.suppress(*self._outage.unavailable):
             await self.flush(refresh=key)
 
     async def release(self, key: WindowKey) -> None:
         """Stop keeping `key` here: its pending values go to the shared window first."""
         if key in self._windows:
-            with contextlib.suppress(*self._unavailable):
+            with contextlib.suppress(*self._outage.unavailable):
                 await self.flush()  # sends the pending values; nothing to read back for a window let go
             self._windows.pop(key, None)
 
     async def snapshot(self, key: WindowKey) -> list[float]:
         """The shared window after this replica's pending values reach it (while Redis is
         unreachable: the local window if held whole, else nothing — the rest is not known here)."""
-        with contextlib.suppress(*self._unavailable):
+        with contextlib.suppress(*self._outage.unavailable):
             await self.flush(refresh=key)
-        if not self._outage.degraded:
-            try:
-                return await self._limit.run(partial(self._shared.snapshot, key))
-            except self._unavailable as exc:
-                self._outage.failed(exc, probe=False)
+        shared = await self._outage.read(partial(self._limit.run, partial(self._shared.snapshot, key)))
+        if shared is not None:
+            return shared
         window = self._windows.get(key)
         return (window.known.values() or []) if window else []
 
@@ -245,17 +234,7 @@ class BatchedWindowStore:
         """Send every window's pending values and bring what this replica knows of it up to date (the
         windows with pending values, and `refresh` even without, if stepped here)."""
         async with self._flushing:
-            probe = self._outage.begin()
-            if probe is None:
-                return
-            try:
-                await self._flush_once(refresh)
-            except self._unavailable as exc:
-                self._outage.failed(exc, probe)
-                return
-            finally:
-                self._outage.end(probe)
-            self._outage.recovered()
+            await self._outage.attempt(partial(self._flush_once, refresh))
 
     async def _flush_once(self, refresh: WindowKey | None) -> None:
         if self._allowance:  # every window's pace over the last interval, sent or not
@@ -349,7 +328,7 @@ class BatchedWindowStore:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-        with contextlib.suppress(*self._unavailable):
+        with contextlib.suppress(*self._outage.unavailable):
             await self.flush()
 
 

@@ -10,30 +10,39 @@ window. When a step raises one of the `unavailable` errors the store:
   slowed by a dead Redis), then lets exactly one request probe it; the delay doubles on each failed
   probe up to `max_backoff_s`.
 
-`Outage` holds that bookkeeping, so the shared probe windows of the quality policy fail over alike.
+`Outage` holds that bookkeeping and makes the calls under it (`attempt`, `read`), so the batched
+windows and the shared probe windows of the quality policy fail over alike; `OutageHealth` is what
+each of those stores reports of it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final, TypeVar
 
 from policies.base import WindowKey, WindowStep, WindowStore
 from policies.stores.memory import MemoryWindowStore
 
 LOGGER: Final = logging.getLogger("recserve.windows")
 
+T = TypeVar("T")
+
 
 class Outage:
-    """Whether a shared store is trusted right now, and when to try it again after it failed."""
+    """Whether a shared store is trusted right now, and when to try it again after it failed.
+
+    `unavailable` are the errors that mean the shared store is down (others are bugs and propagate)."""
 
     def __init__(self, *, describe: str, local_name: str = "local windows",
+                 unavailable: tuple[type[BaseException], ...] = (Exception,),
                  clock: Callable[[], float] = time.monotonic, initial_backoff_s: float = 0.5,
                  max_backoff_s: float = 10.0, logger: logging.Logger = LOGGER) -> None:
         if not 0 < initial_backoff_s <= max_backoff_s:
             raise ValueError("need 0 < initial_backoff_s <= max_backoff_s")
+        self.unavailable = unavailable
         self._describe = describe
         self._local_name = local_name
         self._clock = clock
@@ -93,8 +102,52 @@ class Outage:
         self._log.info("%s reachable again after %.1fs; back to shared %s", self._describe, outage,
                        self._local_name.removeprefix("local "))
 
+    async def attempt(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Make `call` to the shared store under these rules: not at all while backing off (or while
+        another call is the one retry), a failure starts or prolongs the outage, a success ends it.
+        None when the call was not made or failed with one of the `unavailable` errors."""
+        probe = self.begin()
+        if probe is None:
+            return None
+        try:
+            reply = await call()
+        except self.unavailable as exc:
+            self.failed(exc, probe)
+            return None
+        finally:
+            self.end(probe)
+        self.recovered()
+        return reply
 
-class FailoverWindowStore:
+    async def read(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Make `call`, a read off the request path, unless the shared store is known to be down (a
+        read never is the retry); None when it was not made or failed (which starts an outage)."""
+        if self.degraded:
+            return None
+        try:
+            return await call()
+        except self.unavailable as exc:
+            self.failed(exc, probe=False)
+            return None
+
+
+class OutageHealth:
+    """What a store that keeps an `Outage` reports of it (for /readyz and metrics)."""
+
+    _outage: Outage
+
+    @property
+    def error_count(self) -> int:
+        """Shared-store failures seen since this store was built (each one answered locally)."""
+        return self._outage.errors
+
+    @property
+    def degraded(self) -> bool:
+        """True while local windows answer because the shared store failed."""
+        return self._outage.degraded
+
+
+class FailoverWindowStore(OutageHealth):
     """A `WindowStore` that prefers `shared` and falls back to `local` while `shared` is failing."""
 
     def __init__(
@@ -112,20 +165,9 @@ class FailoverWindowStore:
     ) -> None:
         self._shared = shared
         self._local = local
-        self._unavailable = unavailable
         self._mirror = mirror
-        self._outage = Outage(describe=describe, clock=clock, initial_backoff_s=initial_backoff_s,
-                              max_backoff_s=max_backoff_s, logger=logger)
-
-    @property
-    def error_count(self) -> int:
-        """Shared-store failures seen since this store was built (each one answered locally)."""
-        return self._outage.errors
-
-    @property
-    def degraded(self) -> bool:
-        """True while steps are answered from local windows (for /readyz and metrics)."""
-        return self._outage.degraded
+        self._outage = Outage(describe=describe, unavailable=unavailable, clock=clock,
+                              initial_backoff_s=initial_backoff_s, max_backoff_s=max_backoff_s, logger=logger)
 
     @property
     def shared(self) -> WindowStore:
@@ -136,28 +178,16 @@ class FailoverWindowStore:
         return self._local
 
     async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
-        probe = self._outage.begin()
-        if probe is None:
+        shared = await self._outage.attempt(partial(self._shared.step, key, confidence, size, beta))
+        if shared is None:
             return await self._local_step(key, confidence, size, beta)
-        try:
-            shared = await self._shared.step(key, confidence, size, beta)
-        except self._unavailable as exc:
-            self._outage.failed(exc, probe)
-            return await self._local_step(key, confidence, size, beta)
-        finally:
-            self._outage.end(probe)
-        self._outage.recovered()
         if self._mirror:
             await self._local.step(key, confidence, size, beta)
         return shared
 
     async def snapshot(self, key: WindowKey) -> list[float]:
-        if not self._outage.degraded:
-            try:
-                return await self._shared.snapshot(key)
-            except self._unavailable as exc:
-                self._outage.failed(exc, probe=False)
-        return await self._local.snapshot(key)
+        shared = await self._outage.read(partial(self._shared.snapshot, key))
+        return shared if shared is not None else await self._local.snapshot(key)
 
     async def reset(self, key: WindowKey | None = None) -> None:
         """Reset both sides; an unreachable shared store is reported to the caller (an admin)."""

@@ -29,7 +29,7 @@ from typing import Any, Final
 from policies.base import WindowKey
 from policies.competence import CompetenceCurve, fit_competence
 from policies.quality import ProbeWindows
-from policies.stores.failover import Outage
+from policies.stores.failover import Outage, OutageHealth
 from policies.stores.redis import InFlightLimit, _escape, _escape_glob, _text, window_tag
 from policies.stores.urls import RedisClient
 
@@ -87,7 +87,7 @@ class _Seen:
     count: int
 
 
-class SharedProbeWindows:
+class SharedProbeWindows(OutageHealth):
     """A `policies.quality.ProbeStore` in Redis, read through a cache; owns its background tasks."""
 
     def __init__(self, client: RedisClient, namespace: str, size: int, *,
@@ -99,8 +99,8 @@ class SharedProbeWindows:
         self._namespace = namespace
         self._size = size
         self._local = ProbeWindows(size)
-        self._unavailable = unavailable
-        self._outage = Outage(describe=describe, local_name="local probe windows", clock=clock)
+        self._outage = Outage(describe=describe, local_name="local probe windows", unavailable=unavailable,
+                              clock=clock)
         self._refresh_s = refresh_s
         self._clock = clock
         self._seen: dict[WindowKey, _Seen] = {}
@@ -111,15 +111,6 @@ class SharedProbeWindows:
         self._add_script = client.register_script(ADD_SCRIPT)
         self._read_script = client.register_script(READ_SCRIPT)
         self._clear = client.register_script(CLEAR_SCRIPT)
-
-    @property
-    def degraded(self) -> bool:
-        """True while the local probe windows answer because Redis failed."""
-        return self._outage.degraded
-
-    @property
-    def error_count(self) -> int:
-        return self._outage.errors
 
     # ----- the ProbeStore protocol ---------------------------------------------------------------
 
@@ -193,7 +184,7 @@ class SharedProbeWindows:
         pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*}:probes"
         try:
             names = [_text(name) async for name in self._client.scan_iter(match=pattern, count=500)]
-        except self._unavailable as exc:
+        except self._outage.unavailable as exc:
             self._outage.failed(exc, probe=False)
             return
         for name in names:
@@ -201,18 +192,7 @@ class SharedProbeWindows:
 
     async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Make one Redis call under the outage rules; None when Redis was not (or could not be) asked."""
-        probe = self._outage.begin()
-        if probe is None:
-            return None
-        try:
-            reply = await self._limit.run(call)
-        except self._unavailable as exc:
-            self._outage.failed(exc, probe)
-            return None
-        finally:
-            self._outage.end(probe)
-        self._outage.recovered()
-        return reply
+        return await self._outage.attempt(partial(self._limit.run, call))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         try:
