@@ -1,4 +1,5 @@
-"""Operational routes: liveness, readiness, Prometheus metrics, and the admin API under /admin.
+"""Operational routes: liveness, readiness, Prometheus metrics, and the admin API under /admin
+(mounted, with their OpenAPI descriptions, by gateway/server/routes.py).
 
 The admin API answers only to the admin key (`auth.admin_key_env` names the variable holding it):
 no variable or an empty one → every /admin route is a 404 saying how to enable it; no key → 401;
@@ -13,7 +14,7 @@ import os
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.cascade.overrides import PatchError
@@ -23,11 +24,7 @@ from gateway.config.schema import ConfigError, GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from gateway.ops.policy_view import policy_view
 from gateway.ops.reload import Reloader, ReloadUnavailable
-from gateway.server import openapi as openapi_doc
-from gateway.server.intake import read_json_body
 from policies.stores.urls import redact_url
-
-router = APIRouter()
 
 
 def _reloader(request: Request) -> Reloader:
@@ -56,13 +53,11 @@ def require_admin(request: Request) -> Reloader:
 AdminDep = Annotated[Reloader, Depends(require_admin)]
 
 
-@router.get("/healthz", **openapi_doc.HEALTHZ)
 async def healthz() -> JSONResponse:
     """The process is alive and serving HTTP."""
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", **openapi_doc.READYZ)
 async def readyz(request: Request) -> JSONResponse:
     """Ready once the lifespan has built the runtime (clients, policies, window store)."""
     reloader: Reloader | None = getattr(request.app.state, "reloader", None)
@@ -73,14 +68,12 @@ async def readyz(request: Request) -> JSONResponse:
                          "window_store": runtime.config.windows.store, "version": reloader.version})
 
 
-@router.get("/metrics", **openapi_doc.METRICS)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition format; unauthenticated like most scrape targets (no secrets, no prompts)."""
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)
 
 
-@router.post("/admin/reload", **openapi_doc.ADMIN_RELOAD)
 async def reload(reloader: AdminDep) -> JSONResponse:
     """Re-read the config file; 400 with every error by key path, the old config still serving."""
     try:
@@ -101,7 +94,6 @@ def _config_errors(exc: ConfigError) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
-@router.get("/admin/config", **openapi_doc.ADMIN_CONFIG)
 async def show_config(reloader: AdminDep) -> JSONResponse:
     """The running config with secrets redacted, and the version every replica runs."""
     runtime = reloader.holder.current
@@ -128,18 +120,15 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     return data
 
 
-@router.get("/admin/policy", **openapi_doc.ADMIN_POLICY)
 async def show_policy(reloader: AdminDep) -> JSONResponse:
     """Per tier and task: window length, threshold now, β, escalation rate, confidence quantiles."""
     view = await policy_view(reloader.holder.current, reloader.metrics.traffic, reloader.metrics.savings)
     return JSONResponse({"replica": reloader.replica_id, "version": reloader.version, **view})
 
 
-@router.patch("/admin/policy", **openapi_doc.ADMIN_POLICY_PATCH)
-async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
-    """Change β or CasServe thresholds at run time; with Redis, every replica follows."""
-    runtime = reloader.holder.current
-    patch = await read_json_body(request, 64 * 1024, runtime.config.server.max_json_depth)
+async def patch_policy(reloader: Reloader, patch: dict[str, Any]) -> JSONResponse:
+    """Change β or CasServe thresholds at run time; with Redis, every replica follows. The body is
+    read by the door (gateway/server/routes.py)."""
     try:
         outcome = await reloader.patch_policy(patch)
     except PatchError as exc:
@@ -152,7 +141,6 @@ async def patch_policy(request: Request, reloader: AdminDep) -> JSONResponse:
                          "overrides": current.overrides.current.to_json()})
 
 
-@router.post("/admin/windows/reset", **openapi_doc.ADMIN_WINDOWS_RESET)
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     """Empty every window, or those of one tier, task and/or workload
     (`?tier=device&task=classification&workload=sentiment`).
@@ -194,7 +182,6 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     return JSONResponse({"status": "reset", "windows": scope, "probes": scope if learners else None})
 
 
-@router.get("/admin/ui", **openapi_doc.ADMIN_UI)
 async def status_page(request: Request) -> HTMLResponse:
     """The live status page. The page itself holds no data (it is the same file for everyone), so it
     loads without a key when the admin API is enabled; it sends the key, taken from the URL fragment

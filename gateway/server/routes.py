@@ -1,4 +1,4 @@
-"""Every /v1 route and the door it passes: one table says which API answers which path, what the
+"""Every route and the door it passes. For /v1: one table says which API answers which path, what the
 intake checks first, which error shape the API speaks and how the route is described in OpenAPI.
 
 Each route is served the same way: intake (gateway/server/intake.py) → the API's endpoint → its
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
@@ -30,7 +30,7 @@ from gateway.ops import admin
 from gateway.protocol import Admission
 from gateway.server import openapi
 from gateway.server.disconnect import CLIENT_LEFT_STATE, ClientLeft, DisconnectWatch
-from gateway.server.intake import CASCADE, LIMITED_BODY, READ, Intake, admit
+from gateway.server.intake import CASCADE, LIMITED_BODY, READ, Intake, admit, read_json_body
 
 log = logging.getLogger("recserve.errors")
 
@@ -81,15 +81,39 @@ DOORS: Final = (
 )
 
 FAST_ROUTES: Final[dict[str, Serve]] = {door.path: door.serve for door in DOORS if door.fast}
+ADMIN_BODY_BYTES: Final = 64 * 1024
+
+
+async def patch_policy(request: Request, reloader: admin.AdminDep) -> JSONResponse:
+    """PATCH /admin/policy: the body read by the door's bounded reader, the change made by ops."""
+    runtime = reloader.holder.current
+    patch = await read_json_body(request, ADMIN_BODY_BYTES, runtime.config.server.max_json_depth)
+    return await admin.patch_policy(reloader, patch)
+
+
+# Operational routes: their own checks (the admin key, or none for probes and scrapes) are FastAPI
+# dependencies of the endpoints; errors leave through the app's handlers, in OpenAI's shape.
+OPERATIONS: Final[tuple[tuple[str, str, Callable[..., Awaitable[Response]], openapi.RouteDoc], ...]] = (
+    ("GET", "/healthz", admin.healthz, openapi.HEALTHZ),
+    ("GET", "/readyz", admin.readyz, openapi.READYZ),
+    ("GET", "/metrics", admin.metrics, openapi.METRICS),
+    ("POST", "/admin/reload", admin.reload, openapi.ADMIN_RELOAD),
+    ("GET", "/admin/config", admin.show_config, openapi.ADMIN_CONFIG),
+    ("GET", "/admin/policy", admin.show_policy, openapi.ADMIN_POLICY),
+    ("PATCH", "/admin/policy", patch_policy, openapi.ADMIN_POLICY_PATCH),
+    ("POST", "/admin/windows/reset", admin.reset_windows, openapi.ADMIN_WINDOWS_RESET),
+    ("GET", "/admin/ui", admin.status_page, openapi.ADMIN_UI),
+)
 
 
 def mount(app: FastAPI) -> None:
-    """Register every door (and the admin API) on `app`."""
+    """Register every door and operational route on `app`."""
     router = APIRouter()
     for door in DOORS:
         router.add_api_route(door.path, _described(door), methods=[door.method], **door.doc)
+    for method, path, endpoint, doc in OPERATIONS:
+        router.add_api_route(path, endpoint, methods=[method], **doc)
     app.include_router(router)
-    app.include_router(admin.router)
 
 
 def _described(door: Door) -> Serve:
