@@ -35,7 +35,7 @@ from functools import partial
 import redis
 
 from bench.window_store import throwaway_redis
-from policies.base import WindowKey, WindowStore
+from policies.base import Scope, WindowStore
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
@@ -100,7 +100,7 @@ async def _decide(store: WindowStore, request: Request, window: int) -> tuple[li
     spent = 0
     for tier, confidence in zip(TIERS[:2], request.confidences, strict=True):
         started = time.perf_counter_ns()
-        step = await store.step(WindowKey("recserve", tier, request.task), confidence, window, BETA)
+        step = await store.step(Scope(request.task).key("recserve", tier), confidence, window, BETA)
         spent += time.perf_counter_ns() - started
         escalate = step.length > 1 and confidence < step.threshold
         decisions.append(escalate)

@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from gateway import jsonio
 from gateway.errors import UpstreamFailed
@@ -42,7 +43,7 @@ class EventStreamResponse(Response):
         self.init_headers(headers)
         self._events = events
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         streamer = asyncio.current_task()
         assert streamer is not None
         state = {"finished": False, "left": False}

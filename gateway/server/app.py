@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from gateway.apis.responses.routes import CONVERSATIONS_STATE
 from gateway.apis.responses.store import build_conversations
@@ -44,7 +45,7 @@ class GatewayApp(FastAPI):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._gateway = GatewayMiddleware(super().__call__)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from gateway.ops.reload import Reloader
 from gateway.server.disconnect import CLIENT_LEFT_STATE
@@ -37,7 +38,7 @@ class GatewayMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         reloader: Reloader | None = getattr(scope["app"].state, "reloader", None) if "app" in scope else None
         if scope["type"] != "http" or reloader is None:
             await self.app(scope, receive, send)
@@ -90,7 +91,7 @@ class GatewayMiddleware:
             stop_tier_clock(token)
 
     @staticmethod
-    def _record(reloader: Reloader, scope: Scope, path: str, status: int, elapsed: float, tier_s: float,
+    def _record(reloader: Reloader, scope: ASGIScope, path: str, status: int, elapsed: float, tier_s: float,
                 summary: CascadeSummary | None, access_log: bool) -> None:
         route = route_label(path)
         method = str(scope.get("method", ""))

@@ -117,6 +117,7 @@ class ScriptedPolicy:
     bypass: frozenset[str] = frozenset()
     threshold: float = 0.5
     name: str = "scripted"
+    window_namespaces: tuple[str, ...] = ()
     decided: list[tuple[str, float]] = field(default_factory=list)
 
     async def decide(self, tier: str, scope: Scope, confidence: float) -> Decision:
