@@ -7,7 +7,7 @@ client calls `recserve/healthy` in a loop. Every case, in every mode, must end:
   - never 500, and as its kind expects (a fault escalates / is a 502 / ends a stream with an error event);
   - within its bound: the tier's timeout + 1 s (a served stream: request_timeout_s + 1 s);
   - with the gateway's peak RSS (VmHWM per case, from /proc) under 300 MB;
-  - with the healthy client's worst latency at most 0.5 s;
+  - with the healthy client's worst latency at most MAX_HEALTHY_S (0.5 s on a fast machine, 2.5x that on a slow one);
   - with no tier secret and no SMUGGLED text in any response, and no hostile header text in the client's headers.
 The table of the last run is printed at the end of the session and kept in tests/artifacts/hostile.md.
 """

@@ -57,7 +57,9 @@ class UvicornThread:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> Self:
+    # Startup runs the app's lifespan, which imports a tier's backend: litellm alone took 17 s to import on
+    # a 2-core machine with both cores busy (3-5 s idle). A bound on the harness, not on the product.
+    def start(self, timeout_s: float = 60.0) -> Self:
         self._thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,6 +22,7 @@ from .conftest import ServerFactory
 
 KEY = WindowKey("quality", "device", "classification")
 PAIRS = [(0.1 * i, i % 3 != 0) for i in range(1, 10)]
+REFRESH_S = 0.05
 
 
 async def _settle(store: SharedProbeWindows) -> None:
@@ -57,22 +59,27 @@ async def test_two_replicas_share_one_window_in_redis(redis_client: Redis) -> No
 
 
 async def test_a_decision_reads_the_cache_and_redis_only_when_the_version_moved(redis_client: Redis) -> None:
-    reader, writer = _shared(redis_client, size=200, refresh_s=0.05), _shared(redis_client, size=200)
+    reader, writer = _shared(redis_client, size=200, refresh_s=REFRESH_S), _shared(redis_client, size=200)
     try:
         for i in range(200):
             writer.add(KEY, i / 200, i > 100)
         await _settle(writer)
         await reader.sync(KEY)
         await redis_client.config_resetstat()
-        for _ in range(2000):  # as many decisions as fit in ~0.1 s: two refresh periods at most
+        started = time.monotonic()
+        for _ in range(2000):  # about 0.1 s of decisions on a developer's machine: two refresh periods
             reader.curve(KEY)
         await asyncio.sleep(0.12)
         for _ in range(10):
             reader.curve(KEY)
         await _settle(reader)
+        periods = (time.monotonic() - started) / REFRESH_S
         stats = await redis_client.info("commandstats")
-        # A handful of version checks (EVALSHA → GET), and not one LRANGE: nothing changed.
-        assert stats["cmdstat_evalsha"]["calls"] <= 4
+        # At most one version check (EVALSHA → GET) per refresh period however many decisions ask (the
+        # promise; counted in periods that passed, as a machine 2.5x slower with both cores busy runs
+        # the 2000 decisions over many more of them: 28 checks were seen there), and not one LRANGE:
+        # nothing changed.
+        assert stats["cmdstat_evalsha"]["calls"] <= periods + 2, periods
         assert "cmdstat_lrange" not in stats
         writer.add(KEY, 0.99, True)
         await _settle(writer)
