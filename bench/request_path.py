@@ -86,7 +86,7 @@ def _create_app() -> Callable[..., Any]:
 
 def _parse_config() -> Callable[..., Any]:
     try:
-        from gateway.config.schema import parse_config
+        from gateway.config.loading import parse_config
     except ImportError:
         from gateway.config import parse_config  # type: ignore[no-redef,attr-defined]
     return parse_config  # type: ignore[no-any-return]

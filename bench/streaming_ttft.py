@@ -34,7 +34,7 @@ import httpx
 import yaml
 
 from bench.procs import Server, free_port, start
-from gateway.config.schema import load_config
+from gateway.config.loading import load_config
 from gateway.local.commands import local_tiers
 from gateway.local.models import ensure_model
 from gateway.local.paths import default_layout

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.config.schema import ConfigError, GatewayConfig, load_config
+from gateway.config.loading import ConfigError, load_config
+from gateway.config.schema import GatewayConfig
 
 
 def _report(source: str, errors: Sequence[str]) -> None:

@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.config.schema import GatewayConfig, parse_config
+from gateway.config.loading import parse_config
+from gateway.config.schema import GatewayConfig
 from gateway.local.paths import default_layout
 from gateway.local.supervisor import RunningTier, stop
 from gateway.server.app import create_app

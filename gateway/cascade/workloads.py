@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from gateway.config.schema import WORKLOAD_NAME_PATTERN
+from gateway.protocol import WORKLOAD_NAME_PATTERN
 from policies.base import Task
 
 OVERFLOW = "other"

@@ -107,7 +107,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from gateway.config.schema import load_config
+    from gateway.config.loading import load_config
     from gateway.evaluation.live import run_live
 
     config = load_config(args.config)
@@ -122,7 +122,7 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from gateway.config.schema import load_config
+    from gateway.config.loading import load_config
     from gateway.evaluation.report import write_report
     from gateway.evaluation.report_savings import DEFAULT_RATES, rates_from_config
 

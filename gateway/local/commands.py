@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.config.schema import ConfigError, GatewayConfig, LocalTierConfig, load_config
+from gateway.config.loading import ConfigError, load_config
+from gateway.config.schema import GatewayConfig, LocalTierConfig
 from gateway.local.catalog import ModelSpec, UnknownModelError, lookup
 from gateway.local.models import ModelFetchError, ensure_model
 from gateway.local.paths import CacheLayout, default_layout

@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gateway.cascade.overrides import PatchError
 from gateway.cascade.runtime import Runtime
 from gateway.cascade.workloads import valid_name
-from gateway.config.schema import ConfigError, GatewayConfig
+from gateway.config.loading import ConfigError
+from gateway.config.schema import GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from gateway.ops.policy_view import policy_view
 from gateway.ops.reload import Reloader, ReloadUnavailable

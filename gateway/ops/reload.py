@@ -28,7 +28,8 @@ from typing import Any, Final
 
 from gateway.cascade.overrides import Overrides, apply_patch
 from gateway.cascade.runtime import Runtime, build_store
-from gateway.config.schema import GatewayConfig, load_config
+from gateway.config.loading import load_config
+from gateway.config.schema import GatewayConfig
 from gateway.ops.cluster import ClusterLink
 from gateway.ops.holder import RuntimeHolder
 from gateway.telemetry.metrics import Metrics

@@ -15,7 +15,8 @@ from starlette.types import Scope as ASGIScope
 from gateway.apis.responses.routes import CONVERSATIONS_STATE
 from gateway.apis.responses.store import build_conversations
 from gateway.cascade.runtime import model_ids
-from gateway.config.schema import GatewayConfig, load_config
+from gateway.config.loading import load_config
+from gateway.config.schema import GatewayConfig
 from gateway.errors import install_error_handlers
 from gateway.ops.reload import Reloader
 from gateway.server import openapi

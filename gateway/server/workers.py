@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.config.schema import GatewayConfig, load_config
+from gateway.config.loading import load_config
+from gateway.config.schema import GatewayConfig
 from gateway.server.app import CONFIG_ENV, GatewayApp, create_app
 from gateway.telemetry.access_log import configure_access_log
 

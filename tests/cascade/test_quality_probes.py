@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config.schema import load_config
+from gateway.config.loading import load_config
 from gateway.server.app import create_app
 from tests.cascade.test_quality_policy import QUALITY, probes_settle, prompt
 from tests.cascade.test_streaming import stream, text_of

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config.schema import ConfigError, parse_config
+from gateway.config.loading import ConfigError, parse_config
 from tests.cascade.test_quality_policy import QUALITY, probes_settle, prompt
 from tests.cascade.test_quality_probes import (
     ADMIN,

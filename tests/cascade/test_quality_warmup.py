@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from gateway.cascade.runtime import quality_settings
-from gateway.config.schema import ConfigError, QualityPolicyConfig, parse_config
+from gateway.config.loading import ConfigError, parse_config
+from gateway.config.schema import QualityPolicyConfig
 from policies.quality import QualitySettings
 from tests.cascade.test_quality_policy import probes_settle, prompt
 from tests.conftest import GatewayStarter, RunningGateway, ask, merge

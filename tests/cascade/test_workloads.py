@@ -13,7 +13,7 @@ import redis
 
 from gateway.cascade.runtime import Runtime
 from gateway.cascade.workloads import OVERFLOW, WorkloadRegistry, derived_workload
-from gateway.config.schema import parse_config
+from gateway.config.loading import parse_config
 from policies.base import Scope
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter, RunningGateway, ask, base_config, merge
 from tests.support.redis_procs import RedisServer

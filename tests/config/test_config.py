@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.schema import ConfigError, load_config, parse_config
+from gateway.config.loading import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 TIERS = [{"name": "device", "base_url": "http://127.0.0.1:1/v1", "model": "d"},

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config.schema import load_config
+from gateway.config.loading import load_config
 
 from .conftest import REPO
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config.schema import load_config
+from gateway.config.loading import load_config
 from gateway.evaluation.replay import cascade, casserve_policy, requests_from_rows, summarise
 from gateway.evaluation.report import write_report
 from gateway.evaluation.report_savings import TierRates, rates_from_config, savings_columns

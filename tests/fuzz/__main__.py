@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.config.schema import parse_config
+from gateway.config.loading import parse_config
 from gateway.server.app import create_app
 from tests.fuzz.test_openapi import CHECKS, CLIENT_PATHS, TIER_NAMES, fuzz_config
 from tests.support.scripted_tier import ThreadedTier

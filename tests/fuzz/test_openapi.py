@@ -23,7 +23,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from gateway.config.schema import parse_config
+from gateway.config.loading import parse_config
 from gateway.server.app import create_app
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.servers import UvicornThread

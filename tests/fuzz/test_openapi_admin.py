@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from gateway.config.schema import parse_config
+from gateway.config.loading import parse_config
 from gateway.server.app import create_app
 from tests.fuzz.test_openapi import CHECKS, fuzz_config, serve
 

@@ -99,7 +99,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_deterministic_is_on_unless_turned_off_and_must_be_a_boolean(
     tmp_path: Path, layout: CacheLayout, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.config.schema import parse_config
+    from gateway.config.loading import parse_config
 
     on, off = tier("device", 18101), tier("edge", 18102)
     off["local"] = {**off["local"], "deterministic": False}  # type: ignore[dict-item]

@@ -13,7 +13,7 @@ import openai
 import pytest
 import yaml
 
-from gateway.config.schema import load_config
+from gateway.config.loading import load_config
 from gateway.server.app import create_app
 from tests.conftest import base_config, merge
 from tests.support.scripted_tier import ThreadedTier

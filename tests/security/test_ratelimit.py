@@ -11,7 +11,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.config.schema import GatewayConfig, RateLimitConfig, parse_config
+from gateway.config.loading import parse_config
+from gateway.config.schema import GatewayConfig, RateLimitConfig
 from gateway.server.ratelimit import MemoryBuckets, RateLimited, RateLimiter, client_bucket
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter
 from tests.policies.stores.conftest import ServerFactory
