@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The scheduler keeps real-model tests together by file name; a misplaced one would start its own tiers."""
+    """Every test gets its own node id, and real-model tests live where the scheduler looks for them."""
+    # schemathesis names each route's test `test_api[POST /v1/...]` but gives all of them the node id
+    # `...::test_api`; xdist finds a test by its node id, so under `-n 2` only the first route ran.
+    seen = Counter(item.nodeid for item in items)
+    for item in items:
+        if seen[item.nodeid] > 1 and item.nodeid.endswith("::" + item.name.split("[", 1)[0]):
+            unique = f"{item.nodeid.rsplit('::', 1)[0]}::{item.name}"
+            if hasattr(item, "_id"):  # pytest >= 9 keeps a structured id
+                item._id = type(item._id).parse(unique)
+            else:
+                item._nodeid = unique
+    duplicates = [nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1]
+    if duplicates:
+        raise pytest.UsageError(f"tests share node ids (xdist would run one of each): {duplicates[:5]}")
+    # The scheduler keeps real-model tests together by file name; a misplaced one would start its own tiers.
     misplaced = [item.nodeid for item in items
                  if bool(item.get_closest_marker("realmodel")) != is_realmodel_module(item.nodeid.split("::")[0])]
     if misplaced:

@@ -211,7 +211,11 @@ def suite(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     try:
         gateway.start()
         load = HealthyLoad(gateway.url, "recserve/healthy").start()
-        time.sleep(0.5)  # the load's first calls warm the gateway
+        # The load's first calls warm the gateway. Waited for, not slept on: the load process imports the
+        # SDK first, which took longer than a 0.5 s sleep with both cores busy, and the first case then saw
+        # no healthy call at all. (The bound only stops a load that never starts.)
+        load.begin_case()
+        load.wait_for_calls(MIN_HEALTHY_CALLS, 60.0)
         suite = Suite(gateway, hostile, healthy, load, secret)
         yield suite
         request.config.stash[REPORT_KEY] = write_report(suite.rows, ARTIFACT)

@@ -3,7 +3,8 @@
 A module is one unit of work: its module-scoped fixtures (a Redis, replica gateways, nginx, a browser)
 start once, on one worker. Every real-model module (tests/**/test_realmodel*.py, marked `realmodel`) is one
 unit together, so the llama.cpp tiers (session-scoped `real_tier_list`) start once on one worker; it is
-the longest unit, so it is handed out first and the other worker takes everything else meanwhile.
+the longest unit, so it is handed out first (then the clean-venv installs) and the other worker takes
+everything else meanwhile.
 A test marked `xdist_group(name)` still runs with its group, as under plain `--dist loadgroup`.
 """
 
@@ -13,6 +14,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 REALMODEL_GROUP = "realmodel"
+# The longest units, handed out first in this order (longest-first keeps both workers busy to the end):
+# the real models, then the clean-venv installs (minutes of pip, mostly waiting on the network).
+LONGEST_FIRST = (REALMODEL_GROUP, "tests/packaging/test_clean_install.py")
 
 
 def is_realmodel_module(path: str) -> bool:
@@ -32,8 +36,9 @@ def module_scheduler(config: Any, log: Any) -> Any:
             return REALMODEL_GROUP if is_realmodel_module(path) else path
 
         def _assign_work_unit(self, node: Any) -> None:
-            if REALMODEL_GROUP in self.workqueue:  # the longest unit first
-                self.workqueue.move_to_end(REALMODEL_GROUP, last=False)
+            for scope in reversed(LONGEST_FIRST):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
             super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
