@@ -23,14 +23,16 @@ from .conftest import ServerFactory
 KEY = WindowKey("quality", "device", "classification")
 PAIRS = [(0.1 * i, i % 3 != 0) for i in range(1, 10)]
 REFRESH_S = 0.05
+SETTLE_S = 30.0  # the most a settle waits: a bound, not an expectation
 
 
 async def _settle(store: SharedProbeWindows) -> None:
-    """Let the background writes and reads started so far finish."""
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if not store._tasks:  # the store's own background work, nothing else
-            return
+    """Let the background writes and reads started so far finish: all of them, however slow the machine
+    (a bound of 0.5 s left a busy machine's writes running into the next step's command count)."""
+    deadline = time.monotonic() + SETTLE_S
+    await asyncio.sleep(0.01)
+    while store._tasks and time.monotonic() < deadline:  # the store's own background work, nothing else
+        await asyncio.wait(list(store._tasks), timeout=deadline - time.monotonic())
 
 
 def _shared(client: Redis, size: int = 5, refresh_s: float = 0.05) -> SharedProbeWindows:
