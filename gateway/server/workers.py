@@ -26,6 +26,11 @@ from gateway.server.app import CONFIG_ENV, GatewayApp, create_app
 from gateway.telemetry.access_log import configure_access_log
 
 LOG_LEVEL_ENV: Final = "RECSERVE_LOG_LEVEL"
+# How long uvicorn's supervisor waits for a new worker to serve (on SIGHUP it keeps the old worker and
+# abandons the restart past it) and for a worker to answer its liveness ping. Its default, 5 s, is about
+# what one worker needs to import the gateway on a 2-core machine with both cores busy: every SIGHUP
+# there was abandoned.
+WORKER_READY_TIMEOUT_S: Final = 30
 WORKER_FACTORY: Final = "gateway.server.workers:worker_app"
 
 
@@ -52,6 +57,7 @@ def uvicorn_options(config: GatewayConfig, log_level: str) -> dict[str, Any]:
     """What `recserve serve` passes to uvicorn, one worker or many."""
     return {"log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 10,
             "timeout_keep_alive": config.server.timeout_keep_alive_s,
+            "timeout_worker_healthcheck": WORKER_READY_TIMEOUT_S,
             "limit_concurrency": config.server.limit_concurrency,
             "h11_max_incomplete_event_size": config.server.max_header_bytes}
 

@@ -5,7 +5,7 @@ equal GET /admin/policy. A screenshot is kept under tests/artifacts/."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,21 @@ def shown(driver: WebDriver, selector: str) -> tuple[str, str | None]:
     return node.text, node.get_attribute("data-value")
 
 
+def read_whole(check: Callable[[], None], attempts: int = 3) -> None:
+    """Run `check`, which reads part of the page, again from the start if the page redrew meanwhile.
+
+    The page redraws on its refresh timer; on a slow machine a redraw can land between two reads
+    (StaleElementReferenceException). The part is read again, whole; nothing is asserted looser.
+    """
+    for attempt in range(attempts):
+        try:
+            check()
+            return
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+
+
 def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, browser: WebDriver,
                                                   artifacts_dir: Path) -> None:
     with file_gateway.sdk() as sdk:
@@ -78,29 +93,32 @@ def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, bro
     with httpx.Client(base_url=file_gateway.root, headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
         view: dict[str, Any] = http.get("/admin/policy").json()
 
-    assert shown(browser, "header [data-field=version]")[0] == str(view["version"])
-    assert shown(browser, ".summary [data-field=requests]")[0] == str(view["requests"]) == "10"
-    saved_text, saved_raw = shown(browser, ".summary [data-field=saved]")
-    assert saved_text == pct(view["communication"]["saved"])
-    assert float(saved_raw or "nan") == view["communication"]["saved"]
-    for tier in view["tiers"]:
-        card = f"[data-tier='{tier['name']}']"
-        share_text, share_raw = shown(browser, f"{card} [data-field=share]")
-        assert share_text == pct(tier["share"]), tier["name"]
-        assert float(share_raw or "nan") == tier["share"]
-        if tier["recserve"] is None:
-            continue
-        assert float(shown(browser, f"{card} [data-field=casserve-threshold]")[1] or "nan") == \
-            tier["casserve"]["threshold"]
-        for task, stats in tier["recserve"]["tasks"].items():
-            box = f"{card} [data-task='{task}']"
-            threshold_text, threshold_raw = shown(browser, f"{box} [data-field=threshold]")
-            assert threshold_text == fixed(stats["threshold"], 4), (tier["name"], task)
-            if stats["threshold"] is not None:
-                assert float(threshold_raw or "nan") == stats["threshold"]
-            assert shown(browser, f"{box} [data-field=escalation-rate]")[0] == pct(stats["escalation_rate"])
-            bars = browser.find_elements(By.CSS_SELECTOR, f"{box} svg rect.bar")
-            assert [int(b.get_attribute("data-count") or -1) for b in bars] == stats["histogram"]
+    def check_page() -> None:
+        assert shown(browser, "header [data-field=version]")[0] == str(view["version"])
+        assert shown(browser, ".summary [data-field=requests]")[0] == str(view["requests"]) == "10"
+        saved_text, saved_raw = shown(browser, ".summary [data-field=saved]")
+        assert saved_text == pct(view["communication"]["saved"])
+        assert float(saved_raw or "nan") == view["communication"]["saved"]
+        for tier in view["tiers"]:
+            card = f"[data-tier='{tier['name']}']"
+            share_text, share_raw = shown(browser, f"{card} [data-field=share]")
+            assert share_text == pct(tier["share"]), tier["name"]
+            assert float(share_raw or "nan") == tier["share"]
+            if tier["recserve"] is None:
+                continue
+            assert float(shown(browser, f"{card} [data-field=casserve-threshold]")[1] or "nan") == \
+                tier["casserve"]["threshold"]
+            for task, stats in tier["recserve"]["tasks"].items():
+                box = f"{card} [data-task='{task}']"
+                threshold_text, threshold_raw = shown(browser, f"{box} [data-field=threshold]")
+                assert threshold_text == fixed(stats["threshold"], 4), (tier["name"], task)
+                if stats["threshold"] is not None:
+                    assert float(threshold_raw or "nan") == stats["threshold"]
+                assert shown(browser, f"{box} [data-field=escalation-rate]")[0] == pct(stats["escalation_rate"])
+                bars = browser.find_elements(By.CSS_SELECTOR, f"{box} svg rect.bar")
+                assert [int(b.get_attribute("data-count") or -1) for b in bars] == stats["histogram"]
+
+    read_whole(check_page)
     assert view["tiers"][1]["casserve"]["threshold"] == 0.65
     assert view["tiers"][0]["recserve"]["tasks"]["generation"]["window_length"] == 9
 
@@ -145,15 +163,7 @@ def test_status_page_charts_savings_per_workload(start_file_gateway: FileGateway
         assert spend_text.startswith(pct(s["spend"]["vs_top_tier_only"])), name
 
     for name, s in rows.items():
-        # The page redraws on its refresh timer; on a slow machine a redraw can land between two reads of a
-        # row (StaleElementReferenceException). The row is read again, whole; nothing is asserted looser.
-        for attempt in range(3):
-            try:
-                check_row(name, s)
-                break
-            except StaleElementReferenceException:
-                if attempt == 2:
-                    raise
+        read_whole(lambda: check_row(name, s))  # noqa: B023 - called before the loop moves on
     saved_text, saved_raw = shown(browser, ".summary [data-field=spend-saved]")
     assert float(saved_raw or "nan") == pytest.approx(1 - savings["total"]["spend"]["vs_top_tier_only"])
     assert saved_text == pct(1 - savings["total"]["spend"]["vs_top_tier_only"])

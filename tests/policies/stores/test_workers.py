@@ -116,7 +116,7 @@ def test_two_workers_share_windows_reload_on_sighup_and_stop_together(
             if len(current - first) == 2 and not any(_alive(pid) for pid in _worker_pids(first)):
                 break
         replaced = _fresh(_registry(server, "workers")) - first
-        assert len(replaced) == 2, (first, _registry(server, "workers"))
+        assert len(replaced) == 2, (first, _registry(server, "workers"), gateway.log()[-3000:])
         assert statuses and all(status == 200 for status in statuses)
         workers = _worker_pids(replaced)
     finally:
