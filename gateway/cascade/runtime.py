@@ -17,7 +17,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.observer import RequestObserver
 from gateway.telemetry.savings import SavingsRates
 from gateway.telemetry.tokens import PromptTokenCounter
-from gateway.upstream.backends import build_backend
+from gateway.upstream.tier_client import build_backend
 from policies.base import TASKS, Learning, Scope, Task, ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
 from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings

@@ -75,6 +75,12 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                              "(the sum of weight times prompt tokens shipped to each tier, against the top "
                              "tier's weight times every prompt). Set 0 on a tier beside the client (nothing "
                              "crosses a network).",
+    "tiers[].tool_mode": "How requests with `tools` reach the tier. `native` passes them through as they came. "
+                         "`constrained` also sends a JSON Schema built from the offered tools as "
+                         "`response_format` (one alternative per tool, an array for parallel calls, and a "
+                         "plain-text alternative under `tool_choice: auto`) and turns the JSON answer back "
+                         "into `tool_calls`: for models that write the right call in the wrong shape, like the "
+                         "embedded Qwen2.5-Coder tiers. A streamed answer's text is then held until it ends.",
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",

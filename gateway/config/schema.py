@@ -129,6 +129,9 @@ class TierConfig(_Strict):
     local: LocalTierConfig | None = None
     price: TierPrice | None = None  # unset: the tier costs nothing (e.g. it runs on the user's own machine)
     uplink_weight: float = Field(1.0, ge=0)  # the cost of shipping one prompt token to this tier
+    # How tool requests reach the tier: `native` passes `tools` through; `constrained` adds a JSON Schema
+    # built from the tools as `response_format` and turns the JSON answer back into `tool_calls`.
+    tool_mode: Literal["native", "constrained"] = "native"
 
     @field_validator("base_url")
     @classmethod

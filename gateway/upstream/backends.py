@@ -352,8 +352,3 @@ class LiteLLMBackend:
         if self._text_client is not None:
             await self._text_client.close()
 
-
-def build_backend(tier: TierConfig) -> Backend:
-    if tier.provider == "litellm":
-        return LiteLLMBackend(tier)
-    return OpenAICompatibleBackend(tier)

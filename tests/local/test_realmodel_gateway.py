@@ -55,8 +55,9 @@ def real_tiers(real_tier_list: list[RunningTier]) -> list[RunningTier]:
 
 
 @contextmanager
-def serve_gateway(tiers: list[RunningTier], folder: Path) -> Iterator[str]:
-    """`recserve serve` (the console script) on a free port over `tiers`; yields its base URL."""
+def serve_gateway(tiers: list[RunningTier], folder: Path, **tier_options: Any) -> Iterator[str]:
+    """`recserve serve` (the console script) on a free port over `tiers` (each with `tier_options`);
+    yields its base URL."""
     port = free_port()
     models = {name: key for name, key, _ in REAL_TIERS}
     config = {
@@ -64,7 +65,7 @@ def serve_gateway(tiers: list[RunningTier], folder: Path) -> Iterator[str]:
         "auth": {"api_keys_env": None, "admin_key_env": None},
         "tiers": [
             {"name": t.name, "base_url": f"{t.base_url}/v1", "model": models[t.name], "timeout_s": 60,
-             "max_concurrency": 1, "queue_timeout_s": 30}
+             "max_concurrency": 1, "queue_timeout_s": 30, **tier_options}
             for t in tiers
         ],
         "policy": {"default": "recserve", "recserve": {"beta": 0.3, "window": 10000}},

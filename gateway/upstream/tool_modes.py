@@ -1,0 +1,192 @@
+"""How a tool request reaches a tier: `native` passes `tools` through; `constrained` also sends a JSON
+Schema built from the offered tools as `response_format`, and turns the JSON answer back into
+OpenAI `tool_calls`.
+
+Small local models (the embedded Qwen2.5-Coder tiers) mostly write a right call in the wrong shape —
+a JSON code block in `content` that llama-server's tool parser does not recognise — so a client gets
+no `tool_calls` at all. Constrained by the schema (llama-server compiles it to a grammar) they write
+exactly one of: a call `{"name": ..., "arguments": {...}}`, an array of calls (parallel calls), or,
+when `tool_choice` is `auto`, `{"text": ...}` — a plain answer, so "no call" stays possible. The
+tier's chat template still renders the `tools` as the model was trained to read them.
+
+The answer's logprobs are kept as the tier sent them (they cover the JSON), so confidence can be
+taken over the tokens that carry the decision. A streamed answer's text is held until it ends (a
+half-written call cannot be converted) while its logprobs and usage pass on as they come.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from gateway.protocol import Route
+from gateway.upstream.backends import Backend, TierReply, TierStream
+
+# The `response_format.json_schema.name` we send; never seen by a client.
+SCHEMA_NAME = "tool_call"
+# A held streamed answer beyond this many characters is no call we could convert: passed on as text.
+MAX_HELD_CHARS = 1 << 20
+
+
+def _offered(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, parameters schema) of each function tool in the request, in order."""
+    offered: list[tuple[str, Any]] = []
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            parameters = function.get("parameters")
+            offered.append((function["name"], parameters if isinstance(parameters, Mapping) else {"type": "object"}))
+    return offered
+
+
+def tool_call_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a constrained tier answers `body` by; None when the request is not constrained
+    (no function tools, `tool_choice: none`, or the client set its own `response_format`)."""
+    choice = body.get("tool_choice", "auto")
+    offered = _offered(body)
+    if not offered or choice == "none" or body.get("response_format") is not None:
+        return None
+    if isinstance(choice, Mapping):  # {"type": "function", "function": {"name": ...}}
+        function = choice.get("function")
+        wanted = function.get("name") if isinstance(function, Mapping) else None
+        offered = [(name, parameters) for name, parameters in offered if name == wanted]
+        if not offered:
+            return None  # names no offered tool: the tier (or the validity gate) says so, not us
+    calls = [{"type": "object", "properties": {"name": {"const": name}, "arguments": parameters},
+              "required": ["name", "arguments"]} for name, parameters in offered]
+    alternatives: list[dict[str, Any]] = list(calls)
+    if body.get("parallel_tool_calls", True) is not False and not isinstance(choice, Mapping):
+        alternatives.append({"type": "array", "items": {"anyOf": calls}, "minItems": 1})
+    if choice == "auto":
+        alternatives.append({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
+    return {"anyOf": alternatives}
+
+
+def constrained_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """`body` as a constrained tier is asked it; None when it goes as it is."""
+    schema = tool_call_schema(body)
+    if schema is None:
+        return None
+    asked = {key: value for key, value in body.items() if key not in ("tool_choice", "parallel_tool_calls")}
+    asked["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema}}
+    return asked
+
+
+def _calls(answer: Any) -> list[dict[str, Any]] | None:
+    """The answer's calls as OpenAI `tool_calls`; None when it is not calls."""
+    items = answer if isinstance(answer, list) else [answer]
+    calls: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and "arguments" in item):
+            return None
+        arguments = json.dumps(item["arguments"], ensure_ascii=False)
+        calls.append({"id": f"call_{index}", "type": "function",
+                      "function": {"name": item["name"], "arguments": arguments}})
+    return calls or None
+
+
+def message_fields(content: Any) -> dict[str, Any] | None:
+    """The message fields a constrained answer's `content` stands for: `tool_calls` (content null) or
+    the plain answer's `content`; None when the content is no constrained answer (passed on as is)."""
+    if not isinstance(content, str):
+        return None
+    try:
+        answer = json.loads(content)
+    except (ValueError, RecursionError):
+        return None  # cut off by max_tokens, or the tier ignored the schema
+    calls = _calls(answer)
+    if calls is not None:
+        return {"content": None, "tool_calls": calls}
+    if isinstance(answer, dict) and set(answer) == {"text"} and isinstance(answer["text"], str):
+        return {"content": answer["text"]}
+    return None
+
+
+def _convert_choice(choice: Any) -> None:
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        return
+    fields = message_fields(message.get("content"))
+    if fields is None:
+        return
+    message.update(fields)
+    if "tool_calls" in fields and choice.get("finish_reason") in ("stop", None):
+        choice["finish_reason"] = "tool_calls"
+
+
+def converted_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """A constrained tier's whole answer with each choice's JSON turned into calls or text (in place)."""
+    choices = body.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        _convert_choice(choice)
+    return body
+
+
+def _finish(index: int, held: str, finish_reason: Any) -> dict[str, Any]:
+    """The delta that replaces a held answer, and its finish reason."""
+    fields = message_fields(held)
+    if fields is None:
+        return {"index": index, "delta": {"content": held}, "finish_reason": finish_reason}
+    if "tool_calls" in fields:
+        calls = [{"index": i, **call} for i, call in enumerate(fields["tool_calls"])]
+        reason = "tool_calls" if finish_reason in ("stop", None) else finish_reason
+        return {"index": index, "delta": {"tool_calls": calls}, "finish_reason": reason}
+    return {"index": index, "delta": {"content": fields["content"]}, "finish_reason": finish_reason}
+
+
+async def converted_events(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """A constrained tier's stream: every chunk passes on with its text held back (logprobs, usage and
+    the rest as they come); a choice's finishing chunk carries its whole answer, converted."""
+    held: dict[int, list[str]] = {}
+    sizes: dict[int, int] = {}
+    async for chunk in events:
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            yield chunk
+            continue
+        out: list[Any] = []
+        for choice in choices:
+            if not isinstance(choice, dict) or not isinstance(choice.get("index", 0), int):
+                out.append(choice)
+                continue
+            index = choice.get("index", 0)
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(text, str) and sizes.get(index, 0) + len(text) <= MAX_HELD_CHARS:
+                held.setdefault(index, []).append(text)
+                sizes[index] = sizes.get(index, 0) + len(text)
+                choice = {**choice, "delta": {key: v for key, v in delta.items() if key != "content"}}  # type: ignore[union-attr]
+            if choice.get("finish_reason") is not None:
+                finished = _finish(index, "".join(held.pop(index, [])), choice["finish_reason"])
+                choice = {**choice, **finished, "delta": {**choice.get("delta", {}), **finished["delta"]}}
+            out.append(choice)
+        yield {**chunk, "choices": out}
+
+
+class ConstrainedTools:
+    """A Backend that asks its tier tool requests through a JSON Schema and answers with `tool_calls`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                   headers: Mapping[str, str]) -> TierReply:
+        asked = constrained_body(body) if route == "chat/completions" else None
+        reply = await self._backend.send(route, asked or body, timeout_s=timeout_s, headers=headers)
+        if asked is None:
+            return reply
+        return TierReply(converted_answer(reply.body), reply.headers, reply.elapsed_s, reply.chunks, reply.tail,
+                         reply.release)
+
+    async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
+                          headers: Mapping[str, str]) -> TierStream:
+        asked = constrained_body(body) if route == "chat/completions" else None
+        stream = await self._backend.open_stream(route, asked or body, timeout_s=timeout_s, headers=headers)
+        if asked is None:
+            return stream
+        return TierStream(converted_events(stream.events), stream.close, stream.headers, stream.serve_live)
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
