@@ -1,4 +1,4 @@
-"""`recserve eval record | replay | live | report`: argument parsing and dispatch."""
+"""`recserve eval record | replay | live | report | seeds | code | bfcl`: argument parsing and dispatch."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 DEFAULT_GATEWAY = "http://127.0.0.1:8000/v1"
 RESULTS = Path("eval/results")
 CODE_TRACE = RESULTS / "code" / "humaneval.jsonl.gz"
+BFCL_TRACES = RESULTS / "bfcl"
 
 
 def _say(line: str) -> None:
@@ -166,6 +167,58 @@ def _seeds(args: argparse.Namespace) -> int:
     return 0 if all(row["holds"] for row in rows) else 1
 
 
+def _bfcl_list(args: argparse.Namespace) -> int:
+    from gateway.evaluation import bfcl
+    from gateway.local.paths import default_layout
+
+    root = bfcl.ensure_cached(default_layout(), report=_say)
+    for category in bfcl.CATEGORIES:
+        items = bfcl.load_items(root, category)
+        right = "no call" if category in bfcl.NO_CALL_CATEGORIES else "BFCL's AST checker"
+        print(f"{category:<18} {len(items):>5} items   right: {right}")
+    return 0
+
+
+def _bfcl_record(args: argparse.Namespace) -> int:
+    from gateway.evaluation import bfcl, bfcl_record
+    from gateway.local.paths import default_layout
+
+    root = bfcl.ensure_cached(default_layout(), report=_say)
+    items = bfcl.sample(root, args.per_category, categories=args.categories)
+    bfcl_record.record(args.gateway, items, Path(args.out), bfcl.Checker(root), say=_say)
+    return 0
+
+
+def _bfcl_report(args: argparse.Namespace) -> int:
+    from gateway.evaluation import bfcl, bfcl_report
+    from gateway.local.paths import default_layout
+
+    root = bfcl.ensure_cached(default_layout(), report=_say)
+    items = {item.id: item for category in bfcl.CATEGORIES for item in bfcl.load_items(root, category)}
+    for path in bfcl_report.write_report(Path(args.traces), Path(args.out or args.traces), items):
+        _say(f"wrote {path}")
+    return 0
+
+
+def _add_bfcl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.evaluation.bfcl import CATEGORIES
+
+    bfcl = commands.add_parser("bfcl", help="function calling: BFCL v4 items through every tier, and the policies")
+    steps = bfcl.add_subparsers(dest="step", required=True)
+    steps.add_parser("list", help="the BFCL categories recorded and how each is graded").set_defaults(
+        handler=_bfcl_list)
+    rec = steps.add_parser("record", help="record BFCL items at every tier (resumes where it stopped)")
+    rec.add_argument("--per-category", type=int, default=100, help="items drawn from each category (seeded)")
+    rec.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
+    rec.add_argument("--gateway", default=DEFAULT_GATEWAY, help="the gateway's /v1 base URL")
+    rec.add_argument("--out", default=str(BFCL_TRACES), help="folder of the per-tier traces")
+    rec.set_defaults(handler=_bfcl_record)
+    rep = steps.add_parser("report", help="tier accuracy, estimator AUROC, policies over seeds; table and plot")
+    rep.add_argument("--traces", default=str(BFCL_TRACES))
+    rep.add_argument("--out", help="where bfcl.md, bfcl.json and the plot go (default: the traces' folder)")
+    rep.set_defaults(handler=_bfcl_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `recserve eval` argument parser."""
     from gateway.evaluation.datasets import SPECS
@@ -216,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--trace", default=str(CODE_TRACE), help="a HumanEval trace (.jsonl is gzipped beside it)")
     code.add_argument("--out", help="where humaneval.json goes (default: the trace's folder)")
     code.set_defaults(handler=_code)
+    _add_bfcl(commands)
     return parser
 
 

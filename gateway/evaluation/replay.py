@@ -48,6 +48,7 @@ class TierAnswer:
     failed: bool = False
     text: str | None = None  # the answer as recorded (None in hand-made traces: agreement from `correct`)
     completion_tokens: int = 0  # the tier's usage.completion_tokens as recorded (for spend)
+    message: Mapping[str, Any] | None = None  # a structured answer (tool calls) as recorded, for agreement
 
 
 @dataclass(frozen=True, slots=True)

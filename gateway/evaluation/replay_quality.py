@@ -72,8 +72,9 @@ class QualityOptions:
 DEFAULT_OPTIONS = QualityOptions()  # the config's defaults (a frozen value: safe as an argument default)
 
 
-def _body(text: str) -> dict[str, Any]:
-    return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+def _body(answer: TierAnswer) -> dict[str, Any]:
+    message = answer.message if answer.message is not None else {"content": answer.text}
+    return {"choices": [{"message": {"role": "assistant", **message}}]}
 
 
 class SimulatedProber:
@@ -121,9 +122,9 @@ class SimulatedProber:
             self._policy.record_probe(tier, request.scope, confidence, self._agree(request, answer, reference))
 
     def _agree(self, request: Request, answer: TierAnswer, reference: TierAnswer) -> bool:
-        if answer.text is None or reference.text is None:
+        if (answer.text is None and answer.message is None) or (reference.text is None and reference.message is None):
             return answer.correct and reference.correct  # hand-made traces carry no answer text
-        return agree(request.task, request.labels, _body(answer.text), _body(reference.text), self._similarity)
+        return agree(request.task, request.labels, _body(answer), _body(reference), self._similarity)
 
 
 def quality_policy(beta: float | Mapping[str, float], window: int, target: float,
