@@ -23,7 +23,8 @@ def root() -> Path:
 
 
 def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "c", "type": "function", "function": {"name": bfcl.tool_name(name), "arguments": json.dumps(arguments)}}
+    return {"id": "c", "type": "function",
+            "function": {"name": bfcl.tool_name(name), "arguments": json.dumps(arguments)}}
 
 
 def _reference_answer(item: bfcl.Item) -> dict[str, Any]:
@@ -122,6 +123,7 @@ def test_the_recorder_keeps_each_tiers_call_logprobs_and_verdict(start_gateway: 
     record(gateway.url, [scripted], tmp_path, checker, say=lambda _: None)
     assert len(tiers["cloud"].requests) == before
     with gateway.sdk() as client:
-        failed = ask(client, bfcl.Item("scripted_1", "simple_python", [{"role": "user", "content": "x [edge:status=500]"}],
-                                       area.functions, area.ground_truth), "edge", checker)
+        broken = bfcl.Item("scripted_1", "simple_python", [{"role": "user", "content": "x [edge:status=500]"}],
+                           area.functions, area.ground_truth)
+        failed = ask(client, broken, "edge", checker)
     assert failed["correct"] is False and "error" in failed
