@@ -86,6 +86,22 @@ def test_streamed_tool_calls_are_compared_as_calls(start_gateway: GatewayStarter
     assert _outcomes(gateway.root) == (1, 1)
 
 
+def test_streamed_tool_calls_of_the_responses_api_are_compared_as_calls(start_gateway: GatewayStarter,
+                                                                        tiers: dict[str, ThreadedTier]) -> None:
+    # The Responses API reassembles a stream's calls itself (its events carry them), so it probes them too.
+    gateway = start_gateway(quality_config())
+    tools: list[Any] = [{"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"],
+                         "strict": False} for t in TOOLS]
+    with gateway.sdk() as sdk:
+        for text in (SAME, REORDERED, OTHER_ARGUMENTS):
+            with sdk.responses.stream(model="recserve", input=text, tools=tools) as events:
+                final = events.get_final_response()
+            assert final.output and all(item.type == "function_call" for item in final.output)
+            probes_settle(tiers)
+    assert len(tiers["cloud"].requests) == 3
+    assert _outcomes(gateway.root) == (2, 1)
+
+
 def test_a_call_never_agrees_with_a_text_answer(start_gateway: GatewayStarter,
                                                 tiers: dict[str, ThreadedTier]) -> None:
     gateway = start_gateway(quality_config())
