@@ -3,6 +3,7 @@ normalised arguments, in any order), JSON answers when their values are the same
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -39,78 +40,76 @@ OTHER_ARGUMENTS = ("weather q3 " + calls("device", ("get_weather", '{"city": "Pa
                    + calls("cloud", ("get_weather", '{"city": "London"}')))
 
 
-def _outcomes(root: str) -> tuple[float, float]:
-    samples = scrape(root)
+def probed(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier], texts: Sequence[str],
+           send: Callable[[openai.OpenAI, str], None]) -> tuple[float, float]:
+    """`send` each text through a quality gateway that probes every kept answer; (agreed, disagreed)."""
+    gateway = start_gateway(quality_config())
+    with gateway.sdk() as sdk:
+        for text in texts:
+            send(sdk, text)
+            probes_settle(tiers)
+    assert len(tiers["cloud"].requests) == len(texts)  # each kept answer probed once
+    samples = scrape(gateway.root)
     return probes_of(samples, "agreed"), probes_of(samples, "disagreed")
 
 
 def test_tool_calls_are_compared_as_calls(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier]) -> None:
-    gateway = start_gateway(quality_config())
-    with gateway.sdk() as sdk:
-        for text in (SAME, REORDERED, OTHER_ARGUMENTS):
-            # A tiny answer budget would make a plain request a classification; a tool request stays generation.
-            answer, headers = ask(sdk, text, tools=TOOLS, max_tokens=4)
-            assert headers["x-recserve-path"] == "device" and headers["x-recserve-task"] == "generation"
-            assert answer.choices[0].message.tool_calls
-            probes_settle(tiers)
-    assert len(tiers["cloud"].requests) == 3  # each kept answer probed once
+    def send(sdk: openai.OpenAI, text: str) -> None:
+        # A tiny answer budget would make a plain request a classification; a tool request stays generation.
+        answer, headers = ask(sdk, text, tools=TOOLS, max_tokens=4)
+        assert headers["x-recserve-path"] == "device" and headers["x-recserve-task"] == "generation"
+        assert answer.choices[0].message.tool_calls
+
     # Before, all three agreed: the empty texts of two tool calls were "the same answer".
-    assert _outcomes(gateway.root) == (2, 1)
+    assert probed(start_gateway, tiers, [SAME, REORDERED, OTHER_ARGUMENTS], send) == (2, 1)
 
 
 def test_json_answers_are_compared_as_values(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier]) -> None:
-    gateway = start_gateway(quality_config())
     same = "q1 [device:answer=" + '{"city": "New York", "n": 2}' + "][cloud:answer=" + '{"n": 2.0, "city": "new york"}]'
     other = "q2 [device:answer=" + '{"city": "Paris", "n": 1}' + "][cloud:answer=" + '{"city": "Paris", "n": 2}]'
-    with gateway.sdk() as sdk:
-        for text in (same, other):
-            _, headers = ask(sdk, text, response_format={"type": "json_object"})
-            assert headers["x-recserve-path"] == "device"
-            probes_settle(tiers)
+
+    def send(sdk: openai.OpenAI, text: str) -> None:
+        _, headers = ask(sdk, text, response_format={"type": "json_object"})
+        assert headers["x-recserve-path"] == "device"
+
     # Token-F1 alone would call the second pair alike (4 of 5 words shared).
-    assert _outcomes(gateway.root) == (1, 1)
+    assert probed(start_gateway, tiers, [same, other], send) == (1, 1)
 
 
 @pytest.mark.xfail(strict=True, reason="needs the validity branch: a streamed answer reaches the probes as "
                                        "text only until the stream's tool calls are reassembled for on_complete")
 def test_streamed_tool_calls_are_compared_as_calls(start_gateway: GatewayStarter,
                                                    tiers: dict[str, ThreadedTier]) -> None:
-    gateway = start_gateway(quality_config())
-    with gateway.sdk() as sdk:
-        for text in (SAME, OTHER_ARGUMENTS):
-            chunks, headers = stream(sdk, text, tools=TOOLS)
-            assert headers["x-recserve-path"] == "device"
-            assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
-            probes_settle(tiers)
-    assert len(tiers["cloud"].requests) == 2
-    assert _outcomes(gateway.root) == (1, 1)
+    def send(sdk: openai.OpenAI, text: str) -> None:
+        chunks, headers = stream(sdk, text, tools=TOOLS)
+        assert headers["x-recserve-path"] == "device"
+        assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+
+    assert probed(start_gateway, tiers, [SAME, REORDERED, OTHER_ARGUMENTS], send) == (2, 1)
 
 
 def test_streamed_tool_calls_of_the_responses_api_are_compared_as_calls(start_gateway: GatewayStarter,
                                                                         tiers: dict[str, ThreadedTier]) -> None:
     # The Responses API reassembles a stream's calls itself (its events carry them), so it probes them too.
-    gateway = start_gateway(quality_config())
     tools: list[Any] = [{"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"],
                          "strict": False} for t in TOOLS]
-    with gateway.sdk() as sdk:
-        for text in (SAME, REORDERED, OTHER_ARGUMENTS):
-            with sdk.responses.stream(model="recserve", input=text, tools=tools) as events:
-                final = events.get_final_response()
-            assert final.output and all(item.type == "function_call" for item in final.output)
-            probes_settle(tiers)
-    assert len(tiers["cloud"].requests) == 3
-    assert _outcomes(gateway.root) == (2, 1)
+
+    def send(sdk: openai.OpenAI, text: str) -> None:
+        with sdk.responses.stream(model="recserve", input=text, tools=tools) as events:
+            final = events.get_final_response()
+        assert final.output and all(item.type == "function_call" for item in final.output)
+
+    assert probed(start_gateway, tiers, [SAME, REORDERED, OTHER_ARGUMENTS], send) == (2, 1)
 
 
 def test_a_call_never_agrees_with_a_text_answer(start_gateway: GatewayStarter,
                                                 tiers: dict[str, ThreadedTier]) -> None:
-    gateway = start_gateway(quality_config())
-    text = "q4 " + calls("device", ("get_weather", '{"city": "Paris"}')) + "[cloud:answer=It is sunny in Paris]"
-    with gateway.sdk() as sdk:
+    def send(sdk: openai.OpenAI, text: str) -> None:
         _, headers = ask(sdk, text, tools=TOOLS)
-        probes_settle(tiers)
-    assert headers["x-recserve-path"] == "device"
-    assert _outcomes(gateway.root) == (0, 1)
+        assert headers["x-recserve-path"] == "device"
+
+    text = "q4 " + calls("device", ("get_weather", '{"city": "Paris"}')) + "[cloud:answer=It is sunny in Paris]"
+    assert probed(start_gateway, tiers, [text], send) == (0, 1)
 
 
 def test_the_sdk_sends_what_the_directives_script(tiers: dict[str, ThreadedTier]) -> None:
@@ -118,5 +117,6 @@ def test_the_sdk_sends_what_the_directives_script(tiers: dict[str, ThreadedTier]
     with openai.OpenAI(base_url=tiers["device"].base_url, api_key="unused", max_retries=0) as sdk:
         answer = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": REORDERED}],
                                              tools=TOOLS)  # type: ignore[arg-type]
-    made = [(c.function.name, c.function.arguments) for c in answer.choices[0].message.tool_calls or []]
+    made = [(c.function.name, c.function.arguments) for c in answer.choices[0].message.tool_calls or []
+            if c.type == "function"]
     assert made == [("get_weather", '{"city": "Paris"}'), ("get_time", '{"zone": "CET"}')]
