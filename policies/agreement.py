@@ -4,7 +4,7 @@ JSON answers compared as values. Pure functions on what a tier sent (untrusted: 
 Values are compared after the normalisation the Berkeley Function-Calling Leaderboard's checker
 applies, so two answers that a BFCL-style grader would score alike agree:
 
-- strings: case-folded, with spaces and `,./-_*^` removed and `'` read as `"` ("New York" equals
+- strings: lower-cased, with spaces and `,./-_*^` removed and `'` read as `"` ("New York" equals
   "new york" and "new-york");
 - numbers by value (5 equals 5.0); booleans are not numbers (`true` is not 1);
 - lists element by element, in order; objects key by key (keys compared exactly: they name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from policies.base import Task, TokenLogprob
@@ -182,10 +183,10 @@ def weakest_value_confidence(tokens: Sequence[TokenLogprob], labels: Sequence[st
 
 # Estimators for structured (JSON) answers, by name. Not yet the cascade's: which one decides is to be
 # chosen by measuring them (AUROC on BFCL) against `generation`.
-STRUCTURED_ESTIMATORS: Mapping[str, Estimator] = {
+STRUCTURED_ESTIMATORS: Mapping[str, Estimator] = MappingProxyType({
     "structured_mean": structured_confidence,
     "structured_min": weakest_value_confidence,
-}
+})
 
 
 def _token_logprobs(tokens: Sequence[TokenLogprob]) -> list[float] | None:
@@ -193,10 +194,8 @@ def _token_logprobs(tokens: Sequence[TokenLogprob]) -> list[float] | None:
     from a tier: an odd one means no estimate, never an exception)."""
     logprobs: list[float] = []
     for token in tokens:
-        text, raw = getattr(token, "token", None), getattr(token, "logprob", None)
-        if not isinstance(text, str) or isinstance(raw, bool) or not isinstance(raw, int | float):
-            return None
-        logprob = _usable(float(raw))
+        text, raw = getattr(token, "token", None), _number(getattr(token, "logprob", None))
+        logprob = _usable(raw) if isinstance(text, str) and raw is not None else None
         if logprob is None:
             return None
         logprobs.append(logprob)

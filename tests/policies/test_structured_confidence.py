@@ -97,6 +97,7 @@ def test_odd_tokens_give_no_estimate_not_an_exception(estimator: Any) -> None:
     assert estimator(tokens(('{"a": ', SURE), ("1", 0.5), ("}", SURE))) is None  # a positive logprob
     assert estimator([TokenLogprob(None, -0.1), TokenLogprob("1", -0.1)]) is None  # type: ignore[arg-type]
     assert estimator([TokenLogprob("1", "x")]) is None  # type: ignore[arg-type]
+    assert estimator([TokenLogprob("1", -10**400)]) is None  # no float holds it
     assert estimator(tokens(("", -0.1), ("7", -0.2), ("", -5.0))) == pytest.approx(math.exp(-0.2))
 
 
