@@ -110,13 +110,3 @@ def test_a_call_never_agrees_with_a_text_answer(start_gateway: GatewayStarter,
 
     text = "q4 " + calls("device", ("get_weather", '{"city": "Paris"}')) + "[cloud:answer=It is sunny in Paris]"
     assert probed(start_gateway, tiers, [text], send) == (0, 1)
-
-
-def test_the_sdk_sends_what_the_directives_script(tiers: dict[str, ThreadedTier]) -> None:
-    # The scripted tier itself, straight: parallel calls come back in the scripted order.
-    with openai.OpenAI(base_url=tiers["device"].base_url, api_key="unused", max_retries=0) as sdk:
-        answer = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": REORDERED}],
-                                             tools=TOOLS)  # type: ignore[arg-type]
-    made = [(c.function.name, c.function.arguments) for c in answer.choices[0].message.tool_calls or []
-            if c.type == "function"]
-    assert made == [("get_weather", '{"city": "Paris"}'), ("get_time", '{"zone": "CET"}')]
