@@ -206,8 +206,16 @@ class AnswerStream:
     def completed(self) -> None:
         """The client has the whole answer: start the quality probes that wait for it."""
         if self._served.probes is not None:
-            text = "".join(self._texts)
-            self._served.probes({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+            self._served.probes(self._chat_body())
+
+    def _chat_body(self) -> dict[str, Any]:
+        """The streamed answer as a non-streamed chat body: probes compare its calls, not only its text."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._texts)}
+        if self._calls:
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in (self._calls[index] for index in sorted(self._calls))]
+        return {"choices": [{"index": 0, "message": message}]}
 
     async def close(self) -> None:
         if self._closed:

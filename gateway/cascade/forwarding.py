@@ -11,8 +11,14 @@ from policies.base import Task
 CLASSIFICATION_MAX_TOKENS = 4
 
 
-def resolve_task(request: CascadeAsk, header: str | None) -> Task:
-    """Extension first, then the header, then inference from labels or a short answer budget."""
+def resolve_task(request: CascadeAsk, header: str | None, uses_tools: bool = False) -> Task:
+    """Extension first, then the header, then inference from labels or a short answer budget.
+
+    A request offering tools is always generation: its answer may be a call, whose first token says
+    nothing about a label, and its probes compare calls, not labels.
+    """
+    if uses_tools:
+        return "generation"
     extension = request.recserve
     if extension is not None and extension.task is not None:
         return extension.task

@@ -70,8 +70,9 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
 
     A non-streamed answer is observed here; a stream is observed by whoever renders it, at its end.
     """
-    binding = runtime.resolve(ask.model, uses_tools=bool(body.get("tools")))
-    task = resolve_task(ask, request.headers.get(TASK_HEADER))
+    uses_tools = bool(body.get("tools"))
+    binding = runtime.resolve(ask.model, uses_tools=uses_tools)
+    task = resolve_task(ask, request.headers.get(TASK_HEADER), uses_tools)
     labels = ask.recserve.labels if ask.recserve else None
     forwarded = forward_body(body, route, runtime.config.confidence.top_logprobs)
     call: TierCall = send_call

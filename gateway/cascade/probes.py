@@ -28,6 +28,7 @@ from gateway.cascade.climb import CascadeRequest, CascadeResult, Hop, Tier, prom
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.savings import SavingsRates
 from gateway.upstream.backends import TierFault, TierRejected, TierReply
+from policies.agreement import expects_json, json_answers_agree, tool_calls_agree
 from policies.base import Scope
 from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
 from policies.confidence import response_confidence
@@ -37,19 +38,29 @@ log = logging.getLogger("recserve.probes")
 _WORD = re.compile(r"[\w.]+", re.UNICODE)
 
 
-def answer_text(body: Mapping[str, Any]) -> str:
-    """The first choice's answer: message content, tool calls, or completion text."""
+def _first_choice(body: Mapping[str, Any]) -> Mapping[str, Any]:
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        return ""
-    choice = choices[0]
+        return {}
+    return choices[0]
+
+
+def answer_text(body: Mapping[str, Any]) -> str:
+    """The first choice's text: message content or completion text ("" for a tool-call-only answer)."""
+    choice = _first_choice(body)
     message = choice.get("message")
     if isinstance(message, Mapping):
-        if isinstance(message.get("content"), str):
-            return str(message["content"])
-        return repr(message.get("tool_calls") or "")
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
     text = choice.get("text")
     return text if isinstance(text, str) else ""
+
+
+def answer_tool_calls(body: Mapping[str, Any]) -> Any:
+    """The first choice's `message.tool_calls` as sent (None when it made no call)."""
+    message = _first_choice(body).get("message")
+    calls = message.get("tool_calls") if isinstance(message, Mapping) else None
+    return calls or None  # [] is no call, as null is
 
 
 def _words(text: str) -> list[str]:
@@ -77,12 +88,19 @@ def token_f1(a: str, b: str) -> float:
 
 
 def agree(task: str, labels: Sequence[str] | None, kept: Mapping[str, Any], top: Mapping[str, Any],
-          similarity: float, code_similarity_at: float = CODE_AGREEMENT) -> bool:
-    """Same label for classification. For generation: when both answers carry code (a fenced block
-    defining a function or class), their normalised code tokens alike to `code_similarity_at`
-    (policies.code_similarity; raw-text token-F1 does not predict whether code behaves alike), else
-    token-F1 of at least `similarity`."""
+          similarity: float, code_similarity_at: float = CODE_AGREEMENT, response_format: Any = None) -> bool:
+    """Structure first (policies.agreement): when either answer calls tools, the same calls (name and
+    normalised arguments, in any order), whatever the text; when the request asked for JSON
+    (`response_format`), the same parsed values. Otherwise same label for classification; for
+    generation, when both answers carry code (a fenced block defining a function or class), their
+    normalised code tokens alike to `code_similarity_at` (policies.code_similarity; raw-text token-F1
+    does not predict whether code behaves alike), else token-F1 of at least `similarity`."""
+    kept_calls, top_calls = answer_tool_calls(kept), answer_tool_calls(top)
+    if kept_calls is not None or top_calls is not None:
+        return tool_calls_agree(kept_calls, top_calls)
     a, b = answer_text(kept), answer_text(top)
+    if expects_json(response_format):
+        return json_answers_agree(a, b)
     if task == "classification":
         return _label(a, labels) == _label(b, labels)
     if is_code_answer(a) and is_code_answer(b):
@@ -236,7 +254,8 @@ class Prober:
         if top is None:
             self._count(tier, request.task, "failed")
             return
-        agreed = agree(request.task, request.labels, answer, top, self._similarity)
+        agreed = agree(request.task, request.labels, answer, top, self._similarity,
+                       response_format=request.body.get("response_format"))
         self._policy.record_probe(tier, scope, confidence, agreed)
         self._count(tier, request.task, "agreed" if agreed else "disagreed")
 

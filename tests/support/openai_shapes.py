@@ -41,6 +41,10 @@ class Reply:
         return choice_tokens(self.tier, self.script, self.n)
 
     @property
+    def calls_tools(self) -> bool:
+        return self.script.tool or bool(self.script.calls)
+
+    @property
     def include_usage(self) -> bool:
         options = self.request.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -85,8 +89,8 @@ def chat_body(reply: Reply) -> dict[str, Any]:
             "content": "".join(t.text for t in tokens),
             "refusal": None,
         }
-        if reply.script.tool:
-            message.update(content=None, tool_calls=[tool_call(reply.tier, index)])
+        if reply.calls_tools:
+            message.update(content=None, tool_calls=tool_calls(reply, index))
         out.append(
             {
                 "index": index,
@@ -94,7 +98,7 @@ def chat_body(reply: Reply) -> dict[str, Any]:
                 "logprobs": {"content": [chat_entry(t, top_k) for t in tokens], "refusal": None}
                 if wanted
                 else None,
-                "finish_reason": "tool_calls" if reply.script.tool else "stop",
+                "finish_reason": "tool_calls" if reply.calls_tools else "stop",
             }
         )
     return {
@@ -146,15 +150,15 @@ def chat_chunks(reply: Reply) -> Chunks:
     first_token: int | None = None
     choices = reply.choices
     for index, tokens in enumerate(choices):
-        chunks.append(chunk(index, {"role": "assistant", "content": None if reply.script.tool else ""}, []))
-        if reply.script.tool:
+        chunks.append(chunk(index, {"role": "assistant", "content": None if reply.calls_tools else ""}, []))
+        if reply.calls_tools:
             first_token = len(chunks) if first_token is None else first_token
-            delta = {"tool_calls": [{"index": 0, **tool_call(reply.tier, index)}]}
+            delta = {"tool_calls": [{"index": k, **call} for k, call in enumerate(tool_calls(reply, index))]}
             chunks.append(chunk(index, delta, tokens))
-        for token in [] if reply.script.tool else tokens:
+        for token in [] if reply.calls_tools else tokens:
             first_token = len(chunks) if first_token is None else first_token
             chunks.append(chunk(index, {"content": token.text}, [token]))
-        chunks.append(chunk(index, {}, [], "tool_calls" if reply.script.tool else "stop"))
+        chunks.append(chunk(index, {}, [], "tool_calls" if reply.calls_tools else "stop"))
     if reply.include_usage:
         chunks.append({**base, "choices": [], "usage": reply.usage(choices)})
     return chunks, first_token or 0
@@ -234,12 +238,14 @@ def legacy_logprobs(tokens: list[Token], top_k: int, offset: int) -> dict[str, A
     }
 
 
-def tool_call(tier: str, index: int) -> dict[str, Any]:
-    return {
-        "id": f"call_{tier}_{index}",
-        "type": "function",
-        "function": {"name": "get_weather", "arguments": "{}"},
-    }
+def tool_calls(reply: Reply, index: int) -> list[dict[str, Any]]:
+    """The calls of choice `index`: the `call=` directives', else one `get_weather` without arguments."""
+    calls = reply.script.calls or [("get_weather", "{}")]
+    return [
+        {"id": f"call_{reply.tier}_{index}" + (f"_{k}" if k else ""), "type": "function",
+         "function": {"name": name, "arguments": arguments}}
+        for k, (name, arguments) in enumerate(calls)
+    ]
 
 
 def embedding(text: str) -> list[float]:

@@ -12,6 +12,8 @@ Without directives the answer is `"<tier> answer"`: tokens "<tier>", " answer", 
     choices=0.9,0.2       one choice per probability, each a single token "<tier> says"
     status=N | sleep=S | stall=S | header=NAME:VALUE (VALUE percent-decoded)
     reset garbage nologprobs nan empty tool llamacpp cut
+    call=NAME:ARGS        a tool call NAME with the JSON text ARGS (percent-decoded); repeat the
+                          directive for parallel calls; one token per call (its name, p 0.9)
 Bodies cannot contain brackets; an unknown directive is a 400 so a typo cannot pass silently.
 """
 
@@ -56,6 +58,7 @@ class Script:
     nan: bool = False
     empty: bool = False
     tool: bool = False
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments) of `call=` directives
     llamacpp: bool = False
     cut: bool = False
 
@@ -86,6 +89,9 @@ def _apply(script: Script, directive: str) -> None:
             script.labels = [_label(item, directive) for item in value.split(",")]
         case "answer":
             script.answer = value
+        case "call" if ":" in value:
+            name, _, arguments = value.partition(":")
+            script.calls.append((name.strip(), unquote(arguments)))
         case "status" if value.strip().isdigit():
             script.status = int(value)
         case "sleep":
@@ -144,6 +150,8 @@ def _tokens(tier: str, script: Script) -> list[Token]:
     if script.labels:
         first, p = script.labels[0]
         return [Token(first, logprob(p), tuple((text, logprob(q)) for text, q in script.labels))]
+    if script.calls:
+        return [_token(name, DEFAULT_P) for name, _ in script.calls]
     if script.tool:
         return [_token("get_weather", DEFAULT_P)]
     if script.probs is not None and len(script.probs) == 1:
