@@ -33,18 +33,26 @@ def _reject_constant(name: str) -> None:
     raise _NotJson(name)  # NaN and Infinity: accepted by json.loads, not JSON
 
 
+# A Markdown code fence around the JSON, as llama.cpp's constrained tool calls are written (and as
+# small models write JSON anyway): ```json\n ... \n```.
+_FENCED = re.compile(r"\s*```[A-Za-z]*\s*\n(.*?)\s*```\s*", re.DOTALL)
+
+
 def value_spans(text: str) -> list[Span] | None:
-    """The spans of the scalar values in `text`, in order; None when `text` is not one JSON value.
+    """The spans of the scalar values in `text`, in order; None when `text` is not one JSON value, bare
+    or in one Markdown code fence.
 
     A string's span is its content between the quotes: the opening quote is forced once a string is
     due, and the closing one is mostly written with the punctuation after it (`",`, `"}`). An empty
     string's span is its closing quote, the one character that says "nothing here".
     """
+    fenced = _FENCED.fullmatch(text)
+    start, body = (fenced.start(1), fenced[1]) if fenced else (0, text)
     try:
-        json.loads(text, parse_constant=_reject_constant)
+        json.loads(body, parse_constant=_reject_constant)
     except (_NotJson, ValueError, TypeError, RecursionError):
         return None
-    return _scan(text)
+    return [Span(span.start + start, span.end + start) for span in _scan(body)]
 
 
 def _scan(text: str) -> list[Span]:

@@ -41,7 +41,15 @@ def test_value_spans_are_values_not_keys_punctuation_or_wrapper() -> None:
     assert texts('{"a" : "b:c"}') == ["b:c"]  # a colon inside a value is not a key's
 
 
-@pytest.mark.parametrize("text", ["", "Paris", '{"a": 1', '{"a": NaN}', "{'a': 1}", "[" * 3000])
+def test_json_in_one_code_fence_is_read_inside_it() -> None:
+    # llama.cpp writes a constrained tool call as ```json ... ```; the fence is forced like the braces.
+    fenced = '```json\n{\n  "name": "f",\n  "arguments": {"a": 2}\n}\n```'
+    assert [fenced[s.start:s.end] for s in value_spans(fenced) or []] == ["f", "2"]
+    assert value_spans('```\n[1, "x"]\n```\n') is not None
+    assert value_spans('```json\n{"a": 1}\n``` and more text') is None
+
+
+@pytest.mark.parametrize("text", ["", "Paris", '{"a": 1', '{"a": NaN}', "{'a': 1}", "[" * 3000, "```json\n{'a'}\n```"])
 def test_text_that_is_not_json_has_no_spans(text: str) -> None:
     assert value_spans(text) is None
 
