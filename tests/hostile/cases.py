@@ -31,7 +31,7 @@ MAX_RSS_MB = 300.0
 # slower with both cores busy (0.5-0.9 s were seen there with no freeze at all).
 MAX_HEALTHY_S = 1.25
 HOSTILE_HEADER_TEXT = ["evil", "<script>", "A" * 16, EVIL_UPLINK]
-PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]>!~?]+$")  # names, nesting, markers (DESIGN.md)
+PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]()>!~?]+$")  # names, nesting, markers (DESIGN.md)
 MAX_PATH_CHARS = 2048  # "capped": ours plus a chained gateway's, generously
 MAX_SAFE_INTEGER = 2**53 - 1
 
