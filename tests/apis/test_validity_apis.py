@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import GatewayStarter, RunningGateway
+from tests.support.scripted_tier import ThreadedTier
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 PERSON_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
@@ -144,3 +145,36 @@ def test_messages_tools(claude: anthropic.Anthropic, mode: str, stream: bool, re
         assert [(u.name, u.input, u.id) for u in uses] == [("get_weather", {"city": "Oslo"}, "call_edge_0_0")]
     else:
         assert not uses and message.content[0].text == "edge says"
+
+
+@MODES
+@STREAMED
+@pytest.mark.parametrize(("reason", "bad"), [("invalid_json", "answer=Ada, 36"),
+                                             ("schema_mismatch", 'answer={"name":"Ada"}')])
+def test_messages_structured_outputs(claude: anthropic.Anthropic, mode: str, stream: bool, reason: str,
+                                     bad: str) -> None:
+    request: dict[str, Any] = {
+        "model": "recserve", "max_tokens": 64,
+        "messages": [{"role": "user", "content": f"q [device:{bad}][edge:{GOOD_PERSON}]"}],
+        "output_config": {"format": {"type": "json_schema", "schema": PERSON_SCHEMA}}}
+    if stream:
+        with claude.messages.stream(**request) as events:
+            message = events.get_final_message()
+            headers = events.response.headers
+    else:
+        raw = claude.messages.with_raw_response.create(**request)
+        message, headers = raw.parse(), raw.headers
+    assert headers["x-recserve-path"] == f"device({reason})>edge"
+    assert message.content[0].text == '{"name":"Ada","age":36}'
+
+
+@MODES
+def test_messages_single_tool_use_is_honoured(claude: anthropic.Anthropic, mode: str,
+                                              tiers: dict[str, ThreadedTier]) -> None:
+    two = f"{GOOD_CALL}][device:{GOOD_CALL}"
+    raw = claude.messages.with_raw_response.create(
+        model="recserve", max_tokens=64, messages=[{"role": "user", "content": f"q [device:{two}][edge:{GOOD_CALL}]"}],
+        **messages_tools(None), tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    assert raw.headers["x-recserve-path"] == "device(invalid_tool_call)>edge"
+    assert tiers["device"].requests[-1].json["parallel_tool_calls"] is False
+    assert [block.id for block in raw.parse().content if block.type == "tool_use"] == ["call_edge_0_0"]

@@ -151,7 +151,8 @@ def chat_chunks(reply: Reply) -> Chunks:
         chunks.append(chunk(index, {"role": "assistant", "content": None if reply.script.tool else ""}, []))
         if reply.script.calls:
             first_token = len(chunks) if first_token is None else first_token
-            chunks += [chunk(index, {"tool_calls": [fragment]}, [token]) for fragment, token in call_fragments(reply, index)]
+            chunks += [chunk(index, {"tool_calls": [fragment]}, [token])
+                       for fragment, token in call_fragments(reply, index)]
             chunks.append(chunk(index, {}, [], "tool_calls"))
             continue
         if reply.script.tool:
