@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import GatewayStarter, RunningGateway
+from tests.conftest import RunningGateway
 from tests.support.scripted_tier import ThreadedTier
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -35,17 +35,6 @@ TOOL_CASES: list[tuple[str, str | None, str, str]] = [
 TOOL_IDS = ["unknown-name", "not-json", "missing-argument", "wrong-type", "required", "named", "none"]
 STREAMED = pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 MODES = pytest.mark.parametrize("mode", ["buffered", "early"])
-
-
-@pytest.fixture
-def streaming_gateway(start_gateway: GatewayStarter, mode: str) -> RunningGateway:
-    return start_gateway({"streaming": {"mode": mode, "decide_after_tokens": 2}})
-
-
-@pytest.fixture
-def sdk(streaming_gateway: RunningGateway) -> Iterator[openai.OpenAI]:
-    with streaming_gateway.sdk() as client:
-        yield client
 
 
 @pytest.fixture
@@ -90,9 +79,10 @@ def assert_edge_response(response: Any, good: str) -> None:
 @MODES
 @STREAMED
 @pytest.mark.parametrize(("reason", "choice", "bad", "good"), TOOL_CASES, ids=TOOL_IDS)
-def test_responses_function_tools(sdk: openai.OpenAI, mode: str, stream: bool, reason: str, choice: str | None,
-                                  bad: str, good: str) -> None:
-    response, headers = respond(sdk, f"q [device:{bad}][edge:{good}]", stream, **responses_tools(choice))
+def test_responses_function_tools(streaming_client: openai.OpenAI, mode: str, stream: bool, reason: str,
+                                  choice: str | None, bad: str, good: str) -> None:
+    prompt = f"q [device:{bad}][edge:{good}]"
+    response, headers = respond(streaming_client, prompt, stream, **responses_tools(choice))
     assert headers["x-recserve-path"] == f"device({reason})>edge"
     assert_edge_response(response, good)
 
@@ -106,9 +96,9 @@ def test_responses_function_tools(sdk: openai.OpenAI, mode: str, stream: bool, r
      'answer={"name":"Ada","age":"36"}', GOOD_PERSON),
     ("invalid_json", {"type": "json_object"}, "answer=not json", 'answer={"ok":true}'),
 ], ids=["json-schema-unparsed", "json-schema-mismatch", "json-object"])
-def test_responses_text_format(sdk: openai.OpenAI, mode: str, stream: bool, reason: str, text_format: dict[str, Any],
-                               bad: str, good: str) -> None:
-    response, headers = respond(sdk, f"q [device:{bad}][edge:{good}]", stream,
+def test_responses_text_format(streaming_client: openai.OpenAI, mode: str, stream: bool, reason: str,
+                               text_format: dict[str, Any], bad: str, good: str) -> None:
+    response, headers = respond(streaming_client, f"q [device:{bad}][edge:{good}]", stream,
                                 text={"format": text_format})
     assert headers["x-recserve-path"] == f"device({reason})>edge"
     assert_edge_response(response, good)
@@ -124,6 +114,15 @@ def messages_tools(choice: str | None) -> dict[str, Any]:
     return fields
 
 
+def send_message(claude: anthropic.Anthropic, request: dict[str, Any], stream: bool) -> tuple[Any, httpx.Headers]:
+    """The Message (streamed: the SDK's final message) and the headers."""
+    if stream:
+        with claude.messages.stream(**request) as events:
+            return events.get_final_message(), events.response.headers
+    raw = claude.messages.with_raw_response.create(**request)
+    return raw.parse(), raw.headers
+
+
 @MODES
 @STREAMED
 @pytest.mark.parametrize(("reason", "choice", "bad", "good"), TOOL_CASES, ids=TOOL_IDS)
@@ -132,13 +131,7 @@ def test_messages_tools(claude: anthropic.Anthropic, mode: str, stream: bool, re
     request: dict[str, Any] = {"model": "recserve", "max_tokens": 64,
                                "messages": [{"role": "user", "content": f"q [device:{bad}][edge:{good}]"}],
                                **messages_tools(choice)}
-    if stream:
-        with claude.messages.stream(**request) as events:
-            message = events.get_final_message()
-            headers = events.response.headers
-    else:
-        raw_whole = claude.messages.with_raw_response.create(**request)
-        message, headers = raw_whole.parse(), raw_whole.headers
+    message, headers = send_message(claude, request, stream)
     assert headers["x-recserve-path"] == f"device({reason})>edge"
     uses = [block for block in message.content if block.type == "tool_use"]
     if good.startswith("call="):
@@ -157,13 +150,7 @@ def test_messages_structured_outputs(claude: anthropic.Anthropic, mode: str, str
         "model": "recserve", "max_tokens": 64,
         "messages": [{"role": "user", "content": f"q [device:{bad}][edge:{GOOD_PERSON}]"}],
         "output_config": {"format": {"type": "json_schema", "schema": PERSON_SCHEMA}}}
-    if stream:
-        with claude.messages.stream(**request) as events:
-            message = events.get_final_message()
-            headers = events.response.headers
-    else:
-        raw = claude.messages.with_raw_response.create(**request)
-        message, headers = raw.parse(), raw.headers
+    message, headers = send_message(claude, request, stream)
     assert headers["x-recserve-path"] == f"device({reason})>edge"
     assert message.content[0].text == '{"name":"Ada","age":36}'
 

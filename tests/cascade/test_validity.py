@@ -6,7 +6,6 @@ show the client one tier's answer only."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cascade.test_streaming import summary_of, text_of, wait_until
 from tests.conftest import GatewayStarter, RunningGateway, ask
 
 WEATHER = {"type": "function", "function": {
@@ -59,15 +59,6 @@ def served_invalid(gateway: RunningGateway, tier: str, reason: str) -> float:
     return scrape(gateway).get(("recserve_invalid_answers_served_total", labels), 0)
 
 
-def wait_until(condition: Any, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return bool(condition())
-
-
 def streamed(sdk: openai.OpenAI, prompt: str, **kwargs: Any) -> tuple[list[Any], httpx.Headers]:
     raw = sdk.chat.completions.with_raw_response.create(
         model=kwargs.pop("model", "recserve"), messages=[{"role": "user", "content": prompt}], stream=True, **kwargs)
@@ -85,16 +76,6 @@ def calls_of(chunks: list[Any]) -> list[tuple[str | None, str | None, str]]:
                 entry[1] = entry[1] or (fragment.function.name if fragment.function else None)
                 entry[2] += (fragment.function.arguments or "") if fragment.function else ""
     return [tuple(found[i]) for i in sorted(found)]  # type: ignore[misc]
-
-
-def text_of(chunks: list[Any]) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def summary_of(chunks: list[Any]) -> dict[str, Any]:
-    extension = chunks[-1].model_extra.get("recserve")
-    assert isinstance(extension, dict)
-    return extension
 
 
 def assert_edge_answer(message: Any, good: str) -> None:
