@@ -191,3 +191,12 @@ def test_early_commit_judges_json_answers_whole(early: RunningGateway) -> None:
                                    tools=[WEATHER], tool_choice="required")
         assert headers["x-recserve-path"] == "device(missing_tool_call)>edge"
         assert calls_of(chunks) == [("call_edge_0_0", "get_weather", '{"city":"Oslo"}')]
+
+
+def test_a_schema_the_validator_refuses_is_not_checked_and_not_an_error(client: openai.OpenAI) -> None:
+    lookaround = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "pattern": "^(?!x)"}}, "required": ["city"]}}}
+    _, headers = ask(client, "q [device:call=get_weather:{}]", tools=[lookaround])
+    assert headers["x-recserve-path"] == "device"  # its arguments cannot be checked against that schema
+    _, headers = ask(client, "q [device:call=get_weather:nope][edge:call=get_weather:{}]", tools=[lookaround])
+    assert headers["x-recserve-path"] == "device(invalid_tool_call)>edge"  # still a JSON object, still offered
