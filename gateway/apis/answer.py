@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.apis.shaping import shape_choice
 from gateway.cascade.pipeline import Served
+from gateway.cascade.stream_tally import answer_body, served_problem
 from policies.confidence import response_confidence
 
 
@@ -123,6 +124,7 @@ class AnswerStream:
         self._usage: Mapping[str, Any] | None = None
         self._finish: str | None = None
         self._closed = False
+        self._ended = False  # the tier's stream ended normally: the answer is whole, and judged
 
     async def deltas(self) -> AsyncIterator[Delta]:
         reply = self._served.result.reply
@@ -135,6 +137,7 @@ class AnswerStream:
                 delta = self._read(chunk)
                 if delta is not None:
                     yield delta
+        self._ended = True
 
     def _read(self, chunk: Mapping[str, Any]) -> Delta | None:
         usage = chunk.get("usage")
@@ -203,19 +206,20 @@ class AnswerStream:
             summary["confidence"] = response_confidence(self._served.task, [choice], self._served.labels)
         return summary
 
+    def message(self) -> dict[str, Any]:
+        """Choice 0 as a non-streamed answer's message: its content and tool calls."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._texts)}
+        if self._calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [{"id": call.id, "type": "function",
+                                      "function": {"name": call.name, "arguments": call.arguments}}
+                                     for _, call in sorted(self._calls.items())]
+        return message
+
     def completed(self) -> None:
         """The client has the whole answer: start the quality probes that wait for it."""
         if self._served.probes is not None:
-            self._served.probes(self._chat_body())
-
-    def _chat_body(self) -> dict[str, Any]:
-        """The streamed answer as a non-streamed chat body: probes compare its calls, not only its text."""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._texts)}
-        if self._calls:
-            message["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-                for call in (self._calls[index] for index in sorted(self._calls))]
-        return {"choices": [{"index": 0, "message": message}]}
+            self._served.probes(answer_body(self.message()))
 
     async def close(self) -> None:
         if self._closed:
@@ -223,7 +227,9 @@ class AnswerStream:
         self._closed = True
         try:
             # also when the client left mid-stream; no usage reported: the tokens seen are the answer's
-            self._served.observe(self._usage if self._usage is not None else {"completion_tokens": self._tokens})
+            invalid = served_problem(self._served.cascade_request.expectation, self.message()) if self._ended else None
+            self._served.observe(self._usage if self._usage is not None else {"completion_tokens": self._tokens},
+                                 invalid)
         finally:
             await self._served.result.reply.release()
 

@@ -16,12 +16,15 @@ from gateway.upstream.backends import Backend, FaultKind, TierFault, TierRejecte
 from gateway.upstream.vetting import upstream_path, upstream_uplink_tokens
 from policies.base import DecisionReason, Scope, Task, ThresholdPolicy
 from policies.confidence import response_confidence
+from policies.structure import Expectation, InvalidReason, problem
 
-Outcome = Literal["accepted", "escalated", "fault", "busy", "skipped", "served", "failed", "bypassed", "verify"]
+Outcome = Literal["accepted", "escalated", "invalid", "fault", "busy", "skipped", "served", "failed", "bypassed",
+                  "verify"]
 # Why a hop was not a plain keep or escalation: no usable confidence; the tier's gate stayed shut past
 # queue_timeout_s; too little time left to start it (budget); a tier fault; the tier refused the request
-# (rejected); or the policy's own reason (quality: the floor escalated or bypassed; warmup: verified).
-HopReason = FaultKind | DecisionReason | Literal["no_confidence", "busy", "budget", "rejected"]
+# (rejected); the policy's own reason (quality: the floor escalated or bypassed; warmup: verified); or
+# an answer whose structure is not what the request asked (policies.structure: a broken tool call, JSON).
+HopReason = FaultKind | DecisionReason | InvalidReason | Literal["no_confidence", "busy", "budget", "rejected"]
 # A tier's usage count beyond this is a lie (or an overflow waiting to happen): we count ourselves.
 MAX_REPORTED_TOKENS = 1 << 40
 # Outcomes after which the tier gave no usable answer: the path marks the hop with "!".
@@ -68,6 +71,9 @@ class CascadeRequest:
     # The request's workload, for what it is booked under (savings), whether or not its windows are
     # kept per workload (`scope.workload` is empty under `policy.key: task`).
     workload: str = ""
+    # What the answer's structure must be (tools, tool_choice, response_format); None: no structure
+    # asked, nothing checked.
+    expectation: Expectation | None = None
 
     @property
     def task(self) -> Task:
@@ -94,6 +100,9 @@ class CascadeResult:
     uplink_tokens: int
     degraded: bool = False
     window_fallback: bool = False
+    # The served answer's structure is not what was asked (the top tier's answer is served as is);
+    # None when valid, not asked, or not yet known (a stream served live is judged at its end).
+    served_invalid: InvalidReason | None = None
 
     @property
     def path(self) -> str:
@@ -101,11 +110,14 @@ class CascadeResult:
 
 
 def render_path(hops: Sequence[Hop]) -> str:
-    """`device>edge`; a tier that gave no answer is marked `device!>edge`, a chained path nested."""
+    """`device>edge`; a tier that gave no answer is marked `device!>edge`, an answer whose structure
+    was invalid `device(invalid_tool_call)>edge`, a chained path nested."""
     parts: list[str] = []
     for i, hop in enumerate(hops):
         text = hop.tier + (f"[{hop.upstream_path}]" if hop.upstream_path else "")
-        if hop.outcome in _NO_ANSWER:
+        if hop.outcome == "invalid":
+            text += f"({hop.reason})"
+        elif hop.outcome in _NO_ANSWER:
             text += "!"
         elif hop.outcome == "bypassed":
             text += "~"  # not asked: the policy learned it cannot answer this task well enough
@@ -184,11 +196,18 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         if reply is None:
             continue
         journey.replies.append(reply)
-        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
         upstream = upstream_path(reply.headers, tier.config.recserve_gateway)
+        invalid = _invalid(request, reply)
+        if invalid is not None and not final:
+            # Before the confidence: a broken answer never enters the tier's window and is never the
+            # fallback should the tiers above fail.
+            journey.hops.append(Hop(name, "invalid", reason=invalid, upstream_path=upstream,
+                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
+            continue
+        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
         if final:
             journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
-            return _result(reply, tier, journey, confidence, None)
+            return _result(reply, tier, journey, confidence, None, served_invalid=invalid)
         if confidence is None:
             journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream,
                                     completion_tokens=reported_tokens(reply.body, "completion_tokens")))
@@ -282,9 +301,18 @@ def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
     return count() if tokens is None else tokens
 
 
+def _invalid(request: CascadeRequest, reply: TierReply) -> InvalidReason | None:
+    """The answer's structure problem; None when valid, when none is asked, or for a stream's prefix
+    (early commit reads a structured answer whole: see cascade.streaming)."""
+    if request.expectation is None or not reply.complete:
+        return None
+    return problem(request.expectation, reply.body.get("choices"))
+
+
 def _result(reply: TierReply, tier: Tier, journey: _Journey, confidence: float | None,
-            threshold: float | None, degraded: bool = False) -> CascadeResult:
+            threshold: float | None, degraded: bool = False,
+            served_invalid: InvalidReason | None = None) -> CascadeResult:
     if confidence is not None and not math.isfinite(confidence):
         confidence = None
     return CascadeResult(reply, tier.config, journey.hops, confidence, threshold, journey.uplink_tokens,
-                         degraded, journey.window_fallback)
+                         degraded, journey.window_fallback, served_invalid)

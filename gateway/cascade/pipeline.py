@@ -44,6 +44,7 @@ from gateway.protocol import (
 )
 from gateway.upstream.backends import LOOP_STATUS, TierRejected
 from policies.base import Task
+from policies.structure import Expectation, expectation_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class Served:
     task: Task
     labels: Sequence[str] | None
     cascade_request: CascadeRequest
-    observe: Callable[[Mapping[str, Any] | None], None]  # a stream calls it at its end, with the usage
+    # A stream calls it at its end, with the usage and the served answer's structure problem, if any.
+    observe: Callable[[Mapping[str, Any] | None, str | None], None]
     probes: Callable[[Mapping[str, Any]], None] | None  # quality probes of a streamed answer, once whole
 
     def summary(self) -> dict[str, Any]:
@@ -81,7 +83,10 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
         forwarded = stream_body(forwarded)
         call, prefix_tokens = _stream_call(runtime)
     workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels)
-    cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens)
+    # Tools or a response format: answers are checked for structure before confidence (chat only).
+    expectation = expectation_of(body, runtime.validators) if route == "chat/completions" else None
+    cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens,
+                                       expectation)
     result = await _climb(request, runtime, binding, cascade_request, call)
     return _report(request, runtime, binding, admission, cascade_request, result, labels, ask.stream)
 
@@ -108,7 +113,8 @@ def requested_workload(request: Request, ask: CascadeAsk) -> str | None:
 
 
 def _cascade_request(runtime: Runtime, admission: Admission, route: Route, body: dict[str, Any], task: Task,
-                     labels: Sequence[str] | None, workload: str, prefix_tokens: int) -> CascadeRequest:
+                     labels: Sequence[str] | None, workload: str, prefix_tokens: int,
+                     expectation: Expectation | None) -> CascadeRequest:
     return CascadeRequest(
         route=route, body=body, scope=runtime.scope(task, workload, prefix_tokens), labels=labels,
         deadline=admission.started + runtime.config.server.request_timeout_s,
@@ -116,6 +122,7 @@ def _cascade_request(runtime: Runtime, admission: Admission, route: Route, body:
                          "x-request-id": admission.request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
         workload=workload,
+        expectation=expectation,
     )
 
 
@@ -146,9 +153,9 @@ def _report(request: Request, runtime: Runtime, binding: ModelBinding, admission
     headers = result_headers(result, task, admission.request_id)
     headers[WORKLOAD_HEADER] = cascade_request.workload
 
-    def observe(usage: Mapping[str, Any] | None = None) -> None:
+    def observe(usage: Mapping[str, Any] | None = None, served_invalid: str | None = None) -> None:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, result, usage=usage,
-                                      workload=cascade_request.workload)
+                                      workload=cascade_request.workload, served_invalid=served_invalid)
 
     if not streamed:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte

@@ -22,6 +22,7 @@ from policies.base import TASKS, Learning, Scope, Task, ThresholdPolicy, WindowS
 from policies.casserve import CasServePolicy
 from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
 from policies.recserve import RecServePolicy
+from policies.schemas import SchemaValidators
 from policies.stores.factory import Stores, build_stores
 
 MODEL_PREFIX = "recserve"
@@ -64,6 +65,7 @@ class Runtime:
     workload_by_key: dict[str, str]  # client key -> its default workload
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+    validators: SchemaValidators = field(default_factory=SchemaValidators)  # clients' schemas, compiled once
 
     @classmethod
     async def start(cls, config: GatewayConfig, *,

@@ -1,9 +1,10 @@
 """What the gateway keeps of a streamed answer.
 
-`ChunkAccumulator` rebuilds a judged prefix's logprobs (bounded by the tier's body limit while it
-is buffered). `StreamTally` follows a stream served live to the client in constant memory: the
-running confidence, the token count, the last usage, and the answer's text up to a cap. A tier
-that streams forever costs time, never memory.
+`ChunkAccumulator` rebuilds a judged prefix's logprobs and each choice's message (content and tool
+calls, for the validity check; bounded by the tier's body limit while it is buffered). `StreamTally`
+follows a stream served live to the client in constant memory: the running confidence, the token
+count, the last usage, and choice 0's message (text and tool calls) up to a cap. A tier that
+streams forever costs time, never memory.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.cascade.stream_message import MessageBuilder
 from policies.base import Task, TokenLogprob
 from policies.confidence import classification_confidence, parse_logprobs, response_confidence
+from policies.structure import Expectation, InvalidReason, problem
 
 # More distinct choice indices than any client may ask for (OpenAI's n is at most 128).
 MAX_CHOICES = 128
+# A buffered choice's rebuilt message: the tier's body limit bounds it first; this bounds it anyway.
+MAX_BUFFERED_MESSAGE_CHARS = 1 << 23
 
 
 @dataclass
@@ -27,14 +32,28 @@ class ChunkAccumulator:
     logprobs: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
     tokens: int = 0  # tokens of choice 0 seen so far
     usage: dict[str, Any] | None = None
+    messages: dict[int, MessageBuilder] = field(default_factory=dict)
+    too_many_choices: bool = False
+
+    @property
+    def has_tool_call(self) -> bool:
+        """Some choice has begun a tool call (or was cut at its bound): its whole answer must be read."""
+        return any(message.has_tool_call or message.cut for message in self.messages.values())
 
     def add(self, chunk: Mapping[str, Any]) -> None:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
         for index, choice in _choices(chunk):
-            merged = self.logprobs.setdefault(index, {})
+            merged = self.logprobs.get(index)
+            if merged is None:
+                if len(self.logprobs) >= MAX_CHOICES:
+                    self.too_many_choices = True
+                    continue
+                merged = self.logprobs[index] = {}
+                self.messages[index] = MessageBuilder(MAX_BUFFERED_MESSAGE_CHARS)
             counted = self._merge(merged, choice.get("logprobs"))
+            _fold_message(self.messages[index], choice)
             if index == 0:
                 self.tokens += counted if counted else int(bool(choice_text(choice)))
 
@@ -52,8 +71,12 @@ class ChunkAccumulator:
         return added
 
     def body(self) -> dict[str, Any]:
-        """A response-shaped body for the confidence estimators."""
-        choices = [{"index": i, "logprobs": self.logprobs[i] or None} for i in sorted(self.logprobs)]
+        """A response-shaped body for the confidence estimators and the validity check (a message
+        cut at its bound is None: no answer to judge valid)."""
+        choices = [{"index": i, "logprobs": self.logprobs[i] or None, "message": self.messages[i].message()}
+                   for i in sorted(self.logprobs)]
+        if self.too_many_choices:
+            choices.append({"index": MAX_CHOICES, "logprobs": None, "message": None})
         return {"choices": choices, "usage": self.usage}
 
     def confidence(self, task: Task, labels: Any) -> float | None:
@@ -107,9 +130,11 @@ class StreamTally:
     usage: dict[str, Any] | None = None
     _choices: dict[int, _ChoiceTally] = field(default_factory=dict)
     _too_many_choices: bool = False
-    _text: list[str] = field(default_factory=list)
-    _text_chars: int = 0
-    _text_cut: bool = False
+    _message: MessageBuilder | None = None  # choice 0's; only kept when max_text_chars > 0
+
+    def __post_init__(self) -> None:
+        if self.max_text_chars > 0:
+            self._message = MessageBuilder(self.max_text_chars)
 
     def add(self, chunk: Mapping[str, Any]) -> None:
         usage = chunk.get("usage")
@@ -124,9 +149,9 @@ class StreamTally:
                 tally = self._choices[index] = _ChoiceTally()
             counted = self._fold(tally, choice.get("logprobs"))
             if index == 0:
-                text = choice_text(choice)
-                self.tokens += counted if counted else int(bool(text))
-                self._keep_text(text)
+                self.tokens += counted if counted else int(bool(choice_text(choice)))
+                if self._message is not None:
+                    _fold_message(self._message, choice)
 
     @staticmethod
     def _fold(tally: _ChoiceTally, logprobs: Any) -> int:
@@ -146,19 +171,19 @@ class StreamTally:
             return len(tokens)
         return 0
 
-    def _keep_text(self, text: str) -> None:
-        if not text or self._text_cut:
-            return
-        if self._text_chars + len(text) > self.max_text_chars:
-            self._text_cut, self._text = True, []  # too long to compare: no answer kept at all
-            return
-        self._text.append(text)
-        self._text_chars += len(text)
+    def message(self) -> dict[str, Any] | None:
+        """Choice 0's whole message (content and tool calls) as a non-streamed answer carries it; None
+        when it grew past `max_text_chars` (too long to compare or judge: no answer kept at all)."""
+        return self._message.message() if self._message is not None else None
 
     @property
     def text(self) -> str | None:
         """Choice 0's whole text, or None when it grew past `max_text_chars`."""
-        return None if self._text_cut else "".join(self._text)
+        message = self.message()
+        if message is None:
+            return None
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
 
     def confidence(self, task: Task, labels: Any) -> float | None:
         if not self._choices or self._too_many_choices:
@@ -184,9 +209,32 @@ def _choices(chunk: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     return found
 
 
+def _fold_message(message: MessageBuilder, choice: Mapping[str, Any]) -> None:
+    delta = choice.get("delta")
+    if isinstance(delta, Mapping):
+        message.add(delta)
+    else:
+        text = choice.get("text")  # legacy completions
+        if isinstance(text, str):
+            message.add_text(text)
+
+
 def choice_text(choice: Mapping[str, Any]) -> str:
     delta = choice.get("delta")
     if isinstance(delta, dict) and isinstance(delta.get("content"), str):
         return str(delta["content"])
     text = choice.get("text")
     return text if isinstance(text, str) else ""
+
+
+def answer_body(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The streamed answer as a non-streamed body (content and tool calls), for whoever compares whole answers."""
+    return {"choices": [{"index": 0, "message": dict(message)}]}
+
+
+def served_problem(expectation: Expectation | None, message: Mapping[str, Any] | None) -> InvalidReason | None:
+    """A whole served stream's structure problem (choice 0); None when none was asked, or when the
+    answer outgrew what is kept of it (not known, so not counted)."""
+    if expectation is None or message is None:
+        return None
+    return problem(expectation, [{"message": message}])

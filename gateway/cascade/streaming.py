@@ -4,6 +4,11 @@
 the first k tokens (in prefix windows of their own) and, when the tier keeps the request, streams
 the rest live from it. The last tier is always piped through live. Either way the client sees the
 text of one tier only: nothing is sent before the serving tier has produced its first chunk.
+
+Structure is judged whole (see policies/structure.py): in `early` mode, a lower tier's stream is
+read to its end once a tool-call delta appears, and a request whose answer must be a call or JSON
+(`tool_choice` required or named, a `response_format`) is never committed early: its text is
+structure, and a prefix of it cannot be valid.
 """
 
 from __future__ import annotations
@@ -81,20 +86,29 @@ async def buffered_call(tier: Tier, request: CascadeRequest, timeout_s: float, f
     if final:
         return await _first_chunk(tier, request, timeout_s)
     stream = await _open(tier, request, timeout_s)
-    chunks, accumulator, _ = await _read_prefix(stream, timeout_s, lambda _: False)
+    chunks, accumulator, _ = await _read_prefix(stream, timeout_s, _never)
     return _reply(stream, chunks, accumulator, True, request.deadline)
 
 
 def early_call(decide_after_tokens: int) -> TierCall:
+    def prefix_is_enough(accumulator: ChunkAccumulator) -> bool:
+        # A call begun is read whole: its arguments are checked before anything is committed.
+        return accumulator.tokens >= decide_after_tokens and not accumulator.has_tool_call
+
     async def call(tier: Tier, request: CascadeRequest, timeout_s: float, final: bool) -> TierReply:
         if final:
             return await _first_chunk(tier, request, timeout_s)
         stream = await _open(tier, request, timeout_s)
-        chunks, accumulator, ended = await _read_prefix(
-            stream, timeout_s, lambda acc: acc.tokens >= decide_after_tokens)
+        expected = request.expectation
+        whole = expected is not None and (expected.json_format or expected.wants_call)
+        chunks, accumulator, ended = await _read_prefix(stream, timeout_s, _never if whole else prefix_is_enough)
         return _reply(stream, chunks, accumulator, ended, request.deadline)
 
     return call
+
+
+def _never(_: ChunkAccumulator) -> bool:
+    return False
 
 
 def stream_body(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Structured access log: one JSON object per line on the `recserve.access` logger.
 
 Fields: ts, request_id, method, path, status, latency_ms, tier_ms, and for cascades task, tier,
-tier path, confidence, threshold, degraded, window, uplink_tokens. The prompt appears only with
+tier path (an invalid answer's reason in it: `device(invalid_json)>cloud`), confidence, threshold,
+degraded, window, uplink_tokens, and `invalid` when the served answer's structure is not what the
+request asked (the top tier's answer, served as is). The prompt appears only with
 `logging.include_prompts: true`; keys, headers and bodies never do.
 """
 
@@ -36,6 +38,8 @@ def access_record(*, request_id: str | None, method: str, path: str, status: int
                       confidence=summary.confidence, threshold=summary.threshold,
                       degraded=summary.degraded, window="local" if summary.window_fallback else "shared",
                       uplink_tokens=summary.uplink_tokens)
+        if summary.served_invalid is not None:
+            record["invalid"] = summary.served_invalid
         if summary.prompt is not None:
             record["prompt"] = summary.prompt
     return record

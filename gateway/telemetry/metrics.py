@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 
 from gateway.telemetry.savings import RequestTally, SavingsLedger, share
 from policies.stores.batched import BatchedWindowStore
+from policies.structure import INVALID_REASONS
 
 CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-# Why a tier passed a request up: the hop outcome/reason of the cascade folded into a fixed set.
-ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget", "warmup")
+# Why a tier passed a request up: the hop outcome/reason of the cascade folded into a fixed set (an
+# answer whose structure was invalid counts under its reason: invalid_tool_call, invalid_json, ...).
+ESCALATION_REASONS = ("low_confidence", "no_confidence", "fault", "busy", "budget", "warmup", *INVALID_REASONS)
 
 
 _Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
@@ -150,6 +152,10 @@ class Metrics:
         self.probe_uplink_tokens = Counter("recserve_probe_uplink_prompt_tokens",
                                            "Prompt tokens probes shipped to a tier above the first, by tier",
                                            ["tier"], registry=r)
+        self.invalid_served = Counter("recserve_invalid_answers_served",
+                                      "Answers served although their structure is not what the request asked "
+                                      "(the top tier's answer is served as is), by tier and reason",
+                                      ["tier", "reason"], registry=r)
         self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
                                ["kind", "result"], registry=r)
         self.savings = SavingsLedger(r)  # per workload: below the top tier, weighted communication, spend
@@ -157,6 +163,7 @@ class Metrics:
         self.confidence_at = Children(self.confidence)
         self.threshold_at = Children(self.threshold)
         self.escalations_at = Children(self.escalations)
+        self.invalid_served_at = Children(self.invalid_served)
         self.uplink_tokens_at = Children(self.uplink_tokens)
         self.uplink_bytes_at = Children(self.uplink_bytes)
         self._finished: dict[tuple[str, str, str, int], tuple[Counter, Histogram, Histogram]] = {}

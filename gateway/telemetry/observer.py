@@ -57,9 +57,12 @@ class CascadeSummary:
     window_fallback: bool
     uplink_tokens: int
     prompt: Any = None  # only with logging.include_prompts
+    served_invalid: str | None = None  # the served answer's structure problem (policies.structure)
 
 
 def _escalation_reason(hop: Hop) -> str | None:
+    if hop.outcome == "invalid":
+        return hop.reason  # one of policies.structure's InvalidReason: a fixed set
     if hop.outcome == "escalated":
         return "no_confidence" if hop.reason == "no_confidence" else "low_confidence"
     if hop.outcome == "fault":
@@ -86,10 +89,11 @@ class RequestObserver:
 
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
                      result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
-                     usage: Mapping[str, Any] | None = None, *, workload: str | None = None) -> None:
+                     usage: Mapping[str, Any] | None = None, *, workload: str | None = None,
+                     served_invalid: str | None = None) -> None:
         """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
-        passes the `usage` its last chunk reported (its result's body has none). Savings are kept
-        per `workload` (default: the task).
+        passes the `usage` its last chunk reported (its result's body has none) and, judged at its
+        end, the served answer's structure problem. Savings are kept per `workload` (default: the task).
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -118,6 +122,10 @@ class RequestObserver:
         m.traffic.cloud_only_tokens += prompt_tokens
         m.traffic.cloud_only_bytes += prompt_bytes
         m.traffic.count_request(result.tier.name if result is not None else None)
+        if result is not None:
+            served_invalid = served_invalid or result.served_invalid
+            if served_invalid is not None:
+                m.invalid_served_at(result.tier.name, served_invalid).inc()
         if self.rates is not None:
             served = result.tier.name if result is not None else None
             completion = completion_tokens_of(reported, self._tokens.count_text) if result is not None else 0
@@ -134,6 +142,7 @@ class RequestObserver:
             window_fallback=result.window_fallback if result is not None else False,
             uplink_tokens=result.uplink_tokens if result is not None else 0,
             prompt=prompt,
+            served_invalid=served_invalid if result is not None else None,
         ))
 
     def timed(self, tier: str, backend: Any) -> TimedBackend:

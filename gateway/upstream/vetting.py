@@ -23,8 +23,9 @@ _CREDENTIAL_PATTERNS = (
 _KEY_LIKE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{8,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
-# hop := name ("[" path "]")? marker? ; path := hop (">" hop)*   (see cascade.render_path)
+# hop := name ("[" path "]")? ("(" reason ")" | marker)? ; path := hop (">" hop)*   (see cascade.render_path)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_REASON = re.compile(r"\([a-z_]{1,32}\)")  # an invalid answer's reason: `device(invalid_json)`
 _MARKERS = "!~?"
 
 
@@ -83,7 +84,10 @@ def _parse_path(text: str, at: int, depth: int) -> int:
             if at < 0 or at >= len(text) or text[at] != "]":
                 return -1
             at += 1
-        if at < len(text) and text[at] in _MARKERS:
+        reason = _REASON.match(text, at)
+        if reason is not None:
+            at = reason.end()
+        elif at < len(text) and text[at] in _MARKERS:
             at += 1
         if at < len(text) and text[at] == ">":
             at += 1

@@ -5,7 +5,6 @@ conversations, and errors in OpenAI's shape."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,17 +28,6 @@ def recserve_of(response: Any) -> dict[str, Any]:
     extension = response.model_extra.get("recserve")
     assert isinstance(extension, dict)
     return extension
-
-
-@pytest.fixture
-def streaming_gateway(start_gateway: GatewayStarter, mode: str) -> RunningGateway:
-    return start_gateway({"streaming": {"mode": mode, "decide_after_tokens": 2}})
-
-
-@pytest.fixture
-def streaming_client(streaming_gateway: RunningGateway) -> Iterator[openai.OpenAI]:
-    with streaming_gateway.sdk() as sdk:
-        yield sdk
 
 
 def test_string_input_is_answered_at_the_device(client: openai.OpenAI, tiers: dict[str, ThreadedTier]) -> None:

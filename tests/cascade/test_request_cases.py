@@ -16,8 +16,8 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 def test_tools_are_forwarded_unchanged_and_tool_answers_judged(client: openai.OpenAI,
                                                                tiers: dict[str, ThreadedTier]) -> None:
-    answer, headers = ask(client, "weather? [device:tool]", tools=[WEATHER_TOOL], tool_choice="auto",
-                          response_format={"type": "text"})
+    answer, headers = ask(client, 'weather? [device:call=get_weather:{"city":"Paris"}]', tools=[WEATHER_TOOL],
+                          tool_choice="auto", response_format={"type": "text"})
     forwarded = tiers["device"].requests[0].json
     assert forwarded["tools"] == [WEATHER_TOOL] and forwarded["tool_choice"] == "auto"
     assert forwarded["response_format"] == {"type": "text"}

@@ -18,7 +18,8 @@ from typing import Any, Literal
 from tests.hostile.harness import Observation
 from tests.hostile.misbehaviours import EVIL_UPLINK
 
-Kind = Literal["ok", "quirk", "fault", "noconf", "reject"]
+# invalid: an answer whose structure is broken (tool calls): a lower tier escalates, the last is served as is
+Kind = Literal["ok", "quirk", "fault", "noconf", "reject", "invalid"]
 Position = Literal["lower", "last"]
 Transport = Literal["json", "sse"]
 
@@ -31,7 +32,7 @@ MAX_RSS_MB = 300.0
 # slower with both cores busy (0.5-0.9 s were seen there with no freeze at all).
 MAX_HEALTHY_S = 1.25
 HOSTILE_HEADER_TEXT = ["evil", "<script>", "A" * 16, EVIL_UPLINK]
-PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]>!~?]+$")  # names, nesting, markers (DESIGN.md)
+PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]()>!~?]+$")  # names, nesting, markers (DESIGN.md)
 MAX_PATH_CHARS = 2048  # "capped": ours plus a chained gateway's, generously
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -46,6 +47,7 @@ class Case:
     tier: str = "hostile"  # the tier pinned as last; the lower position always cascades hostile → healthy
     last_sse: frozenset[str] | None = None  # overrides the kind's outcomes for a served stream
     behaviour: str = ""  # what the request asks of the hostile tier; default: the case's name
+    tools: bool = False  # the request offers a tool (tests.hostile.tool_misbehaviours.WEATHER_TOOL)
 
     @property
     def word(self) -> str:
@@ -92,6 +94,10 @@ CASES: tuple[Case, ...] = (
          transports=("sse",)),
     Case("sse_error_echo", "fault", "a first chunk, then an error event echoing the request head",
          transports=("sse",)),
+    Case("huge_tool_call", "invalid", "a tool call whose arguments are 60 MB (one string / 60,000 fragments)",
+         tools=True),
+    Case("many_tool_calls", "invalid", "1,000 distinct tool calls", tools=True),
+    Case("malformed_tool_calls", "invalid", "tool calls of every wrong shape and type", tools=True),
     Case("tls_plain", "fault", "https base_url, plain HTTP server", positions=("last",), tier="tls_plain",
          behaviour="healthy"),
     Case("tls_bad_cert", "fault", "https to a self-signed certificate", positions=("last",), tier="tls_bad_cert",
@@ -139,6 +145,8 @@ def expected_paths(case: Case, tier: str) -> frozenset[str]:
         return frozenset({"hostile"})
     if case.kind == "fault":
         return frozenset({"hostile!>healthy"})
+    if case.kind == "invalid":  # past a bound it is a fault; else its structure is invalid
+        return frozenset({"hostile(invalid_tool_call)>healthy", "hostile!>healthy"})
     return frozenset({"hostile>healthy", "hostile!>healthy"})
 
 

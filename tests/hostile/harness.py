@@ -316,7 +316,7 @@ class _Scanner:
 
 
 def call(sdk: openai.OpenAI, model: str, text: str, *, stream: bool, deadline_s: float,
-         needles: list[str]) -> Observation:
+         needles: list[str], tools: list[dict[str, Any]] | None = None) -> Observation:
     """One chat completion through the official SDK, its body read raw until it ends or `deadline_s`."""
     obs = Observation()
     scanner = _Scanner(obs, needles)
@@ -324,6 +324,8 @@ def call(sdk: openai.OpenAI, model: str, text: str, *, stream: bool, deadline_s:
     options: dict[str, Any] = {"model": model, "max_tokens": 16, "stream": stream,
                                "messages": [{"role": "user", "content": text}],
                                "timeout": httpx.Timeout(deadline_s, connect=5.0)}
+    if tools:
+        options["tools"] = tools
     try:
         with sdk.chat.completions.with_streaming_response.create(**options) as response:
             obs.status = response.status_code

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+from tests.hostile import tool_misbehaviours  # noqa: F401  (registers the tool-call cases)
 from tests.hostile.misbehaviours import BEHAVIOURS, MAX_CASE_S
 from tests.hostile.payloads import Payloads, error
 from tests.hostile.wire import BadRequest, Exchange, Request, read_request

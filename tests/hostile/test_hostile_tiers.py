@@ -40,6 +40,7 @@ from tests.hostile.harness import (
     self_signed_cert,
 )
 from tests.hostile.misbehaviours import SMUGGLED
+from tests.hostile.tool_misbehaviours import WEATHER_TOOL
 from tests.support.scripted_tier import ThreadedTier
 
 KEY_ENV = "RECSERVE_HOSTILE_TIER_KEY"
@@ -121,7 +122,7 @@ class Suite:
         self.begin(row)
         try:
             obs = call(self.sdk, model, case.word, stream=transport == "sse", deadline_s=row.bound_s + 5,
-                       needles=self.needles)
+                       needles=self.needles, tools=[WEATHER_TOOL] if case.tools else None)
             row.outcome, row.elapsed_s = c.outcome(obs, transport), obs.elapsed_s
             row.problems += self.check(case, position, transport, obs, row)
             if case.name == "cl_shorter":

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.tier_script import Script, Token, choice_tokens
+from tests.support.tier_script import Script, Token, call_tokens, choice_tokens
 
 EMBEDDING_DIM = 8
 Chunks = tuple[list[dict[str, Any]], int]  # the chunks, and the index of the first one with a token
@@ -39,10 +39,6 @@ class Reply:
     @property
     def choices(self) -> list[list[Token]]:
         return choice_tokens(self.tier, self.script, self.n)
-
-    @property
-    def calls_tools(self) -> bool:
-        return self.script.tool or bool(self.script.calls)
 
     @property
     def include_usage(self) -> bool:
@@ -89,8 +85,10 @@ def chat_body(reply: Reply) -> dict[str, Any]:
             "content": "".join(t.text for t in tokens),
             "refusal": None,
         }
-        if reply.calls_tools:
-            message.update(content=None, tool_calls=tool_calls(reply, index))
+        if reply.script.tool:
+            message.update(content=None, tool_calls=[tool_call(reply.tier, index)])
+        if reply.script.calls:
+            message.update(content=None, tool_calls=scripted_calls(reply, index))
         out.append(
             {
                 "index": index,
@@ -98,7 +96,7 @@ def chat_body(reply: Reply) -> dict[str, Any]:
                 "logprobs": {"content": [chat_entry(t, top_k) for t in tokens], "refusal": None}
                 if wanted
                 else None,
-                "finish_reason": "tool_calls" if reply.calls_tools else "stop",
+                "finish_reason": "tool_calls" if reply.script.tool or reply.script.calls else "stop",
             }
         )
     return {
@@ -150,15 +148,21 @@ def chat_chunks(reply: Reply) -> Chunks:
     first_token: int | None = None
     choices = reply.choices
     for index, tokens in enumerate(choices):
-        chunks.append(chunk(index, {"role": "assistant", "content": None if reply.calls_tools else ""}, []))
-        if reply.calls_tools:
+        chunks.append(chunk(index, {"role": "assistant", "content": None if reply.script.tool else ""}, []))
+        if reply.script.calls:
             first_token = len(chunks) if first_token is None else first_token
-            delta = {"tool_calls": [{"index": k, **call} for k, call in enumerate(tool_calls(reply, index))]}
+            chunks += [chunk(index, {"tool_calls": [fragment]}, [token])
+                       for fragment, token in call_fragments(reply, index)]
+            chunks.append(chunk(index, {}, [], "tool_calls"))
+            continue
+        if reply.script.tool:
+            first_token = len(chunks) if first_token is None else first_token
+            delta = {"tool_calls": [{"index": 0, **tool_call(reply.tier, index)}]}
             chunks.append(chunk(index, delta, tokens))
-        for token in [] if reply.calls_tools else tokens:
+        for token in [] if reply.script.tool else tokens:
             first_token = len(chunks) if first_token is None else first_token
             chunks.append(chunk(index, {"content": token.text}, [token]))
-        chunks.append(chunk(index, {}, [], "tool_calls" if reply.calls_tools else "stop"))
+        chunks.append(chunk(index, {}, [], "tool_calls" if reply.script.tool else "stop"))
     if reply.include_usage:
         chunks.append({**base, "choices": [], "usage": reply.usage(choices)})
     return chunks, first_token or 0
@@ -238,14 +242,29 @@ def legacy_logprobs(tokens: list[Token], top_k: int, offset: int) -> dict[str, A
     }
 
 
-def tool_calls(reply: Reply, index: int) -> list[dict[str, Any]]:
-    """The calls of choice `index`: the `call=` directives', else one `get_weather` without arguments."""
-    calls = reply.script.calls or [("get_weather", "{}")]
-    return [
-        {"id": f"call_{reply.tier}_{index}" + (f"_{k}" if k else ""), "type": "function",
-         "function": {"name": name, "arguments": arguments}}
-        for k, (name, arguments) in enumerate(calls)
-    ]
+def tool_call(tier: str, index: int) -> dict[str, Any]:
+    return {
+        "id": f"call_{tier}_{index}",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+
+
+def scripted_calls(reply: Reply, index: int) -> list[dict[str, Any]]:
+    """The `call=` directives' calls, as a whole answer's message carries them."""
+    return [{"id": f"call_{reply.tier}_{index}_{k}", "type": "function", "function": {"name": name, "arguments": args}}
+            for k, (name, args) in enumerate(reply.script.calls)]
+
+
+def call_fragments(reply: Reply, index: int) -> list[tuple[dict[str, Any], Token]]:
+    """The `call=` calls as streamed `delta.tool_calls` fragments, each with its token: the first names
+    the call (arguments ""), the others carry the arguments piece by piece."""
+    fragments: list[tuple[dict[str, Any], Token]] = []
+    for k, (name_token, pieces) in enumerate(call_tokens(reply.script)):
+        fragments.append(({"index": k, "id": f"call_{reply.tier}_{index}_{k}", "type": "function",
+                           "function": {"name": name_token.text, "arguments": ""}}, name_token))
+        fragments += [({"index": k, "function": {"arguments": piece.text}}, piece) for piece in pieces]
+    return fragments
 
 
 def embedding(text: str) -> list[float]:

@@ -454,3 +454,23 @@ def test_uvicorn_thread_serves_an_asgi_app() -> None:
     with UvicornThread(app) as server:
         assert wait_http_ok(f"{server.base_url}/anything", timeout=5).text == "ok"
     assert isinstance(free_port(), int)
+
+
+def test_scripted_calls_whole_and_streamed(client: httpx.Client) -> None:
+    prompt = '[device:0.5][device:call=get_weather:{"city": %5B"Oslo"%5D}][device:call=get_time:]'
+    choice = chat(client, prompt, logprobs=True).json()["choices"][0]
+    assert choice["message"]["content"] is None and choice["finish_reason"] == "tool_calls"
+    assert [(c["id"], c["function"]) for c in choice["message"]["tool_calls"]] == [
+        ("call_device_0_0", {"name": "get_weather", "arguments": '{"city": ["Oslo"]}'}),
+        ("call_device_0_1", {"name": "get_time", "arguments": ""})]
+    logprobs = [e["logprob"] for e in choice["logprobs"]["content"]]
+    assert len(logprobs) == 1 + 5 + 1 and set(logprobs) == {math.log(0.5)}  # name, 4-character pieces, name
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "stream": True, "logprobs": True}
+    with client.stream("POST", "/chat/completions", json=body) as response:
+        chunks = [e for e in sse_events(response) if e != "[DONE]"]
+    fragments = [f for c in chunks for f in c["choices"][0]["delta"].get("tool_calls") or ()]
+    assert fragments[0] == {"index": 0, "id": "call_device_0_0", "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""}}
+    joined = "".join(f["function"]["arguments"] for f in fragments if f["index"] == 0)
+    assert joined == '{"city": ["Oslo"]}' and len([f for f in fragments if f["index"] == 0]) == 6
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"

@@ -10,10 +10,11 @@ Without directives the answer is `"<tier> answer"`: tokens "<tier>", " answer", 
     label=A:0.6,b:0.4     one token, the first label verbatim; top_logprobs are the entries in order
     answer=TEXT           TEXT as one token (p 0.9, or the `0.42` probability if also given)
     choices=0.9,0.2       one choice per probability, each a single token "<tier> says"
+    call=NAME:ARGS        a tool call of NAME with the arguments text ARGS (percent-decoded), verbatim;
+                          repeat for parallel calls. Tokens: NAME, then ARGS in pieces of 4 characters
+                          (streamed as one `delta.tool_calls` fragment each), each at p 0.9 (or `0.42`)
     status=N | sleep=S | stall=S | header=NAME:VALUE (VALUE percent-decoded)
     reset garbage nologprobs nan empty tool llamacpp cut
-    call=NAME:ARGS        a tool call NAME with the JSON text ARGS (percent-decoded); repeat the
-                          directive for parallel calls; one token per call (its name, p 0.9)
 Bodies cannot contain brackets; an unknown directive is a 400 so a typo cannot pass silently.
 """
 
@@ -58,9 +59,9 @@ class Script:
     nan: bool = False
     empty: bool = False
     tool: bool = False
-    calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments) of `call=` directives
     llamacpp: bool = False
     cut: bool = False
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments text)
 
 
 def parse_script(tier: str, text: str) -> Script:
@@ -89,15 +90,15 @@ def _apply(script: Script, directive: str) -> None:
             script.labels = [_label(item, directive) for item in value.split(",")]
         case "answer":
             script.answer = value
-        case "call" if ":" in value:
-            name, _, arguments = value.partition(":")
-            script.calls.append((name.strip(), unquote(arguments)))
         case "status" if value.strip().isdigit():
             script.status = int(value)
         case "sleep":
             script.sleep_s = _seconds(value, directive)
         case "stall":
             script.stall_s = _seconds(value, directive)
+        case "call" if ":" in value:
+            name, _, arguments = value.partition(":")
+            script.calls.append((name.strip(), unquote(arguments)))
         case "header" if ":" in value:
             name, _, header_value = value.partition(":")
             # Percent-decoding lets a test script values with brackets, e.g. `edge%5Ba>b%5D`.
@@ -144,14 +145,28 @@ def _token(text: str, p: float) -> Token:
     return Token(text, logprob(p), ((text, logprob(p)), *((t, logprob(q)) for t, q in alts)))
 
 
+ARGUMENT_PIECE = 4  # characters of a scripted call's arguments per token (and per streamed fragment)
+
+
+def argument_pieces(arguments: str) -> list[str]:
+    return [arguments[i:i + ARGUMENT_PIECE] for i in range(0, len(arguments), ARGUMENT_PIECE)]
+
+
+def call_tokens(script: Script) -> list[tuple[Token, list[Token]]]:
+    """Each scripted call's name token and its arguments' tokens (the piece is the token's text)."""
+    p = script.probs[0] if script.probs is not None and len(script.probs) == 1 else DEFAULT_P
+    return [(_token(name, p), [_token(piece, p) for piece in argument_pieces(arguments)])
+            for name, arguments in script.calls]
+
+
 def _tokens(tier: str, script: Script) -> list[Token]:
     if script.empty:
         return []
+    if script.calls:
+        return [token for name, pieces in call_tokens(script) for token in (name, *pieces)]
     if script.labels:
         first, p = script.labels[0]
         return [Token(first, logprob(p), tuple((text, logprob(q)) for text, q in script.labels))]
-    if script.calls:
-        return [_token(name, DEFAULT_P) for name, _ in script.calls]
     if script.tool:
         return [_token("get_weather", DEFAULT_P)]
     if script.probs is not None and len(script.probs) == 1:

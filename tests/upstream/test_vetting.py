@@ -43,14 +43,16 @@ def test_ordinary_messages_pass_and_long_ones_are_cut() -> None:
 
 
 @pytest.mark.parametrize("path", ["device", "device>edge", "device!>edge[edge>cloud]", "device~>edge?>cloud",
-                                  "device>edge[edge!>cloud[a>b]]!", "a.b_c-d>e"])
+                                  "device>edge[edge!>cloud[a>b]]!", "a.b_c-d>e", "device(invalid_tool_call)>cloud",
+                                  "device>up[edge(schema_mismatch)>cloud]"])
 def test_paths_as_gateways_render_them_are_valid(path: str) -> None:
     assert valid_path(path)
     assert upstream_path({"x-recserve-path": path}, trusted=True) == path
 
 
 @pytest.mark.parametrize("path", ["", ">", "device>", "evil<script>]", "a[b", "a]b", "a[b]]", "a b", "a>>b",
-                                  "a!!", "-a", "a[" * 40 + "b" + "]" * 40, "a>" * 600 + "a"])
+                                  "a!!", "-a", "a[" * 40 + "b" + "]" * 40, "a>" * 600 + "a", "a()>b", "a(x)!>b",
+                                  "a(<script>)", "a(" + "x" * 40 + ")", "a(x"])
 def test_anything_else_is_dropped(path: str) -> None:
     assert not valid_path(path) or len(path) > 1024
     assert upstream_path({"x-recserve-path": path}, trusted=True) is None

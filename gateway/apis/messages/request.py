@@ -71,16 +71,33 @@ class Tool(BaseModel):
 
 
 class ToolChoice(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # disable_parallel_tool_use
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["auto", "any", "tool", "none"]
     name: NonEmptyStr | None = None
+    disable_parallel_tool_use: StrictBool | None = None  # at most one call: chat's parallel_tool_calls false
 
     @model_validator(mode="after")
     def _named_tool(self) -> ToolChoice:
         if self.type == "tool" and self.name is None:
             raise ValueError("a tool_choice of type 'tool' needs the tool's name")
         return self
+
+
+class OutputFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    """Structured outputs: the answer is JSON that fits `format.schema` (chat's response_format)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: OutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None  # accepted; tiers do not reason
 
 
 class Metadata(BaseModel):
@@ -106,6 +123,7 @@ class MessagesRequest(BaseModel):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
     recserve: RecServeExtension | None = None
 
 def chat_body(request: MessagesRequest) -> dict[str, Any]:
@@ -129,6 +147,12 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         body["tools"] = [{"type": "function", "function": _function(tool)} for tool in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice)
+        if request.tool_choice.disable_parallel_tool_use:
+            body["parallel_tool_calls"] = False
+    output_format = request.output_config.format if request.output_config is not None else None
+    if output_format is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": output_format.schema_}}
     if request.recserve is not None:
         body["recserve"] = request.recserve.model_dump(exclude_none=True)
     return body

@@ -12,10 +12,11 @@ from typing import Any
 from gateway import sse
 from gateway.apis.shaping import shape_choice, wanted_top_logprobs
 from gateway.cascade.climb import CascadeResult
-from gateway.cascade.stream_tally import StreamTally
+from gateway.cascade.stream_tally import StreamTally, answer_body, served_problem
 from gateway.protocol import Route
 from gateway.upstream.backends import TierFault, TierReply
 from policies.base import Task
+from policies.structure import Expectation, InvalidReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +30,13 @@ class StreamPlan:
     labels: Any
     summary: dict[str, Any]  # the `recserve` extension of the final chunk, completed at the end
     count_prompt_tokens: Callable[[], int]
-    observe: Callable[[Mapping[str, Any] | None], None]  # metrics and access log; gets the tier's usage
+    # Metrics and access log; gets the tier's usage and the served answer's structure problem, if any.
+    observe: Callable[[Mapping[str, Any] | None, str | None], None]
     on_complete: Callable[[Mapping[str, Any]], None] | None = None  # gets the whole answer (quality probes)
-    # The most answer text kept for on_complete; a longer answer is not compared (and not kept).
+    # The most answer text (and tool-call text) kept for on_complete and the structure check; a longer
+    # answer is neither compared nor judged (and not kept).
     max_answer_chars: int = 1 << 20
+    expectation: Expectation | None = None  # the structure asked for: the served answer is judged at its end
 
 
 async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
@@ -42,17 +46,19 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
     wanted = wanted_top_logprobs(plan.route, plan.raw)
     options = plan.raw.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    tally = StreamTally(plan.max_answer_chars if plan.on_complete is not None else 0)
+    keep = plan.on_complete is not None or plan.expectation is not None
+    tally = StreamTally(plan.max_answer_chars if keep else 0)
     model = plan.result.tier.served_model
     last: dict[str, Any] = {}
     observed = False
+    invalid: InvalidReason | None = None
 
     def observe() -> None:
         nonlocal observed
         if not observed:
             observed = True
             # A tier that reported no usage: the answer tokens seen count as its completion tokens.
-            plan.observe(tally.usage if tally.usage is not None else {"completion_tokens": tally.tokens})
+            plan.observe(tally.usage if tally.usage is not None else {"completion_tokens": tally.tokens}, invalid)
 
     try:
         async for chunk in _all_chunks(reply):
@@ -61,6 +67,7 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
             shaped = _shape_chunk(chunk, wanted, include_usage, model)
             if shaped is not None:
                 yield _encode(shaped)
+        invalid = served_problem(plan.expectation, tally.message())
     except (TierFault, UnencodableChunk) as fault:
         code = "stream_timeout" if isinstance(fault, TierFault) and fault.kind == "timeout" else "stream_interrupted"
         yield sse.encode({"error": {"message": f"tier '{plan.result.tier.name}' failed mid-stream: {fault}",
@@ -69,8 +76,9 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
     finally:
         observe()  # also when the client left mid-stream
         await reply.release()
-    if plan.on_complete is not None and tally.text is not None:
-        plan.on_complete(_answer_body(tally.text))  # starts background work only: the client is not held
+    message = tally.message()
+    if plan.on_complete is not None and message is not None:
+        plan.on_complete(answer_body(message))  # starts background work only: the client is not held
     if include_usage and tally.usage is None:
         prompt = plan.count_prompt_tokens()
         yield sse.encode({**_envelope(last, model), "choices": [], "usage": {
@@ -100,11 +108,6 @@ def _encode(chunk: dict[str, Any]) -> bytes:
         return sse.encode(chunk)
     except (TypeError, ValueError, RecursionError) as exc:
         raise UnencodableChunk("the tier sent a chunk that cannot be passed on") from exc
-
-
-def _answer_body(text: str) -> dict[str, Any]:
-    """The streamed answer as a non-streamed body, for whoever compares whole answers."""
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
 
 
 def _envelope(last: Mapping[str, Any], model: str) -> dict[str, Any]:
