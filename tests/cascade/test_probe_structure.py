@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import quote
 
 import openai
-import pytest
 
 from tests.cascade.test_quality_policy import probes_settle
 from tests.cascade.test_quality_probes import probes_of, quality_config, scrape
@@ -76,8 +75,6 @@ def test_json_answers_are_compared_as_values(start_gateway: GatewayStarter, tier
     assert probed(start_gateway, tiers, [same, other], send) == (1, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the validity branch: a streamed answer reaches the probes as "
-                                       "text only until the stream's tool calls are reassembled for on_complete")
 def test_streamed_tool_calls_are_compared_as_calls(start_gateway: GatewayStarter,
                                                    tiers: dict[str, ThreadedTier]) -> None:
     def send(sdk: openai.OpenAI, text: str) -> None:

@@ -216,23 +216,6 @@ def test_tool_call(client: httpx.Client) -> None:
     assert [e["logprob"] for e in choice["logprobs"]["content"]] == [LN_09]
 
 
-def test_scripted_calls_plain_and_streamed(client: httpx.Client) -> None:
-    # `call=NAME:ARGS`, repeated for parallel calls; ARGS percent-decoded (brackets cannot be written).
-    text = 'both [device:call=get_weather:{"city": "Paris"}][device:call=get_time:{"zones": %5B"CET"%5D}]'
-    made = [("get_weather", '{"city": "Paris"}'), ("get_time", '{"zones": ["CET"]}')]
-    choice = chat(client, text, logprobs=True).json()["choices"][0]
-    calls = choice["message"]["tool_calls"]
-    assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == made
-    assert len({c["id"] for c in calls}) == 2 and choice["finish_reason"] == "tool_calls"
-    assert [e["token"] for e in choice["logprobs"]["content"]] == ["get_weather", "get_time"]
-    body = {"model": "m", "messages": [{"role": "user", "content": text}], "stream": True}
-    with client.stream("POST", "/chat/completions", json=body) as response:
-        deltas = [c["choices"][0]["delta"] for c in sse_events(response)[:-1] if c["choices"]]
-    streamed = [call for delta in deltas for call in delta.get("tool_calls") or []]
-    assert [(c["index"], c["function"]["name"], c["function"]["arguments"]) for c in streamed] == [
-        (0, *made[0]), (1, *made[1])]
-
-
 def test_n_choices_and_choices_directive(client: httpx.Client) -> None:
     assert len(chat(client, "x", n=3).json()["choices"]) == 3
     response = chat(client, "[device:choices=0.9,0.2]", logprobs=True)
