@@ -7,7 +7,7 @@ a JSON code block in `content` that llama-server's tool parser does not recognis
 no `tool_calls` at all. Constrained by the schema (llama-server compiles it to a grammar) they write
 exactly one of: a call `{"name": ..., "arguments": {...}}`, an array of calls (parallel calls), or,
 when `tool_choice` is `auto`, `{"text": ...}` — a plain answer, so "no call" stays possible. The
-tier's chat template still renders the `tools` as the model was trained to read them.
+tools are described to the tier in the system message, with the answer's form.
 
 The answer's logprobs are kept as the tier sent them (they cover the JSON), so confidence can be
 taken over the tokens that carry the decision. A streamed answer's text is held until it ends (a
@@ -56,20 +56,57 @@ def tool_call_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
             return None  # names no offered tool: the tier (or the validity gate) says so, not us
     calls = [{"type": "object", "properties": {"name": {"const": name}, "arguments": parameters},
               "required": ["name", "arguments"]} for name, parameters in offered]
-    alternatives: list[dict[str, Any]] = list(calls)
-    if body.get("parallel_tool_calls", True) is not False and not isinstance(choice, Mapping):
-        alternatives.append({"type": "array", "items": {"anyOf": calls}, "minItems": 1})
+    # Where several calls may be made, the answer is always a list of calls (one call: a list of one):
+    # asked to write a list, the models make each call a request needs; offered a lone call as an
+    # alternative, they write one call where several are needed.
+    parallel = body.get("parallel_tool_calls", True) is not False and not isinstance(choice, Mapping)
+    alternatives: list[dict[str, Any]] = (
+        [{"type": "array", "items": {"anyOf": calls}, "minItems": 1}] if parallel else list(calls))
     if choice == "auto":
         alternatives.append({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
     return {"anyOf": alternatives}
 
 
+def instructions(body: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
+    """What the tier is told about the tools and the answer's form (the schema enforces the form)."""
+    offered = [tool["function"] for tool in body.get("tools") or () if isinstance(tool, Mapping)
+               and isinstance(tool.get("function"), Mapping)]
+    call = '{"name": <function name>, "arguments": {<its arguments>}}'
+    if any(alternative.get("type") == "array" for alternative in schema["anyOf"]):
+        forms = [f"a list of calls [{call}, ...], one for each call the request needs"]
+    else:
+        forms = [f"{call} to call a function"]
+    if any("text" in alternative.get("properties", {}) for alternative in schema["anyOf"]):
+        forms.append('{"text": <your answer>} to answer without calling a function')
+    return ("You can call these functions:\n" + "\n".join(json.dumps(f, ensure_ascii=False) for f in offered)
+            + "\n\nAnswer with JSON only: " + "; or ".join(forms) + ".")
+
+
+def _with_system(messages: Any, text: str) -> list[Any]:
+    """`messages` with `text` in the system message (the first one, or a new one ahead of the rest)."""
+    listed = list(messages) if isinstance(messages, list) else []
+    first = listed[0] if listed else None
+    if isinstance(first, Mapping) and first.get("role") in ("system", "developer"):
+        content = first.get("content")
+        if isinstance(content, str):
+            return [{**first, "content": f"{content}\n\n{text}"}, *listed[1:]]
+        if isinstance(content, list):
+            return [{**first, "content": [*content, {"type": "text", "text": text}]}, *listed[1:]]
+    return [{"role": "system", "content": text}, *listed]
+
+
 def constrained_body(body: dict[str, Any]) -> dict[str, Any] | None:
-    """`body` as a constrained tier is asked it; None when it goes as it is."""
+    """`body` as a constrained tier is asked it; None when it goes as it is.
+
+    The tools leave the request: told about in the system message and enforced by the schema instead.
+    (Sent along, llama-server applies its own tool-call handling and the schema no longer binds: the
+    models then write one call where several are asked for.)
+    """
     schema = tool_call_schema(body)
     if schema is None:
         return None
-    asked = {key: value for key, value in body.items() if key not in ("tool_choice", "parallel_tool_calls")}
+    asked = {key: value for key, value in body.items() if key not in ("tools", "tool_choice", "parallel_tool_calls")}
+    asked["messages"] = _with_system(body.get("messages"), instructions(body, schema))
     asked["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": schema}}
     return asked
 

@@ -23,17 +23,25 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"typ
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 
 
+def _calls(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The call alternatives: at the top, or as the items of the list of calls."""
+    found = []
+    for alt in schema["anyOf"]:
+        found += alt["items"]["anyOf"] if alt.get("type") == "array" else [alt]
+    return [alt for alt in found if "name" in alt.get("properties", {})]
+
+
 def _names(schema: dict[str, Any]) -> list[str]:
-    return [alt["properties"]["name"]["const"] for alt in schema["anyOf"] if "name" in alt.get("properties", {})]
+    return [alt["properties"]["name"]["const"] for alt in _calls(schema)]
 
 
-def test_the_schema_offers_each_tool_parallel_calls_and_text_only_under_auto() -> None:
+def test_the_schema_asks_for_a_list_of_calls_of_the_offered_tools_and_text_only_under_auto() -> None:
     schema = tool_call_schema({"tools": [WEATHER, TIME]})
     assert schema is not None and _names(schema) == ["get_weather", "get_time"]
-    kinds = [alt["type"] for alt in schema["anyOf"]]
-    assert kinds.count("array") == 1 and {"properties": {"text": {"type": "string"}}, "required": ["text"],
-                                          "type": "object"} in schema["anyOf"]
-    assert schema["anyOf"][0]["properties"]["arguments"] == WEATHER["function"]["parameters"]
+    assert [alt["type"] for alt in schema["anyOf"]] == ["array", "object"]  # the calls, or the text
+    assert schema["anyOf"][0]["minItems"] == 1
+    assert schema["anyOf"][1] == {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    assert _calls(schema)[0]["properties"]["arguments"] == WEATHER["function"]["parameters"]
 
     required = tool_call_schema({"tools": [WEATHER, TIME], "tool_choice": "required"})
     assert required is not None and not any("text" in alt.get("properties", {}) for alt in required["anyOf"])
@@ -50,9 +58,18 @@ def test_requests_that_are_not_constrained_go_as_they_are() -> None:
     assert constrained_body({"tools": [WEATHER], "response_format": {"type": "json_object"}}) is None
     assert constrained_body({"tools": [WEATHER], "tool_choice": {"type": "function",
                                                                    "function": {"name": "nope"}}}) is None
-    asked = constrained_body({"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": True})
-    assert asked is not None and "tool_choice" not in asked and "parallel_tool_calls" not in asked
-    assert asked["tools"] == [WEATHER] and asked["response_format"]["type"] == "json_schema"
+    asked = constrained_body({"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": True,
+                              "messages": [{"role": "user", "content": "weather?"}]})
+    assert asked is not None and not {"tools", "tool_choice", "parallel_tool_calls"} & set(asked)
+    assert asked["response_format"]["type"] == "json_schema"
+    system, user = asked["messages"]  # the tools are described in a system message ahead of the rest
+    assert system["role"] == "system" and '"name": "get_weather"' in system["content"]
+    assert "list of calls" in system["content"] and '{"text"' not in system["content"]  # required: no text
+    assert user == {"role": "user", "content": "weather?"}
+    kept = constrained_body({"tools": [WEATHER], "messages": [{"role": "system", "content": "Be brief."},
+                                                               {"role": "user", "content": "hi"}]})
+    assert kept is not None and len(kept["messages"]) == 2
+    assert kept["messages"][0]["content"].startswith("Be brief.\n\nYou can call these functions")
 
 
 def test_answers_become_calls_or_text_and_anything_else_stays_as_it_came() -> None:
@@ -107,7 +124,8 @@ def test_a_constrained_tier_answers_openai_clients_with_tool_calls(start_gateway
         asked = tiers["device"].requests[-1].json
         assert asked["response_format"]["json_schema"]["schema"] == tool_call_schema({"tools": [WEATHER],
                                                                                      "tool_choice": "required"})
-        assert "tool_choice" not in asked and asked["tools"] == [WEATHER]
+        assert "tool_choice" not in asked and "tools" not in asked
+        assert "get_weather" in asked["messages"][0]["content"]
         call = answer.choices[0].message.tool_calls[0]
         assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
         assert answer.choices[0].finish_reason == "tool_calls" and answer.choices[0].message.content is None
