@@ -18,6 +18,7 @@ child process killed after `--hostile-timeout` seconds. Never asserts timings.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import multiprocessing
@@ -153,6 +154,8 @@ def _per_call(function: Callable[[], Any], repeat: int) -> float:
 
 def measure(compile_: Compile, schemas: list[dict[str, Any]], found: list[Sample],
             repeat: int) -> dict[str, Any]:
+    # fastjsonschema writes schema `default`s into the instances it checks: each library gets its own copies.
+    schemas, found = copy.deepcopy((schemas, found))
     compile_s = [_per_call(functools.partial(compile_, schema), 1) for schema in schemas]
     compiled = {id(s): compile_(s) for s in {id(x.schema): x.schema for x in found}.values()}
     valid_s: list[float] = []
