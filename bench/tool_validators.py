@@ -18,6 +18,7 @@ child process killed after `--hostile-timeout` seconds. Never asserts timings.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import multiprocessing
@@ -76,12 +77,12 @@ def _lines(wheel: zipfile.ZipFile, name: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def samples(path: str) -> tuple[list[dict[str, Any]], list[Sample]]:
+def samples(path: str, categories: tuple[str, ...] = CATEGORIES) -> tuple[list[dict[str, Any]], list[Sample]]:
     """Every distinct tool schema, and one sample per accepted call."""
     schemas: dict[str, dict[str, Any]] = {}
     found: list[Sample] = []
     with zipfile.ZipFile(path) as wheel:
-        for category in CATEGORIES:
+        for category in categories:
             answers = {row["id"]: row["ground_truth"] for row in
                        _lines(wheel, f"bfcl_eval/data/possible_answer/BFCL_v4_{category}.json")}
             for row in _lines(wheel, f"bfcl_eval/data/BFCL_v4_{category}.json"):
@@ -153,6 +154,8 @@ def _per_call(function: Callable[[], Any], repeat: int) -> float:
 
 def measure(compile_: Compile, schemas: list[dict[str, Any]], found: list[Sample],
             repeat: int) -> dict[str, Any]:
+    # fastjsonschema writes schema `default`s into the instances it checks: each library gets its own copies.
+    schemas, found = copy.deepcopy((schemas, found))
     compile_s = [_per_call(functools.partial(compile_, schema), 1) for schema in schemas]
     compiled = {id(s): compile_(s) for s in {id(x.schema): x.schema for x in found}.values()}
     valid_s: list[float] = []
@@ -197,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wheel", default=DEFAULT_WHEEL, help="the bfcl-eval wheel")
     parser.add_argument("--repeat", type=int, default=50, help="validations timed together per sample")
     parser.add_argument("--hostile-timeout", type=float, default=5.0)
+    parser.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
     args = parser.parse_args(argv)
-    schemas, found = samples(args.wheel)
+    schemas, found = samples(args.wheel, tuple(args.categories.split(",")))
     print(f"{len(schemas)} distinct tool schemas, {len(found)} accepted calls "
           f"({sum(s.invalid is not None for s in found)} with a required argument to drop); "
           f"Python {platform.python_version()}, {platform.machine()}\n")

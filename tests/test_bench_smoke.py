@@ -52,3 +52,18 @@ def test_mixed_windows_bench_compares_the_sync_modes() -> None:
     assert list(rows) == ["exact", "batched", "auto"], result.stdout
     assert rows["exact"][0] == "1.000" and rows["exact"][3] == "100.00%"  # one call per step; the reference
     assert float(rows["batched"][0]) < 0.2 and float(rows["auto"][0]) < 1.0  # flushes carry many steps
+
+
+BFCL_WHEEL = Path("/tmp/bfcl/bfcl_eval-2026.3.23-py3-none-any.whl")
+
+
+@pytest.mark.skipif(not BFCL_WHEEL.exists(), reason="pip download --no-deps --only-binary=:all: bfcl-eval==2026.3.23 "
+                                                  "-d /tmp/bfcl")
+def test_tool_validators_bench_compares_the_three_libraries() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.tool_validators", "--wheel", str(BFCL_WHEEL),
+                             "--categories", "simple_python", "--repeat", "1", "--hostile-timeout", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["jsonschema", "fastjsonschema", "jsonschema-rs (RegexOptions)"], result.stdout
+    assert "invalid in" in result.stdout.splitlines()[-1]  # jsonschema-rs answers the hostile pattern
