@@ -204,7 +204,8 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             journey.hops.append(Hop(name, "invalid", reason=invalid, upstream_path=upstream,
                                     completion_tokens=reported_tokens(reply.body, "completion_tokens")))
             continue
-        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
+        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels,
+                                         structured=request.expectation is not None)
         if final:
             journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
             return _result(reply, tier, journey, confidence, None, served_invalid=invalid)

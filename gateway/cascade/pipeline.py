@@ -82,9 +82,11 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     if ask.stream:
         forwarded = stream_body(forwarded)
         call, prefix_tokens = _stream_call(runtime)
-    workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels)
-    # Tools or a response format: answers are checked for structure before confidence (chat only).
+    # Tools or a response format: answers are checked for structure before confidence (chat only), and
+    # judged by the tokens of their JSON values.
     expectation = expectation_of(body, runtime.validators) if route == "chat/completions" else None
+    workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels,
+                                structured=expectation is not None)
     cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens,
                                        expectation)
     result = await _climb(request, runtime, binding, cascade_request, call)

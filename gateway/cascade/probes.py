@@ -244,7 +244,8 @@ class Prober:
         if reply is None:
             self._count(tier, request.task, "failed")
             return
-        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels)
+        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels,
+                                         structured=request.expectation is not None)
         # An answer without confidence could never be kept: it counts as a miss at confidence 0.
         self._record(request, tier, request.scope.whole(), confidence if confidence is not None else 0.0, reply.body,
                      top)

@@ -113,11 +113,11 @@ class Runtime:
         return runtime
 
     def workload(self, task: Task, requested: str | None, client_key: str | None,
-                 labels: Sequence[str] | None) -> str:
+                 labels: Sequence[str] | None, structured: bool = False) -> str:
         """The request's workload (see gateway.cascade.workloads): named, the client key's default, or derived;
         one of at most `policy.max_workloads` names kept apart, else the shared overflow name."""
         name = requested or (self.workload_by_key.get(client_key) if client_key else None) \
-            or derived_workload(task, labels)
+            or derived_workload(task, labels, structured)
         admitted, evicted = self.workloads.admit(name)
         if evicted is not None:
             self._forget(evicted)

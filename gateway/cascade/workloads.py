@@ -4,7 +4,8 @@ A workload is an application sending requests (a sentiment tagger, a support bot
 windows, probe windows and competence are kept per workload, so one tier's competence at one job is
 not averaged away by another job. Its name comes from the request (`recserve.workload`, else the
 `x-recserve-workload` header), else from the client key's default in config, else it is derived:
-the normalised label set for labelled classification, otherwise the task.
+`structured` for requests with tools or a JSON response format, the normalised label set for labelled
+classification, otherwise the task.
 
 Clients choose names, so the number kept apart is bounded (`WorkloadRegistry`): past
 `max_workloads`, a new name takes the place of the least recently used one only if that one has been
@@ -29,8 +30,17 @@ _NAME = re.compile(WORKLOAD_NAME_PATTERN)
 _LABEL_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 
 
-def derived_workload(task: Task, labels: Sequence[str] | None) -> str:
-    """The workload of a request that names none: its label set when it has one, else its task."""
+# The derived workload of requests asked for structure (tools, a JSON response format): their answers
+# are judged by another estimator (the tokens of their JSON values), so their confidences are kept in
+# windows of their own rather than mixed with free text's.
+STRUCTURED = "structured"
+
+
+def derived_workload(task: Task, labels: Sequence[str] | None, structured: bool = False) -> str:
+    """The workload of a request that names none: `structured` for tools or a JSON response format, its
+    label set when it has one, else its task."""
+    if structured:
+        return STRUCTURED
     if task != "classification" or not labels:
         return task
     parts = sorted({_LABEL_UNSAFE.sub("_", label.strip().casefold()).strip("_") or "_" for label in labels})

@@ -107,7 +107,7 @@ def _policy_lines(lineup: Mapping[str, Any]) -> list[str]:
                          f"{'yes' if entry['saves'] else 'no'} |")
         if chosen in stream["policies"]:
             entry = stream["policies"][chosen]
-            lines += ["", f"`{chosen}` per seed 0–{len(SEEDS) - 1}: of cloud-only "
+            lines += ["", f"`{chosen}` per seed 0-{len(SEEDS) - 1}: of cloud-only "
                       + ", ".join(_pct(x) for x in entry["ratio"]) + "; never reached top "
                       + ", ".join(_pct(x) for x in entry["below_top"]) + "."]
         lines.append("")

@@ -30,6 +30,7 @@ def admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_derived_workloads() -> None:
     assert derived_workload("generation", None) == "generation"
+    assert derived_workload("generation", None, structured=True) == "structured"  # tools, a JSON format
     assert derived_workload("classification", None) == "classification"
     assert derived_workload("classification", ["Positive", " negative"]) == "labels:negative,positive"
     assert derived_workload("classification", ["negative", "positive"]) == derived_workload(
@@ -99,6 +100,9 @@ def test_workload_from_header_client_key_default_and_derivation(start_gateway: G
         _, headers = ask(plain, "x [device:label=positive:0.7,negative:0.3]", max_tokens=1,
                          extra_body={"recserve": {"labels": ["positive", "negative"]}})
         assert headers["x-recserve-workload"] == "labels:negative,positive"
+        weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        _, headers = ask(plain, 'w [*:call=get_weather:{"city": "Oslo"}]', tools=[weather])
+        assert headers["x-recserve-workload"] == "structured"  # its confidences in windows of their own
         with pytest.raises(openai.BadRequestError) as caught:
             ask(plain, "hi", extra_headers={"x-recserve-workload": "no spaces allowed"})
         assert caught.value.body["param"] == "x-recserve-workload"  # type: ignore[index]

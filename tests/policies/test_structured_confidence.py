@@ -119,3 +119,14 @@ def test_any_tokens_give_a_probability_or_none(pieces: list[tuple[str, float]]) 
     for estimator in STRUCTURED_ESTIMATORS.values():
         value = estimator(tokens(*pieces))
         assert value is None or 0.0 <= value <= 1.0
+
+
+def test_a_response_asked_for_as_structure_is_judged_by_its_values() -> None:
+    from policies.confidence import response_confidence
+
+    # `{"name": "f", "arguments": {"a": 7}}` with its form forced (p 1) and its two values unsure.
+    pieces = [('{"name": "', 0.0), ("f", math.log(0.5)), ('", "arguments": {"a": ', 0.0), ("7", math.log(0.5)),
+              ("}}", 0.0)]
+    choices = [{"logprobs": {"content": [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in pieces]}}]
+    assert response_confidence("generation", choices, None, structured=True) == pytest.approx(0.5)
+    assert response_confidence("generation", choices, None) == pytest.approx(math.exp(2 * math.log(0.5) / 5))
