@@ -12,7 +12,8 @@ Each call of the leaderboard's accepted answers (`possible_answer/`, the first a
 argument) is validated as is (valid) and with one required argument dropped (invalid). Prints one
 markdown table: median µs to compile a schema, to validate a valid and an invalid instance; how many
 valid instances each library accepts; and how each copes with a catastrophic `pattern`, run in a
-child process killed after `--hostile-timeout` seconds. Never asserts timings.
+child process killed after `--hostile-timeout` seconds. Then the validity gate's own cost per tool
+request (`policies.structure`: read the request, judge one answer). Never asserts timings.
 """
 
 from __future__ import annotations
@@ -195,6 +196,27 @@ def hostile(name: str, timeout_s: float) -> str:
     return f"{'valid' if result else 'invalid'} in {elapsed * 1e6:.0f} µs"
 
 
+def gate_cost(found: list[Sample], repeat: int) -> dict[str, float]:
+    """The validity gate's own cost per tool request, as the gateway pays it: reading what the request
+    asks (`expectation_of`, its schema already compiled and cached) and judging one answer (`problem`)."""
+    from policies.schemas import SchemaValidators
+    from policies.structure import expectation_of, problem
+
+    validators = SchemaValidators()
+    read_s: list[float] = []
+    judge_s: list[float] = []
+    for sample in copy.deepcopy(found):
+        body = {"messages": [{"role": "user", "content": "q"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": sample.schema}}]}
+        answer = [{"message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": json.dumps(sample.valid)}}]}}]
+        expectation = expectation_of(body, validators)  # compiles once: the steady state is timed
+        assert expectation is not None
+        read_s.append(_per_call(functools.partial(expectation_of, body, validators), repeat))
+        judge_s.append(_per_call(functools.partial(problem, expectation, answer), repeat))
+    return {"read": _median_us(read_s), "judge": _median_us(judge_s)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--wheel", default=DEFAULT_WHEEL, help="the bfcl-eval wheel")
@@ -216,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
               f"| {row['accepted']}/{len(found)} | {row['rejected']}/{row['invalid_total']} "
               f"| {hostile(label, args.hostile_timeout)} |")
         sys.stdout.flush()
+    cost = gate_cost(found, args.repeat)
+    print(f"\nThe validity gate per tool request (one tool, one call, schema cached): reading the request "
+          f"{cost['read']:.1f} µs, judging the answer {cost['judge']:.1f} µs (medians).")
 
 
 if __name__ == "__main__":
