@@ -54,13 +54,12 @@ def test_mixed_windows_bench_compares_the_sync_modes() -> None:
     assert float(rows["batched"][0]) < 0.2 and float(rows["auto"][0]) < 1.0  # flushes carry many steps
 
 
-BFCL_WHEEL = Path("/tmp/bfcl/bfcl_eval-2026.3.23-py3-none-any.whl")
+def test_tool_validators_bench_compares_the_three_libraries(tmp_path: Path) -> None:
+    from gateway.evaluation.bfcl import WHEEL
+    from gateway.local.models import download_wheel
 
-
-@pytest.mark.skipif(not BFCL_WHEEL.exists(), reason="pip download --no-deps --only-binary=:all: bfcl-eval==2026.3.23 "
-                                                  "-d /tmp/bfcl")
-def test_tool_validators_bench_compares_the_three_libraries() -> None:
-    result = subprocess.run([sys.executable, "-m", "bench.tool_validators", "--wheel", str(BFCL_WHEEL),
+    wheel = download_wheel(WHEEL, tmp_path, log_path=tmp_path / "pip.log", report=lambda _: None, timeout_s=600)
+    result = subprocess.run([sys.executable, "-m", "bench.tool_validators", "--wheel", str(wheel),
                              "--categories", "simple_python", "--repeat", "1", "--hostile-timeout", "2"],
                             cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
