@@ -125,6 +125,9 @@ def render(results: Mapping[str, Any]) -> str:
              "Over the answers the validity gate lets through; `calls` leaves out irrelevance (right = no call).",
              "", *_auroc_lines(results), ""]
     for name, lineup in results["lineups"].items():
+        if not lineup["streams"]:
+            lines += [f"## Line-up: {name}", "", "No item is recorded at every tier of this line-up yet.", ""]
+            continue
         lines += [f"## Line-up: {name}", "",
                   f"A-priori setting, chosen on {' and '.join(TUNING)} only: **`{lineup['chosen']}`** — of the "
                   f"settings holding {FLOOR:.0%} of cloud-only accuracy at every seed there, the one keeping the "
@@ -138,7 +141,9 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lineups = results["lineups"]
+    lineups = {name: lineup for name, lineup in results["lineups"].items() if "mixed" in lineup["streams"]}
+    if not lineups:
+        return
     fig, axes = plt.subplots(1, len(lineups), figsize=(6 * len(lineups), 4.6), squeeze=False)
     for ax, (name, lineup) in zip(axes[0], lineups.items(), strict=True):
         policies = lineup["streams"]["mixed"]["policies"]
@@ -171,4 +176,4 @@ def write_report(folder: Path, out: Path, items: Mapping[str, Item]) -> list[Pat
     written[0].write_text(render(results), encoding="utf-8")
     written[1].write_text(json.dumps(results, indent=1, sort_keys=True, ensure_ascii=False), encoding="utf-8")
     plot(results, written[2])
-    return written
+    return [path for path in written if path.exists()]
