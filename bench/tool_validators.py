@@ -33,35 +33,16 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+from gateway.evaluation.bfcl import json_schema
+
 DEFAULT_WHEEL = "/tmp/bfcl/bfcl_eval-2026.3.23-py3-none-any.whl"
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "live_simple", "live_multiple",
               "live_parallel", "live_parallel_multiple")
-# BFCL's own type names, as JSON Schema's (`any` is no type constraint at all).
-BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": None}
 HOSTILE_SCHEMA = {"type": "object", "properties": {"q": {"type": "string", "pattern": "^(a+)+$"}}}
 HOSTILE_INSTANCE = {"q": "a" * 40 + "!"}  # 2^40 ways to split the a's for a backtracking engine
 
 Validate = Callable[[Any], bool]
 Compile = Callable[[dict[str, Any]], Validate]
-
-
-def json_schema(parameters: Any) -> Any:
-    """A BFCL parameter doc as JSON Schema: BFCL's type names mapped, recursively."""
-    if isinstance(parameters, list):
-        return [json_schema(item) for item in parameters]
-    if not isinstance(parameters, dict):
-        return parameters
-    out: dict[str, Any] = {}
-    for key, value in parameters.items():
-        if key == "type" and isinstance(value, str):
-            mapped = BFCL_TYPES.get(value, value)
-            if mapped is not None:
-                out[key] = mapped
-        elif key == "properties" and isinstance(value, dict):
-            out[key] = {name: json_schema(sub) for name, sub in value.items()}
-        else:
-            out[key] = json_schema(value)
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,10 +123,10 @@ def tool_name(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _schema(node: Any) -> Any:
+def json_schema(node: Any) -> Any:
     """A BFCL parameter doc as JSON Schema: its own types mapped, recursively."""
     if isinstance(node, list):
-        return [_schema(value) for value in node]
+        return [json_schema(value) for value in node]
     if not isinstance(node, Mapping):
         return node
     out: dict[str, Any] = {}
@@ -136,9 +136,9 @@ def _schema(node: Any) -> Any:
             if mapped is not None:
                 out[key] = mapped
         elif key == "properties" and isinstance(value, Mapping):
-            out[key] = {name: _schema(prop) for name, prop in value.items()}
+            out[key] = {name: json_schema(prop) for name, prop in value.items()}
         elif key in ("items", "additionalProperties") or isinstance(value, Mapping | list):
-            out[key] = _schema(value)
+            out[key] = json_schema(value)
         else:
             out[key] = value
     return out
@@ -148,7 +148,7 @@ def tools(item: Item) -> list[dict[str, Any]]:
     """The item's functions as OpenAI `tools`."""
     return [{"type": "function", "function": {"name": tool_name(function["name"]),
                                               "description": function.get("description", ""),
-                                              "parameters": _schema(function.get("parameters", {}))}}
+                                              "parameters": json_schema(function.get("parameters", {}))}}
             for function in item.functions]
 
 
