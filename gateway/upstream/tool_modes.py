@@ -112,14 +112,24 @@ def constrained_body(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _calls(answer: Any) -> list[dict[str, Any]] | None:
-    """The answer's calls as OpenAI `tool_calls`; None when it is not calls."""
+    """The answer's calls as OpenAI `tool_calls`; None when it is not calls.
+
+    A call the list repeats verbatim is made once: asked for a list, a small model often writes its one
+    call two or three times (the 0.5B tier did on most single-call BFCL items), and the same function
+    with the same arguments twice in one answer has no use a client could want.
+    """
     items = answer if isinstance(answer, list) else [answer]
     calls: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
+    seen: set[tuple[str, str]] = set()
+    for item in items:
         if not (isinstance(item, dict) and isinstance(item.get("name"), str) and "arguments" in item):
             return None
         arguments = json.dumps(item["arguments"], ensure_ascii=False)
-        calls.append({"id": f"call_{index}", "type": "function",
+        key = (item["name"], json.dumps(item["arguments"], sort_keys=True))
+        if key in seen:
+            continue
+        seen.add(key)
+        calls.append({"id": f"call_{len(calls)}", "type": "function",
                       "function": {"name": item["name"], "arguments": arguments}})
     return calls or None
 
