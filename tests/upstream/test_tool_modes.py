@@ -79,6 +79,9 @@ def test_answers_become_calls_or_text_and_anything_else_stays_as_it_came() -> No
     two = message_fields(f'[{CALL}, {{"name": "get_time", "arguments": {{}}}}]')
     assert two is not None and [c["function"]["name"] for c in two["tool_calls"]] == ["get_weather", "get_time"]
     assert [c["id"] for c in two["tool_calls"]] == ["call_0", "call_1"]
+    repeated = message_fields(f'[{CALL}, {CALL}, {{"name": "get_weather", "arguments": {{"city": "Oslo"}}}}]')
+    assert repeated is not None and [json.loads(c["function"]["arguments"])["city"]
+                                     for c in repeated["tool_calls"]] == ["Paris", "Oslo"]  # a verbatim repeat: once
     assert message_fields('{"text": "It is sunny."}') == {"content": "It is sunny."}
     for unchanged in ('{"name": "get_weather", "argu', "plain prose", '{"text": 5}', "[]", None):
         assert message_fields(unchanged) is None
