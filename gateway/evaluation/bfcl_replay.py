@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from gateway.cascade.workloads import STRUCTURED
 from gateway.evaluation.bfcl import CATEGORIES, Item, tools
 from gateway.evaluation.code_agreement import auc
 from gateway.evaluation.code_eval import top_traffic
@@ -89,7 +90,8 @@ def answer_of(row: Mapping[str, Any], estimate: Estimator, valid: Valid) -> Tier
 
 def requests(table: Mapping[str, Mapping[str, Mapping[str, Any]]], order: Sequence[str], estimate: Estimator,
              valid: Valid, tiers: Sequence[str] = ALL_TIERS) -> list[Request]:
-    """Items recorded at every tier of `tiers`, in `order`, as replay requests (workload: the category)."""
+    """Items recorded at every tier of `tiers`, in `order`, as replay requests: in the workload the gateway
+    derives for tool requests that name none (`structured`), their category kept for the tables."""
     out = []
     for index, item_id in enumerate(order):
         rows = table.get(item_id, {})
@@ -97,7 +99,7 @@ def requests(table: Mapping[str, Mapping[str, Mapping[str, Any]]], order: Sequen
             continue
         category = str(rows[tiers[0]]["category"])
         answers = {tier: answer_of(rows[tier], estimate, valid) for tier in tiers}
-        out.append(Request(index, "generation", answers, None, category, category))
+        out.append(Request(index, "generation", answers, None, category, STRUCTURED))
     return out
 
 
