@@ -16,10 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from policies.stores.redis import RedisClient, RedisWindowStore
 from tests.support.processes import ChildProcess
 from tests.support.servers import free_port
 
 READY_TIMEOUT_S = 10.0
+# The per-call budget of a window store in tests of what the store computes, not of how it times out:
+# the product's 0.5 s default is a latency promise that a starved CI machine misses on a first script load.
+PATIENT_CALL_S = 30.0
+
+
+def patient_store(client: RedisClient, namespace: str) -> RedisWindowStore:
+    """A Redis window store that waits up to `PATIENT_CALL_S` for its queue and each call."""
+    return RedisWindowStore(client, namespace, queue_timeout_s=PATIENT_CALL_S, call_timeout_s=PATIENT_CALL_S)
 
 
 def find_redis_server() -> str | None:

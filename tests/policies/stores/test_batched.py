@@ -17,10 +17,9 @@ from policies.quantile import linear_quantile, quantile_fraction
 from policies.stores.batched import BatchedWindowStore
 from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
 from policies.stores.memory import MemoryWindowStore
-from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import RedisConnection, connect
 from tests.support.processes import GatewayProcess
-from tests.support.redis_procs import RedisServer
+from tests.support.redis_procs import RedisServer, patient_store
 from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import ServerFactory
@@ -50,7 +49,7 @@ async def test_one_replica_decides_exactly_like_the_memory_store(connection: Red
                 await asyncio.sleep(rng.choice((0, 0.001, 0.004)))  # flushes land between some steps
     finally:
         await store.aclose()
-    shared = RedisWindowStore(connection.client, "solo")
+    shared = patient_store(connection.client, "solo")
     assert await shared.snapshot(KEY) == await memory.snapshot(KEY)  # every value reached Redis, in order
     assert await shared.snapshot(EDGE) == await memory.snapshot(EDGE)
     assert store.calls < 800  # batched: far fewer calls than steps
@@ -58,7 +57,7 @@ async def test_one_replica_decides_exactly_like_the_memory_store(connection: Red
 
 async def test_replicas_converge_on_the_shared_window(connection: RedisConnection) -> None:
     replicas = [BatchedWindowStore(connection.client, "many", background=False) for _ in range(3)]
-    exact = RedisWindowStore(connection.client, "many")
+    exact = patient_store(connection.client, "many")
     rng = random.Random(5)
     for _ in range(40):
         for replica in replicas:
@@ -112,7 +111,7 @@ async def test_a_flush_reads_back_as_much_with_eight_replicas_as_with_one(connec
                 await store.flush()
         returned[replicas] = stores[0].values_returned / stores[0].window_flushes
         await stores[0].flush(refresh=KEY)
-        truth = await RedisWindowStore(connection.client, f"pace{replicas}").snapshot(KEY)
+        truth = await patient_store(connection.client, f"pace{replicas}").snapshot(KEY)
         assert len(truth) == min(2000, 600 * replicas)
         memory = MemoryWindowStore()
         for value in [*truth, 0.5]:
@@ -144,7 +143,7 @@ async def test_a_send_cap_samples_hot_windows_and_leaves_cold_ones_whole(connect
             assert await store.step(EDGE, confidence, 1000, 0.3) == await cold_memory.step(EDGE, confidence, 1000, 0.3)
             cold += 1
         await store.flush()
-    shared = RedisWindowStore(connection.client, "capped")
+    shared = patient_store(connection.client, "capped")
     assert await shared.snapshot(KEY) == await hot_memory.snapshot(KEY)
     assert len(await shared.snapshot(KEY)) == 50 + 99 * 5
     assert await shared.snapshot(EDGE) == await cold_memory.snapshot(EDGE) and cold == 300
@@ -155,8 +154,8 @@ async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection
     for value in (0.1, 0.2, 0.3):
         await store.step(KEY, value, 10, 0.5)
     await store.flush()
-    await RedisWindowStore(connection.client, "reset").reset()  # another replica's admin reset
-    await RedisWindowStore(connection.client, "reset").step(KEY, 0.9, 10, 0.5)
+    await patient_store(connection.client, "reset").reset()  # another replica's admin reset
+    await patient_store(connection.client, "reset").step(KEY, 0.9, 10, 0.5)
     await store.step(KEY, 0.7, 10, 0.5)
     await store.flush()
     assert await store.snapshot(KEY) == [0.9, 0.7]  # the shared window, not the stale mirror
@@ -184,7 +183,7 @@ async def test_an_outage_decides_locally_and_flushes_after(redis_factory: Server
         assert not store.degraded
         # The value of the failed flush may or may not have landed, so it is not sent twice; what
         # was decided during the outage reaches the shared window now.
-        assert await RedisWindowStore(connection.client, "outage").snapshot(KEY) == [0.8]
+        assert await patient_store(connection.client, "outage").snapshot(KEY) == [0.8]
         assert not (await store.step(KEY, 0.2, 10, 0.5)).fallback
     finally:
         await store.aclose()
@@ -192,7 +191,7 @@ async def test_an_outage_decides_locally_and_flushes_after(redis_factory: Server
 
 
 async def test_a_snapshot_of_a_window_never_stepped_here_trims_nothing(connection: RedisConnection) -> None:
-    exact = RedisWindowStore(connection.client, "peek")
+    exact = patient_store(connection.client, "peek")
     for value in (0.1, 0.2, 0.3):
         await exact.step(KEY, value, 10, 0.5)
     store = BatchedWindowStore(connection.client, "peek", background=False)
@@ -214,7 +213,7 @@ async def test_the_factory_builds_batched_stores(redis_server: RedisServer, redi
             await asyncio.sleep(0.01)
             if await redis_client.llen("{fac:recserve:device:classification}:fifo") == 2:
                 break
-        assert await RedisWindowStore(redis_client, "fac").snapshot(KEY) == [0.3, 0.6]
+        assert await patient_store(redis_client, "fac").snapshot(KEY) == [0.3, 0.6]
     finally:
         await stores.close()
 

@@ -14,8 +14,7 @@ from redis.asyncio import Redis
 from policies.base import Scope, WindowKey
 from policies.recserve import RecServePolicy
 from policies.stores.memory import MemoryWindowStore
-from policies.stores.redis import RedisWindowStore
-from tests.support.redis_procs import RedisServer
+from tests.support.redis_procs import RedisServer, patient_store
 
 # Ties and exact binary fractions are where interpolation bugs hide; plain floats cover the rest
 # (hypothesis also draws 0.0, 1.0 and subnormals from this range).
@@ -33,7 +32,7 @@ async def _run_three_ways(url: str, values: list[float], size: int, beta: float)
     client = Redis.from_url(url)
     try:
         namespace = f"prop-{uuid.uuid4().hex}"
-        shared = RedisWindowStore(client, namespace)
+        shared = patient_store(client, namespace)
         memory = MemoryWindowStore()
         key = WindowKey("recserve", "device", "classification")
         window: list[float] = []
@@ -76,7 +75,7 @@ def test_same_decisions(redis_server: RedisServer, values: list[float], size: in
     async def run() -> None:
         client = Redis.from_url(redis_server.url)
         try:
-            shared = RedisWindowStore(client, f"dec-{uuid.uuid4().hex}")
+            shared = patient_store(client, f"dec-{uuid.uuid4().hex}")
             via_redis = await _decisions(RecServePolicy(shared, lambda _tier: beta, size), values)
             local = MemoryWindowStore()
             via_memory = await _decisions(RecServePolicy(local, lambda _tier: beta, size), values)
@@ -101,7 +100,7 @@ def test_same_decisions(redis_server: RedisServer, values: list[float], size: in
 async def test_long_sequence_at_authors_setting(redis_client: Redis) -> None:
     """W = 1000, β = 0.3 over 4000 steps (the window fills and slides for 3000 of them)."""
     rng = random.Random(20250516)
-    shared = RedisWindowStore(redis_client, "long")
+    shared = patient_store(redis_client, "long")
     memory = MemoryWindowStore()
     key = WindowKey("recserve", "edge", "generation")
     window: list[float] = []

@@ -10,7 +10,6 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AuthenticationError
 
 from policies.base import WindowKey
-from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_SOCKET_TIMEOUT_S,
@@ -19,7 +18,7 @@ from policies.stores.urls import (
     parse_sentinel_url,
     redact_url,
 )
-from tests.support.redis_procs import RedisServer, make_tls_files
+from tests.support.redis_procs import RedisServer, make_tls_files, patient_store
 
 from .conftest import ServerFactory
 
@@ -29,7 +28,7 @@ KEY = WindowKey("recserve", "device", "classification")
 async def _round_trip(url: str) -> None:
     connection = connect(url)
     try:
-        store = RedisWindowStore(connection.client, "urls")
+        store = patient_store(connection.client, "urls")
         await store.reset(KEY)
         await store.step(KEY, 0.2, 10, 0.5)
         assert (await store.step(KEY, 0.4, 10, 0.5)).length == 2
