@@ -77,10 +77,15 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                              "crosses a network).",
     "tiers[].tool_mode": "How requests with `tools` reach the tier. `native` passes them through as they came. "
                          "`constrained` also sends a JSON Schema built from the offered tools as "
-                         "`response_format` (one alternative per tool, an array for parallel calls, and a "
-                         "plain-text alternative under `tool_choice: auto`) and turns the JSON answer back "
-                         "into `tool_calls`: for models that write the right call in the wrong shape, like the "
+                         "`response_format` (calls written as `tool_call_form` says, and a plain-text "
+                         "alternative under `tool_choice: auto`) and turns the JSON answer back into "
+                         "`tool_calls`: for models that write the right call in the wrong shape, like the "
                          "embedded Qwen2.5-Coder tiers. A streamed answer's text is then held until it ends.",
+    "tiers[].tool_call_form": "Under `tool_mode: constrained`, how the tier writes calls. `list`: always a list of "
+                              "calls (one call is a list of one). `call_or_list`: one call on its own, or a list "
+                              "of two or more. Which suits a model is measured: on BFCL the 0.5B embedded tier "
+                              "adds unasked calls when it must write a list, the 1.5B one does not "
+                              "(see Function calling (BFCL) in Evaluation).",
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",

@@ -132,6 +132,8 @@ class TierConfig(_Strict):
     # How tool requests reach the tier: `native` passes `tools` through; `constrained` adds a JSON Schema
     # built from the tools as `response_format` and turns the JSON answer back into `tool_calls`.
     tool_mode: Literal["native", "constrained"] = "native"
+    # Under `constrained`, how calls are written: always a list, or one call unless several are needed.
+    tool_call_form: Literal["list", "call_or_list"] = "list"
 
     @field_validator("base_url")
     @classmethod
@@ -146,6 +148,12 @@ class TierConfig(_Strict):
         if value in RESERVED_TIER_NAMES:
             raise ValueError(f"'{value}' is reserved for a policy name")
         return value
+
+    @model_validator(mode="after")
+    def _call_form_needs_constrained(self) -> TierConfig:
+        if "tool_call_form" in self.model_fields_set and self.tool_mode != "constrained":
+            raise ValueError("tool_call_form applies only to tool_mode: constrained")
+        return self
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -19,6 +19,7 @@ import shutil
 import sys
 import types
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,18 @@ def sample(root: Path, per_category: int, seed: int = 0,
         picks = sorted(random.Random(f"{seed}:{category}").sample(range(len(items)), min(per_category, len(items))))
         chosen.append([items[i] for i in picks])
     return [column[i] for i in range(max(map(len, chosen), default=0)) for column in chosen if i < len(column)]
+
+
+def first_of_each(items: Sequence[Item], count: int) -> list[Item]:
+    """The first `count` items of each category, in their order: a smaller recording whose items all
+    come early in a fuller one of the same sample, so the two compare item by item."""
+    seen: Counter[str] = Counter()
+    kept = []
+    for item in items:
+        seen[item.category] += 1
+        if seen[item.category] <= count:
+            kept.append(item)
+    return kept
 
 
 def tool_name(name: str) -> str:

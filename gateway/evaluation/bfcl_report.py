@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.evaluation import bfcl_forms
 from gateway.evaluation.bfcl import Item
 from gateway.evaluation.bfcl_record import rows_by_item
 from gateway.evaluation.bfcl_replay import (
@@ -73,7 +74,8 @@ def evaluate(folder: Path, items: Mapping[str, Item]) -> dict[str, Any]:
     return {"n_recorded": {tier: sum(tier in rows for rows in table.values()) for tier in ALL_TIERS},
             "n": len(complete), "tiers": tier_table(complete, ALL_TIERS),
             "auroc": aurocs(table, validity(items)), "estimator": DEFAULT_ESTIMATOR,
-            "lineups": {name: _lineup(table, order, tiers, items) for name, tiers in LINEUPS.items()}}
+            "lineups": {name: _lineup(table, order, tiers, items) for name, tiers in LINEUPS.items()},
+            "forms": bfcl_forms.compare(folder / "forms", items, ALL_TIERS)}
 
 
 def _tier_lines(results: Mapping[str, Any]) -> list[str]:
@@ -123,7 +125,7 @@ def render(results: Mapping[str, Any]) -> str:
              "## Tier accuracy by category", "", *_tier_lines(results), "",
              "## Confidence estimators: AUROC of right vs wrong answers", "",
              "Over the answers the validity gate lets through; `calls` leaves out irrelevance (right = no call).",
-             "", *_auroc_lines(results), ""]
+             "", *_auroc_lines(results), "", *bfcl_forms.render(results.get("forms", {}))]
     for name, lineup in results["lineups"].items():
         if not lineup["streams"]:
             lines += [f"## Line-up: {name}", "", "No item is recorded at every tier of this line-up yet.", ""]

@@ -185,7 +185,9 @@ def _bfcl_record(args: argparse.Namespace) -> int:
 
     root = bfcl.ensure_cached(default_layout(), report=_say)
     items = bfcl.sample(root, args.per_category, categories=args.categories)
-    bfcl_record.record(args.gateway, items, Path(args.out), bfcl.Checker(root), say=_say)
+    if args.first is not None:
+        items = bfcl.first_of_each(items, args.first)
+    bfcl_record.record(args.gateway, items, Path(args.out), bfcl.Checker(root), tiers=args.tiers, say=_say)
     return 0
 
 
@@ -202,6 +204,7 @@ def _bfcl_report(args: argparse.Namespace) -> int:
 
 def _add_bfcl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from gateway.evaluation.bfcl import CATEGORIES
+    from gateway.evaluation.bfcl_record import TIERS
 
     bfcl = commands.add_parser("bfcl", help="function calling: BFCL v4 items through every tier, and the policies")
     steps = bfcl.add_subparsers(dest="step", required=True)
@@ -210,6 +213,8 @@ def _add_bfcl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     rec = steps.add_parser("record", help="record BFCL items at every tier (resumes where it stopped)")
     rec.add_argument("--per-category", type=int, default=100, help="items drawn from each category (seeded)")
     rec.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES))
+    rec.add_argument("--first", type=int, help="record only the first N of each category's sample")
+    rec.add_argument("--tiers", nargs="+", choices=TIERS, default=list(TIERS), help="the tiers to record")
     rec.add_argument("--gateway", default=DEFAULT_GATEWAY, help="the gateway's /v1 base URL")
     rec.add_argument("--out", default=str(BFCL_TRACES), help="folder of the per-tier traces")
     rec.set_defaults(handler=_bfcl_record)

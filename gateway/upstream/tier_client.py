@@ -10,5 +10,5 @@ from gateway.upstream.tool_modes import ConstrainedTools
 def build_backend(tier: TierConfig) -> Backend:
     backend: Backend = LiteLLMBackend(tier) if tier.provider == "litellm" else OpenAICompatibleBackend(tier)
     if tier.tool_mode == "constrained":
-        return ConstrainedTools(backend)
+        return ConstrainedTools(backend, tier.tool_call_form)
     return backend

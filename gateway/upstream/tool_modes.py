@@ -1,11 +1,13 @@
 """How a tool request reaches a tier: `native` passes `tools` through; `constrained` also sends a JSON
 Schema built from the offered tools as `response_format`, and turns the JSON answer back into
-OpenAI `tool_calls`.
+OpenAI `tool_calls`. The tier's `tool_call_form` says how calls are written under the schema: `list`
+(always a list of calls) or `call_or_list` (one call, or a list of two or more).
 
 Small local models (the embedded Qwen2.5-Coder tiers) mostly write a right call in the wrong shape —
 a JSON code block in `content` that llama-server's tool parser does not recognise — so a client gets
 no `tool_calls` at all. Constrained by the schema (llama-server compiles it to a grammar) they write
-exactly one of: a call `{"name": ..., "arguments": {...}}`, an array of calls (parallel calls), or,
+exactly one of: a list of calls `[{"name": ..., "arguments": {...}}, ...]` (or, in the
+`call_or_list` form, also one call on its own), or,
 when `tool_choice` is `auto`, `{"text": ...}` — a plain answer, so "no call" stays possible. The
 tools are described to the tier in the system message, with the answer's form.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from gateway.protocol import Route
 from gateway.upstream.backends import Backend, TierReply, TierStream
@@ -27,6 +29,8 @@ from gateway.upstream.backends import Backend, TierReply, TierStream
 SCHEMA_NAME = "tool_call"
 # A held streamed answer beyond this many characters is no call we could convert: passed on as text.
 MAX_HELD_CHARS = 1 << 20
+
+CallForm = Literal["list", "call_or_list"]
 
 
 def _offered(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -41,7 +45,7 @@ def _offered(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return offered
 
 
-def tool_call_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
+def tool_call_schema(body: Mapping[str, Any], form: CallForm = "list") -> dict[str, Any] | None:
     """The JSON Schema a constrained tier answers `body` by; None when the request is not constrained
     (no function tools, `tool_choice: none`, or the client set its own `response_format`)."""
     choice = body.get("tool_choice", "auto")
@@ -56,12 +60,14 @@ def tool_call_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
             return None  # names no offered tool: the tier (or the validity gate) says so, not us
     calls = [{"type": "object", "properties": {"name": {"const": name}, "arguments": parameters},
               "required": ["name", "arguments"]} for name, parameters in offered]
-    # Where several calls may be made, the answer is always a list of calls (one call: a list of one):
-    # asked to write a list, the models make each call a request needs; offered a lone call as an
-    # alternative, they write one call where several are needed.
+    # Where several calls may be made: `list` asks for a list of calls (one call: a list of one), and
+    # the models make each call a request needs, but a small one also adds calls nobody asked for;
+    # `call_or_list` offers a lone call beside a list of two or more, and the small model then writes
+    # the one call right, and never a list (eval/results/bfcl/bfcl.md, "Tool-call forms").
     parallel = body.get("parallel_tool_calls", True) is not False and not isinstance(choice, Mapping)
-    alternatives: list[dict[str, Any]] = (
-        [{"type": "array", "items": {"anyOf": calls}, "minItems": 1}] if parallel else list(calls))
+    alternatives: list[dict[str, Any]] = list(calls) if not parallel or form == "call_or_list" else []
+    if parallel:
+        alternatives.append({"type": "array", "items": {"anyOf": calls}, "minItems": 1 if form == "list" else 2})
     if choice == "auto":
         alternatives.append({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
     return {"anyOf": alternatives}
@@ -72,10 +78,11 @@ def instructions(body: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
     offered = [tool["function"] for tool in body.get("tools") or () if isinstance(tool, Mapping)
                and isinstance(tool.get("function"), Mapping)]
     call = '{"name": <function name>, "arguments": {<its arguments>}}'
-    if any(alternative.get("type") == "array" for alternative in schema["anyOf"]):
-        forms = [f"a list of calls [{call}, ...], one for each call the request needs"]
-    else:
-        forms = [f"{call} to call a function"]
+    alternatives = schema["anyOf"]
+    forms = [f"{call} to call a function"] if any("name" in a.get("properties", {}) for a in alternatives) else []
+    if any(alternative.get("type") == "array" for alternative in alternatives):
+        forms.append(f"a list of calls [{call}, ...], one for each call the request needs" if not forms
+                     else f"a list of calls [{call}, ...] when the request needs several calls")
     if any("text" in alternative.get("properties", {}) for alternative in schema["anyOf"]):
         forms.append('{"text": <your answer>} to answer without calling a function')
     return ("You can call these functions:\n" + "\n".join(json.dumps(f, ensure_ascii=False) for f in offered)
@@ -95,14 +102,14 @@ def _with_system(messages: Any, text: str) -> list[Any]:
     return [{"role": "system", "content": text}, *listed]
 
 
-def constrained_body(body: dict[str, Any]) -> dict[str, Any] | None:
+def constrained_body(body: dict[str, Any], form: CallForm = "list") -> dict[str, Any] | None:
     """`body` as a constrained tier is asked it; None when it goes as it is.
 
     The tools leave the request: told about in the system message and enforced by the schema instead.
     (Sent along, llama-server applies its own tool-call handling and the schema no longer binds: the
     models then write one call where several are asked for.)
     """
-    schema = tool_call_schema(body)
+    schema = tool_call_schema(body, form)
     if schema is None:
         return None
     asked = {key: value for key, value in body.items() if key not in ("tools", "tool_choice", "parallel_tool_calls")}
@@ -215,12 +222,13 @@ async def converted_events(events: AsyncIterator[dict[str, Any]]) -> AsyncIterat
 class ConstrainedTools:
     """A Backend that asks its tier tool requests through a JSON Schema and answers with `tool_calls`."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, form: CallForm = "list") -> None:
         self._backend = backend
+        self._form: CallForm = form
 
     async def send(self, route: Route, body: dict[str, Any], *, timeout_s: float,
                    headers: Mapping[str, str]) -> TierReply:
-        asked = constrained_body(body) if route == "chat/completions" else None
+        asked = constrained_body(body, self._form) if route == "chat/completions" else None
         reply = await self._backend.send(route, asked or body, timeout_s=timeout_s, headers=headers)
         if asked is None:
             return reply
@@ -229,7 +237,7 @@ class ConstrainedTools:
 
     async def open_stream(self, route: Route, body: dict[str, Any], *, timeout_s: float,
                           headers: Mapping[str, str]) -> TierStream:
-        asked = constrained_body(body) if route == "chat/completions" else None
+        asked = constrained_body(body, self._form) if route == "chat/completions" else None
         stream = await self._backend.open_stream(route, asked or body, timeout_s=timeout_s, headers=headers)
         if asked is None:
             return stream

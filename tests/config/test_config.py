@@ -109,3 +109,14 @@ def test_the_send_cap_needs_batched_shared_windows() -> None:
         "windows.max_sent_per_s: Input should be greater than or equal to 0"]
     config = parse_config({"tiers": TIERS, "windows": {"store": "redis", "sync": "batched", "max_sent_per_s": 50}})
     assert config.windows.max_sent_per_s == 50
+
+
+def test_a_tool_call_form_needs_the_constrained_tool_mode() -> None:
+    assert errors_of({"tiers": [{**TIERS[0], "tool_call_form": "call_or_list"}]}) == [
+        "tiers.0: tool_call_form applies only to tool_mode: constrained"]
+    config = parse_config({"tiers": [{**TIERS[0], "tool_mode": "constrained", "tool_call_form": "call_or_list"},
+                                     {**TIERS[1], "tool_mode": "constrained"}]})
+    assert [tier.tool_call_form for tier in config.tiers] == ["call_or_list", "list"]
+    shipped = load_config(REPO / "config.yaml")
+    assert [(t.tool_mode, t.tool_call_form) for t in shipped.tiers] == [
+        ("constrained", "list"), ("constrained", "call_or_list"), ("constrained", "list")]

@@ -98,6 +98,13 @@ def test_the_sample_is_seeded_and_interleaves_the_categories(root: Path) -> None
     assert [i.category for i in first[:len(bfcl.CATEGORIES)]] == list(bfcl.CATEGORIES)
 
 
+def test_the_first_of_each_category_come_early_in_the_fuller_sample(root: Path) -> None:
+    full = bfcl.sample(root, 20)
+    first = bfcl.first_of_each(full, 3)
+    assert Counter(i.category for i in first) == dict.fromkeys(bfcl.CATEGORIES, 3)
+    assert [i.id for i in first] == [i.id for i in full[:len(first)]]  # interleaved: the fuller run's start
+
+
 def test_the_recorder_keeps_each_tiers_call_logprobs_and_verdict(start_gateway: GatewayStarter,
                                                                  tiers: dict[str, ThreadedTier],
                                                                  root: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def _row(item: bfcl.Item, tier: str, correct: bool, value_p: float, message: dic
 
 
 def _write(folder: Path, rows: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     for row in rows:
         with open_text(trace_path(folder, row["tier"]), "at") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -83,3 +84,26 @@ def test_the_report_replays_every_line_up_and_chooses_on_the_tuning_categories(i
     assert f"**`{chosen}`**" in text and "| simple_python |" in text and "structured_mean (default)" in text
     assert written[2].stat().st_size > 10_000  # the plot
     assert json.loads(written[1].read_text(encoding="utf-8"))["lineups"]["three tiers"]["chosen"] == chosen
+
+
+def test_the_forms_are_compared_on_the_items_every_form_answered(items: dict[str, bfcl.Item],
+                                                                 tmp_path: Path) -> None:
+    from gateway.evaluation.bfcl_forms import compare, render
+
+    chosen = list(items.values())[:6]
+    prose = {"content": "I would call a function.", "tool_calls": []}
+    _write(tmp_path / "forms" / "native", [_row(item, "edge", False, 0.9, prose) for item in chosen])
+    _write(tmp_path / "forms" / "list", [_row(item, "edge", k % 2 == 0, 0.9 if k % 2 == 0 else 0.5)
+                                         for k, item in enumerate(chosen)])
+    # call_or_list answered all but the last item: the comparison pairs the five every form answered.
+    _write(tmp_path / "forms" / "call_or_list", [_row(item, "edge", True, 0.9) for item in chosen[:-1]])
+    _write(tmp_path / "forms" / "list", [_row(item, "cloud", True, 0.9) for item in chosen])  # one form only
+    compared = compare(tmp_path / "forms", items, ("device", "edge", "cloud"))
+    assert list(compared) == ["edge"] and compared["edge"]["n"] == 5
+    forms = compared["edge"]["forms"]
+    assert (forms["native"]["accuracy"], forms["native"]["calls"]) == (0.0, 0.0)
+    assert forms["list"]["accuracy"] == 3 / 5 and forms["list"]["auroc"] == 1.0  # sure exactly where right
+    assert forms["call_or_list"]["accuracy"] == 1.0 and forms["call_or_list"]["auroc"] is None  # no wrong one
+    lines = render(compared)
+    assert "| edge | `list` | 5 | 60.0% |" in "\n".join(lines)
+    assert render({}) == []

@@ -52,6 +52,21 @@ def test_the_schema_asks_for_a_list_of_calls_of_the_offered_tools_and_text_only_
     assert single is not None and [alt["type"] for alt in single["anyOf"]] == ["object"]
 
 
+def test_the_call_or_list_form_offers_one_call_beside_a_list_of_several() -> None:
+    schema = tool_call_schema({"tools": [WEATHER, TIME]}, "call_or_list")
+    assert schema is not None
+    assert [alt["type"] for alt in schema["anyOf"]] == ["object", "object", "array", "object"]
+    assert [alt["properties"]["name"]["const"] for alt in schema["anyOf"][:2]] == ["get_weather", "get_time"]
+    assert schema["anyOf"][2]["minItems"] == 2  # one call is written on its own, never as a list of one
+    asked = constrained_body({"tools": [WEATHER], "messages": []}, "call_or_list")
+    assert asked is not None
+    told = asked["messages"][0]["content"]
+    assert "to call a function" in told and "when the request needs several calls" in told
+    # Where one call is all that may be made, both forms ask for the same thing.
+    single = {"tools": [WEATHER, TIME], "parallel_tool_calls": False}
+    assert tool_call_schema(single, "call_or_list") == tool_call_schema(single, "list")
+
+
 def test_requests_that_are_not_constrained_go_as_they_are() -> None:
     assert constrained_body({"messages": []}) is None
     assert constrained_body({"tools": [WEATHER], "tool_choice": "none"}) is None
