@@ -54,6 +54,7 @@ Valid = Callable[[Mapping[str, Any]], bool]
 # The estimator the gateway uses for structured answers (`policies.confidence.structured_confidence`);
 # the others are measured beside it.
 DEFAULT_ESTIMATOR = "structured_mean"
+CASCADING = ("recserve", "casserve", "quality")  # the settings that judge answers (not pinned, not the oracle)
 
 
 def estimators() -> dict[str, Estimator]:
@@ -154,8 +155,12 @@ def _betas(tiers: Sequence[str]) -> list[float | dict[str, float]]:
 def _entry(reqs: Sequence[Request], outcomes: Sequence[Outcome], policy: str, params: Mapping[str, Any],
            tiers: Sequence[str]) -> dict[str, Any]:
     """A run's summary plus `below_top`: the share of requests whose prompt never reached the top tier
-    (served, verified or probed there all count as reaching it)."""
-    return {**summarise(reqs, outcomes, policy, params, tiers), "below_top": 1 - top_traffic(outcomes, tiers[-1])}
+    (served, verified or probed there all count as reaching it), and `invalid_served`: lower-tier answers
+    served that the validity gate refuses (they carry no confidence; only a pinned run serves them)."""
+    invalid = sum(1 for request, outcome in zip(reqs, outcomes, strict=True) if outcome.served != tiers[-1]
+                  and request.answers[outcome.served].confidence is None and not request.answers[outcome.served].failed)
+    return {**summarise(reqs, outcomes, policy, params, tiers), "below_top": 1 - top_traffic(outcomes, tiers[-1]),
+            "invalid_served": invalid}
 
 
 async def _quality(reqs: Sequence[Request], tiers: Sequence[str], beta: float, target: float,
@@ -206,5 +211,5 @@ def choose(tuning: Mapping[str, Sequence[Mapping[str, Any]]], top: str) -> str |
     categories, the one keeping the most requests below the top tier at its worst seed."""
     cloud = tuning[f"{top}-only"]
     candidates = [(min(r["below_top"] for r in runs), name) for name, runs in tuning.items()
-                  if name.split()[0] in ("recserve", "casserve", "quality") and holds(runs, cloud)]
+                  if name.split()[0] in CASCADING and holds(runs, cloud)]
     return max(candidates)[1] if candidates else None

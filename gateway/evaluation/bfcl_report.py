@@ -14,6 +14,7 @@ from gateway.evaluation.bfcl import Item
 from gateway.evaluation.bfcl_record import rows_by_item
 from gateway.evaluation.bfcl_replay import (
     ALL_TIERS,
+    CASCADING,
     DEFAULT_ESTIMATOR,
     FLOOR,
     LINEUPS,
@@ -44,7 +45,8 @@ def _per_seed(runs: Sequence[Mapping[str, Any]], cloud: Sequence[Mapping[str, An
             "ratio_min": min(ratios), "below_top_min": min(below),
             "median_accuracy": statistics.median(run["accuracy"] for run in runs),
             "median_below_top": statistics.median(below),
-            "holds": all(r >= FLOOR for r in ratios), "saves": all(b >= MIN_BELOW_TOP for b in below)}
+            "holds": all(r >= FLOOR for r in ratios), "saves": all(b >= MIN_BELOW_TOP for b in below),
+            "invalid_served_max": max(run["invalid_served"] for run in runs)}
 
 
 def _lineup(table: Mapping[str, Any], order: Sequence[str], tiers: Sequence[str], items: Mapping[str, Item]
@@ -107,6 +109,9 @@ def _policy_lines(lineup: Mapping[str, Any]) -> list[str]:
             lines.append(f"| {policy}{mark} | {_pct(entry['median_accuracy'])} | {_pct(entry['ratio_min'])} | "
                          f"{_pct(entry['below_top_min'])} | {'yes' if entry['holds'] else 'no'} | "
                          f"{'yes' if entry['saves'] else 'no'} |")
+        cascading = [entry["invalid_served_max"] for policy, entry in stream["policies"].items()
+                     if policy.split()[0] in CASCADING]
+        lines += ["", f"Invalid lower-tier answers served, most in any cascading setting and seed: {max(cascading)}."]
         if chosen in stream["policies"]:
             entry = stream["policies"][chosen]
             lines += ["", f"`{chosen}` per seed 0-{len(SEEDS) - 1}: of cloud-only "

@@ -77,11 +77,18 @@ def test_the_report_replays_every_line_up_and_chooses_on_the_tuning_categories(i
     mixed = three["streams"]["mixed"]["policies"]
     assert mixed["device-only"]["median_accuracy"] == 0.0 and mixed["cloud-only"]["below_top_min"] == 0.0
     assert mixed["edge-only"]["below_top_min"] == 1.0
+    # The device's confident call of a tool never offered: served when pinned, never by a cascade.
+    device_rows = {row["id"]: row for row in rows if row["tier"] == "device"}  # the last row of an item wins
+    invalid_at_device = sum(not validity(items)(row) for row in device_rows.values())
+    assert invalid_at_device >= 1 and mixed["device-only"]["invalid_served_max"] == invalid_at_device
+    assert all(entry["invalid_served_max"] == 0 for policy, entry in mixed.items()
+               if policy.split()[0] in ("recserve", "casserve", "quality"))
     assert set(results["lineups"]["edge → cloud"]["streams"]["mixed"]["policies"]) >= {"edge-only", "cloud-only"}
 
     written = write_report(tmp_path, tmp_path / "out", items)
     text = written[0].read_text(encoding="utf-8")
     assert f"**`{chosen}`**" in text and "| simple_python |" in text and "structured_mean (default)" in text
+    assert "Invalid lower-tier answers served, most in any cascading setting and seed: 0." in text
     assert written[2].stat().st_size > 10_000  # the plot
     assert json.loads(written[1].read_text(encoding="utf-8"))["lineups"]["three tiers"]["chosen"] == chosen
 
