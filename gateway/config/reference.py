@@ -81,6 +81,11 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                          "plain-text alternative under `tool_choice: auto`) and turns the JSON answer back "
                          "into `tool_calls`: for models that write the right call in the wrong shape, like the "
                          "embedded Qwen2.5-Coder tiers. A streamed answer's text is then held until it ends.",
+    "tiers[].llama_server": "The tier is llama.cpp's `llama-server` (unset: true when `local` is set, false "
+                            "otherwise). It is then sent every stop sequence of a request (other tiers get the "
+                            "first four, OpenAI's limit) and asked (`verbose`) which one ended an answer, so an "
+                            "Anthropic Messages answer can report `stop_reason: stop_sequence` with the "
+                            "`stop_sequence` that matched.",
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",

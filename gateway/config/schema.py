@@ -132,6 +132,13 @@ class TierConfig(_Strict):
     # How tool requests reach the tier: `native` passes `tools` through; `constrained` adds a JSON Schema
     # built from the tools as `response_format` and turns the JSON answer back into `tool_calls`.
     tool_mode: Literal["native", "constrained"] = "native"
+    # The tier is llama.cpp's llama-server (unset: when `local` is set). It then gets every stop
+    # sequence (others get OpenAI's four) and is asked which one ended an answer.
+    llama_server: bool | None = None
+
+    @property
+    def is_llama_server(self) -> bool:
+        return self.llama_server if self.llama_server is not None else self.local is not None
 
     @field_validator("base_url")
     @classmethod
