@@ -4,10 +4,11 @@
 An OpenAI-compatible tier stops on its `stop` entries and drops the matched one from its text, saying
 only `finish_reason: "stop"`: the same as for the end of its turn. So the rule, in this order:
 
-1. The answer's text holds one of the sequences: the earliest occurrence (at a tie, the one listed
-   first) ends the answer, the text is cut before it and it is the `stop_sequence`. That is how the
-   sequences a tier does not take (past OpenAI's four) take effect, and how a tier that keeps the
-   matched sequence in its text is read.
+1. The answer's text holds one of the sequences: the first one completed as the text is read ends
+   the answer (two completed by the same character: the longer; then the one listed first), the text
+   is cut before it and it is the `stop_sequence`. That is how the sequences a tier does not take
+   (past OpenAI's four) take effect, and how a tier that keeps the matched sequence in its text is
+   read. A stream is cut at the same place, however its text comes in pieces.
 2. The tier names the sequence it stopped on and it is one of the client's: llama-server when asked
    (gateway/upstream/llama_stops.py), vLLM's `stop_reason`, SGLang's `matched_stop`.
 3. Otherwise `finish_reason: "stop"` is `end_turn`.
@@ -31,13 +32,16 @@ class Stop:
 
 
 def first_stop(text: str, sequences: Sequence[str]) -> tuple[int, str] | None:
-    """The earliest occurrence of any of `sequences` in `text` (at a tie, the first listed): (where, which)."""
-    found: tuple[int, str] | None = None
+    """The first of `sequences` completed in `text`, by the rule above: (where it starts, which)."""
+    found: tuple[int, int, str] | None = None  # (where it ends, where it starts, which)
     for sequence in sequences:
         at = text.find(sequence)
-        if at >= 0 and (found is None or at < found[0]):
-            found = (at, sequence)
-    return found
+        if at < 0:
+            continue
+        end = at + len(sequence)
+        if found is None or (end, at) < found[:2]:
+            found = (end, at, sequence)
+    return (found[1], found[2]) if found is not None else None
 
 
 def stop_of(text: str, sequences: Sequence[str], reported: str | None) -> Stop:
