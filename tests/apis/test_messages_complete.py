@@ -262,3 +262,17 @@ def test_wrong_method_or_path_answers_in_the_routes_shape(gateway: RunningGatewa
         assert set(body) == {"error"} and body["error"]["code"] == ("method_not_allowed" if allowed else "not_found")
     if allowed:
         assert answer.headers["allow"] == allowed
+
+
+def test_count_tokens_counts_against_the_keys_rate_limit(start_gateway: GatewayStarter,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TEST_KEYS_ENV, "k1")
+    gateway = start_gateway({"auth": {"rate_limit": {"requests_per_minute": 1, "burst": 2}}})
+    messages = [{"role": "user", "content": "hello"}]
+    with claude(gateway, api_key="k1") as client:
+        client.messages.create(model="recserve", max_tokens=4, messages=messages)
+        count(client, messages=messages)
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            count(client, messages=messages)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert int(limited.value.response.headers["retry-after"]) > 0
