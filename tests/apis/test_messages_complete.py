@@ -276,3 +276,21 @@ def test_count_tokens_counts_against_the_keys_rate_limit(start_gateway: GatewayS
             count(client, messages=messages)
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert int(limited.value.response.headers["retry-after"]) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_llama_servers_report_never_reaches_a_chat_client(start_gateway: GatewayStarter,
+                                                          tiers: dict[str, ThreadedTier], stream: bool) -> None:
+    """llama-server's `__verbose` repeats the prompt: the gateway keeps only the stop sequence from it."""
+    gateway = start_gateway(config=config_with(tiers, llama_server=True))
+    body = {"model": "recserve/device", "stop": [" t2"], "stream": stream,
+            "messages": [{"role": "user", "content": FOUR_TOKENS}]}
+    answer = httpx.post(gateway.url + "/chat/completions", json=body, timeout=30)
+    assert tiers["device"].requests[-1].json["verbose"] is True
+    assert answer.status_code == 200 and "__verbose" not in answer.text and "(the prompt)" not in answer.text
+    if stream:
+        finished = [json.loads(line[6:])["choices"][0] for line in answer.text.splitlines()
+                    if line.startswith("data: {") and '"finish_reason":"stop"' in line.replace(" ", "")]
+    else:
+        finished = answer.json()["choices"]
+    assert [(c["finish_reason"], c["stop_reason"]) for c in finished] == [("stop", " t2")]
