@@ -1,4 +1,4 @@
-"""`recserve serve | config check | tiers`: the command line."""
+"""`recserve serve | config check | tiers | eval | --version`: the command line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from gateway import __version__
 from gateway.config.loading import ConfigError, load_config
 from gateway.config.schema import GatewayConfig
 
@@ -78,6 +79,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recserve", description="RecServe multi-tier LLM gateway")
+    parser.add_argument("--version", action="version", version=f"recserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")

@@ -1,13 +1,15 @@
-"""The gateway's error hierarchy and the one place that turns errors into OpenAI's error JSON."""
+"""The gateway's error hierarchy and the one place that turns errors into OpenAI's error JSON (or,
+under an API's own path prefix, into the error shape that API's routes render)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -124,6 +126,10 @@ def _is_type_branch(piece: str) -> bool:
     return piece in {"str", "int", "float", "bool"} or "[" in piece or piece.startswith(("constrained", "function-"))
 
 
+# An error as one API's clients expect it: OpenAI's shape (`error_response`) or another API's.
+ErrorReply = Callable[[GatewayError, str | None], Response]
+
+
 def error_response(error: GatewayError, request_id: str | None = None) -> JSONResponse:
     headers = dict(error.headers)
     if request_id:
@@ -131,37 +137,47 @@ def error_response(error: GatewayError, request_id: str | None = None) -> JSONRe
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
-    """A bug of ours: logged with its traceback, answered as a plain OpenAI-shaped 500."""
+def unexpected_error_response(request: Request, exc: Exception, reply: ErrorReply = error_response) -> Response:
+    """A bug of ours: logged with its traceback, answered as a plain 500 (OpenAI's shape unless `reply` says)."""
     request_id = getattr(request.state, "request_id", None)
     log.error("unexpected error handling %s (request %s)", request.url.path, request_id, exc_info=exc)
-    return error_response(GatewayError(f"Internal error; request id {request_id}", code="internal_error"),
-                          request_id)
+    return reply(GatewayError(f"Internal error; request id {request_id}", code="internal_error"), request_id)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves in OpenAI's shape; an unexpected one is logged, never shown as a traceback."""
+def install_error_handlers(app: FastAPI, shapes: Mapping[str, ErrorReply] | None = None) -> None:
+    """Every error leaves in OpenAI's shape, except under a path prefix of `shapes` (the prefix itself
+    and what is below it), which answers in its API's own shape: an unknown route or a wrong method
+    there is that API's 404 or 405. An unexpected error is logged, never shown as a traceback."""
+    prefixes = dict(shapes or {})
 
-    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+    def reply_for(request: Request) -> ErrorReply:
+        path = request.url.path
+        for prefix, reply in prefixes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return reply
+        return error_response
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc, getattr(request.state, "request_id", None))
+        return reply_for(request)(exc, getattr(request.state, "request_id", None))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})  # a 405's `allow`
         if exc.status_code == 404:
-            error: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}")
+            error: GatewayError = NotFound(f"Unknown path: {request.method} {request.url.path}", headers=headers)
         elif exc.status_code == 405:
             error = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}",
-                                   status=405, code="method_not_allowed")
+                                   status=405, code="method_not_allowed", headers=headers)
         else:
-            error = InvalidRequest(str(exc.detail), status=exc.status_code)
-        return error_response(error)
+            error = InvalidRequest(str(exc.detail), status=exc.status_code, headers=headers)
+        return reply_for(request)(error, None)
 
-    async def on_request_validation(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(InvalidRequest(f"Invalid request: {exc}"))
+    async def on_request_validation(request: Request, exc: Exception) -> Response:
+        return reply_for(request)(InvalidRequest(f"Invalid request: {exc}"), None)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return unexpected_error_response(request, exc)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return unexpected_error_response(request, exc, reply_for(request))
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

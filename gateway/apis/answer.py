@@ -9,7 +9,7 @@ Those APIs have no `n`: only choice 0 is read.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ class Answer:
     finish_reason: str | None
     input_tokens: int
     output_tokens: int
+    stopped_on: str | None = None  # the stop sequence the tier says ended the answer, if it says
 
 
 def _int(value: Any) -> int | None:
@@ -52,6 +53,16 @@ def _entries(choice: Mapping[str, Any]) -> list[dict[str, Any]]:
     logprobs = choice.get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, Mapping) else None
     return [entry for entry in content if isinstance(entry, dict)] if isinstance(content, list) else []
+
+
+def _stopped_on(choice: Mapping[str, Any]) -> str | None:
+    """The stop sequence a choice says it ended on: vLLM's `stop_reason` (also what the gateway makes of
+    llama-server's report, gateway/upstream/llama_stops.py) or SGLang's `matched_stop`; None if neither."""
+    for name in ("stop_reason", "matched_stop"):
+        value = choice.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def call_id() -> str:
@@ -84,6 +95,7 @@ def whole_answer(body: Mapping[str, Any], wanted: int | None, count_prompt_token
         finish_reason=finish if isinstance(finish, str) else None,
         input_tokens=prompt if prompt is not None else count_prompt_tokens(),
         output_tokens=completion if completion is not None else len(_entries(choice)),
+        stopped_on=_stopped_on(choice),
     )
 
 
@@ -123,10 +135,11 @@ class AnswerStream:
         self._tokens = 0
         self._usage: Mapping[str, Any] | None = None
         self._finish: str | None = None
+        self._stopped_on: str | None = None
         self._closed = False
         self._ended = False  # the tier's stream ended normally: the answer is whole, and judged
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
         reply = self._served.result.reply
         for chunk in reply.chunks:
             delta = self._read(chunk)
@@ -148,6 +161,7 @@ class AnswerStream:
             return None
         if isinstance(choice.get("finish_reason"), str):
             self._finish = choice["finish_reason"]
+            self._stopped_on = _stopped_on(choice)
         entries = _entries(choice)
         if self._judge_all:
             self._all_logprobs.extend(entries)
@@ -197,6 +211,7 @@ class AnswerStream:
             finish_reason=self._finish,
             input_tokens=prompt if prompt is not None else self._served.cascade_request.count_prompt_tokens(),
             output_tokens=completion if completion is not None else self._tokens,
+            stopped_on=self._stopped_on,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from gateway.telemetry.observer import RequestObserver
 from gateway.telemetry.savings import SavingsRates
 from gateway.telemetry.tokens import PromptTokenCounter
 from gateway.upstream.tier_client import build_backend
+from gateway.upstream.tokenizer import TierTokenizer
 from policies.base import TASKS, Learning, Scope, Task, ThresholdPolicy, WindowStore
 from policies.casserve import CasServePolicy
 from policies.quality import ProbeStore, ProbeWindows, QualityPolicy, QualitySettings
@@ -66,6 +67,7 @@ class Runtime:
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
     validators: SchemaValidators = field(default_factory=SchemaValidators)  # clients' schemas, compiled once
+    _tokenizers: dict[str, TierTokenizer] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, config: GatewayConfig, *,
@@ -189,6 +191,17 @@ class Runtime:
 
     def model_ids(self) -> list[str]:
         return model_ids(self.config)
+
+    def tokenizer(self, tier: Tier) -> TierTokenizer | None:
+        """The client that counts prompt tokens with `tier`'s own tokenizer (an OpenAI-compatible tier's),
+        made on first use and closed with the runtime; None for a litellm tier."""
+        if tier.config.provider != "openai":
+            return None
+        made = self._tokenizers.get(tier.config.name)
+        if made is None:
+            made = self._tokenizers[tier.config.name] = TierTokenizer(tier.config)
+            self._closers.append(made.aclose)
+        return made
 
     def learning(self, policy: ThresholdPolicy | None) -> Learning | None:
         """`policy`'s probe hooks when it learns from probes (it is the policy the prober teaches), else None."""

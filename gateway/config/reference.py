@@ -86,6 +86,11 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                               "of two or more. Which suits a model is measured: on BFCL the 0.5B embedded tier "
                               "adds unasked calls when it must write a list, the 1.5B one does not "
                               "(see Function calling (BFCL) in Evaluation).",
+    "tiers[].llama_server": "The tier is llama.cpp's `llama-server` (unset: true when `local` is set, false "
+                            "otherwise). It is then sent every stop sequence of a request (other tiers get the "
+                            "first four, OpenAI's limit) and asked (`verbose`) which one ended an answer, so an "
+                            "Anthropic Messages answer can report `stop_reason: stop_sequence` with the "
+                            "`stop_sequence` that matched.",
     "tiers[].local": "A llama.cpp tier that `recserve tiers up` builds, fetches and starts on this machine.",
     "tiers[].local.model": "The packaged model's key, e.g. `smollm2-135m`.",
     "tiers[].local.port": "The llama-server port (match it in `base_url`).",

@@ -134,6 +134,13 @@ class TierConfig(_Strict):
     tool_mode: Literal["native", "constrained"] = "native"
     # Under `constrained`, how calls are written: always a list, or one call unless several are needed.
     tool_call_form: Literal["list", "call_or_list"] = "list"
+    # The tier is llama.cpp's llama-server (unset: when `local` is set). It then gets every stop
+    # sequence (others get OpenAI's four) and is asked which one ended an answer.
+    llama_server: bool | None = None
+
+    @property
+    def is_llama_server(self) -> bool:
+        return self.llama_server if self.llama_server is not None else self.local is not None
 
     @field_validator("base_url")
     @classmethod

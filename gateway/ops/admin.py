@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from gateway import __version__
 from gateway.cascade.overrides import PatchError
 from gateway.cascade.runtime import Runtime
 from gateway.cascade.workloads import valid_name
@@ -55,8 +56,8 @@ AdminDep = Annotated[Reloader, Depends(require_admin)]
 
 
 async def healthz() -> JSONResponse:
-    """The process is alive and serving HTTP."""
-    return JSONResponse({"status": "ok"})
+    """The process is alive and serving HTTP; which release of the gateway it runs (`recserve --version`)."""
+    return JSONResponse({"status": "ok", "recserve_version": __version__})
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -66,7 +67,8 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "starting"}, status_code=503)
     runtime = reloader.holder.current
     return JSONResponse({"status": "ready", "tiers": [t.config.name for t in runtime.tiers],
-                         "window_store": runtime.config.windows.store, "version": reloader.version})
+                         "window_store": runtime.config.windows.store, "version": reloader.version,
+                         "recserve_version": __version__})
 
 
 async def metrics(request: Request) -> Response:
@@ -124,7 +126,8 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
 async def show_policy(reloader: AdminDep) -> JSONResponse:
     """Per tier and task: window length, threshold now, β, escalation rate, confidence quantiles."""
     view = await policy_view(reloader.holder.current, reloader.metrics.traffic, reloader.metrics.savings)
-    return JSONResponse({"replica": reloader.replica_id, "version": reloader.version, **view})
+    return JSONResponse({"replica": reloader.replica_id, "version": reloader.version,
+                         "recserve_version": __version__, **view})
 
 
 async def patch_policy(reloader: Reloader, patch: dict[str, Any]) -> JSONResponse:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
+from gateway import __version__
 from gateway.apis.responses.routes import CONVERSATIONS_STATE
 from gateway.apis.responses.store import build_conversations
 from gateway.cascade.runtime import model_ids
@@ -22,7 +23,7 @@ from gateway.ops.reload import Reloader
 from gateway.server import openapi
 from gateway.server.middleware import GatewayMiddleware
 from gateway.server.ratelimit import close_limiter
-from gateway.server.routes import mount
+from gateway.server.routes import ERROR_SHAPES, mount
 from gateway.telemetry.metrics import Metrics, StoreHealth
 from policies.base import WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
@@ -92,7 +93,7 @@ def create_app(config: GatewayConfig | None = None, *,
             await reloader.aclose()
             await close_limiter(app.state)
 
-    app = GatewayApp(title="RecServe gateway", version="0.1.0", lifespan=lifespan)
+    app = GatewayApp(title="RecServe gateway", version=__version__, lifespan=lifespan)
     app.state.metrics = metrics
     app.state.started_config = resolved
     app.state.instance_id = resolved.server.instance_id or f"gw-{uuid.uuid4().hex[:12]}"
@@ -113,6 +114,6 @@ def create_app(config: GatewayConfig | None = None, *,
         return reloader.version if reloader else 0
 
     metrics.watch(store_health, version)
-    install_error_handlers(app)
+    install_error_handlers(app, ERROR_SHAPES)
     mount(app)
     return app

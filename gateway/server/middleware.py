@@ -23,7 +23,8 @@ CLIENT_CLOSED_STATUS: Final = 499  # nginx's name for a request whose client lef
 RUNTIME_STATE: Final = "runtime"  # request.state attribute the routes read (gateway/server/routes.py)
 # Probes and scrapes: no catch-up round trip, no access-log line.
 _QUIET: Final = frozenset({"/healthz", "/readyz", "/metrics"})
-_ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models", "responses", "messages"})
+_ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models", "responses", "messages",
+                           "messages/count_tokens"})
 
 
 def route_label(path: str) -> str | None:

@@ -6,7 +6,7 @@ its registered FastAPI route as `openapi_extra` and `responses` (documentation o
 how a request is served): the request body from the gateway's own pydantic models (`recserve`
 extension included), the answer, the event stream (one schema per server-sent event), the
 `x-recserve-*` headers, and every error status the route can return, in OpenAI's error shape
-(Anthropic's for `/v1/messages`).
+(Anthropic's under `/v1/messages`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Final, TypedDict
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.apis.messages.request import MessagesRequest
+from gateway.apis.messages.request import CountTokensRequest, MessagesRequest
 from gateway.apis.responses.request import ResponsesRequest
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -26,7 +26,8 @@ Schema = dict[str, Any]
 REF: Final = "#/components/schemas/{model}"
 MODEL_NAME: Final = "ModelName"
 REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, MessagesRequest)
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, MessagesRequest,
+    CountTokensRequest)
 
 
 class RouteDoc(TypedDict, total=False):
@@ -72,7 +73,7 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
                                  "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                                                 "param": _NULLABLE_STRING, "code": _NULLABLE_STRING}}}},
     "AnthropicError": {
-        "type": "object", "description": "An error in Anthropic's shape (`/v1/messages` only).",
+        "type": "object", "description": "An error in Anthropic's shape (every route under `/v1/messages`).",
         "required": ["type", "error"],
         "properties": {"type": {"const": "error"}, "request_id": {"type": "string"},
                        "error": {"type": "object", "required": ["type", "message"],
@@ -120,8 +121,12 @@ RESPONSE_SCHEMAS: Final[dict[str, Schema]] = {
         "required": ["id", "type", "role", "content", "model"],
         "properties": {"id": {"type": "string"}, "type": {"const": "message"}, "role": {"const": "assistant"},
                        "content": {"type": "array", "items": _OBJECT}, "model": {"type": "string"},
-                       "stop_reason": _NULLABLE_STRING, "usage": _OBJECT, "recserve": ref("Decision")}},
+                       "stop_reason": _NULLABLE_STRING, "stop_sequence": _NULLABLE_STRING, "usage": _OBJECT,
+                       "recserve": ref("Decision")}},
     "MessageEvent": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+    "MessageTokensCount": {
+        "type": "object", "required": ["input_tokens"],
+        "properties": {"input_tokens": {"type": "integer", "minimum": 0}}},
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
 }
 
@@ -221,6 +226,19 @@ MESSAGES: Final[RouteDoc] = _cascade(
     "Anthropic Messages API over the cascade",
     _EXTENSION + " Authenticate with `x-api-key` or a bearer key; errors are in Anthropic's shape.",
     error_shape="AnthropicError")
+COUNT_TOKENS: Final[RouteDoc] = {
+    "summary": "Anthropic's token count of a Messages request, by the top tier's tokenizer where it offers one",
+    "description": "The input tokens the request would cost at the last tier its model may reach: counted by "
+                   "that tier (llama-server's chat template and tokenizer), else estimated with tiktoken; "
+                   "`x-recserve-tokenizer` says which. Errors are in Anthropic's shape.",
+    "openapi_extra": {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ref("CountTokensRequest")}}}},
+    "responses": {200: {"description": "The count.", "headers": {
+        "x-recserve-tokenizer": {"description": "`tier:<name>` (the tier counted) or `tiktoken:cl100k_base` "
+                                                "(an estimate).", "schema": {"type": "string"}, "required": True},
+        "x-request-id": DECISION_HEADERS["x-request-id"]},
+        "content": {"application/json": {"schema": ref("MessageTokensCount")}}},
+        **_errors((400, 401, 404, 413, 415, 429, 431, 500), "AnthropicError")}}
 EMBEDDINGS: Final[RouteDoc] = {
     "summary": "Embeddings from `embeddings_tier` (no cascade)",
     "openapi_extra": {"requestBody": {"required": True,

@@ -25,7 +25,7 @@ from gateway.apis.messages import routes as messages
 from gateway.apis.openai import routes as openai
 from gateway.apis.responses import routes as responses
 from gateway.cascade.runtime import Runtime
-from gateway.errors import GatewayError, error_response
+from gateway.errors import ErrorReply, GatewayError, error_response
 from gateway.ops import admin
 from gateway.protocol import Admission
 from gateway.server import openapi
@@ -35,7 +35,6 @@ from gateway.server.intake import CASCADE, LIMITED_BODY, READ, Intake, admit, re
 log = logging.getLogger("recserve.errors")
 
 Endpoint = Callable[[Request, Runtime, Admission], Awaitable[Response]]
-ErrorReply = Callable[[GatewayError, str | None], Response]
 Serve = Callable[[Request], Awaitable[Response]]
 _PATH_PARAM: Final = re.compile(r"{(\w+)}")
 
@@ -74,6 +73,8 @@ DOORS: Final = (
     Door("POST", "/v1/completions", openai.completions, CASCADE, openapi.COMPLETIONS, fast=True),
     Door("POST", "/v1/responses", responses.create_response, CASCADE, openapi.RESPONSES, fast=True),
     Door("POST", "/v1/messages", messages.create_message, CASCADE, openapi.MESSAGES, messages.error_reply, fast=True),
+    Door("POST", "/v1/messages/count_tokens", messages.count_tokens, LIMITED_BODY, openapi.COUNT_TOKENS,
+         messages.error_reply),
     Door("POST", "/v1/embeddings", openai.embeddings, LIMITED_BODY, openapi.EMBEDDINGS),
     Door("GET", "/v1/models", openai.list_models, READ, openapi.MODELS),
     Door("GET", "/v1/responses/{response_id}", responses.get_response, READ, openapi.STORED_RESPONSE),
@@ -81,6 +82,8 @@ DOORS: Final = (
 )
 
 FAST_ROUTES: Final[dict[str, Serve]] = {door.path: door.serve for door in DOORS if door.fast}
+# Path prefixes whose every error, an unknown route or a wrong method included, is in their API's shape.
+ERROR_SHAPES: Final[dict[str, ErrorReply]] = {"/v1/messages": messages.error_reply}
 ADMIN_BODY_BYTES: Final = 64 * 1024
 
 

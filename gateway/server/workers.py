@@ -54,8 +54,10 @@ def configure_logging(level: str, access_log: bool) -> None:
 
 
 def uvicorn_options(config: GatewayConfig, log_level: str) -> dict[str, Any]:
-    """What `recserve serve` passes to uvicorn, one worker or many."""
-    return {"log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 10,
+    """What `recserve serve` passes to uvicorn, one worker or many. No `server` header: uvicorn's
+    (`uvicorn`) says nothing a client needs, and a release number on every answer only tells a scanner
+    which one to try; /healthz and `recserve --version` say which release runs."""
+    return {"log_level": log_level, "access_log": False, "timeout_graceful_shutdown": 10, "server_header": False,
             "timeout_keep_alive": config.server.timeout_keep_alive_s,
             "timeout_worker_healthcheck": WORKER_READY_TIMEOUT_S,
             "limit_concurrency": config.server.limit_concurrency,

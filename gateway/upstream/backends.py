@@ -24,6 +24,8 @@ from gateway.upstream.vetting import redact
 # Tier statuses that are the request's own fault: the client gets them back as a 400.
 _CLIENT_FAULT_STATUSES = frozenset({400, 413, 415, 422})
 LOOP_STATUS = 508
+# OpenAI's limit on `stop`, which OpenAI-compatible servers mostly share; llama-server takes any number.
+OPENAI_MAX_STOP = 4
 _Answer = TypeVar("_Answer")  # what a pool call returns: a whole Response, or a Body to read
 # OpenAI request fields (chat, legacy completions, embeddings) handed to litellm as arguments.
 LITELLM_PASSTHROUGH = frozenset({
@@ -127,6 +129,7 @@ class OpenAICompatibleBackend:
         if key:
             headers["authorization"] = f"Bearer {key}"
         self._model = tier.model
+        self._max_stop = None if tier.is_llama_server else OPENAI_MAX_STOP
         self._secrets = (key,) if key else ()  # never shown to a client, even when the tier echoes them
         bounds = tier.limits
         limits = http1.Limits(header_bytes=bounds.max_header_bytes, headers=bounds.max_headers,
@@ -136,7 +139,11 @@ class OpenAICompatibleBackend:
                                 limits=limits)
 
     def _payload(self, body: dict[str, Any]) -> bytes:
-        return jsonio.dumps({**body, "model": self._model})
+        payload = {**body, "model": self._model}
+        stop = body.get("stop")
+        if self._max_stop is not None and isinstance(stop, list) and len(stop) > self._max_stop:
+            payload["stop"] = stop[:self._max_stop]  # the rest the Messages API applies itself
+        return jsonio.dumps(payload)
 
     async def _exchange(self, call: Callable[[str, str, bytes, Mapping[str, str]], Awaitable[_Answer]],
                         route: Route, body: dict[str, Any], timeout_s: float, headers: Mapping[str, str]) -> _Answer:
@@ -273,6 +280,8 @@ class LiteLLMBackend:
         # api_version, fallbacks, mock_response, credentials, ...) would let a client pick the
         # upstream (SSRF; tests/security). Other fields still reach the tier, as extra_body.
         arguments = {k: v for k, v in body.items() if k in LITELLM_PASSTHROUGH}
+        if isinstance(arguments.get("stop"), list):
+            arguments["stop"] = arguments["stop"][:OPENAI_MAX_STOP]
         extra = {k: v for k, v in body.items() if k not in LITELLM_PASSTHROUGH and k not in ("model", "stream")}
         if extra:
             arguments["extra_body"] = extra

@@ -160,7 +160,7 @@ def test_x_api_key_authenticates(start_gateway: GatewayStarter, monkeypatch: pyt
     {"model": "recserve", "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "video"}]}]},
     {"model": "recserve", "max_tokens": 4, "stream": "yes", "messages": [{"role": "user", "content": "x"}]},
     {"model": "recserve", "max_tokens": 4, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]},
-    {"model": "recserve", "max_tokens": 4, "stop_sequences": ["a", "b", "c", "d", "e"],
+    {"model": "recserve", "max_tokens": 4, "stop_sequences": [f"s{k}" for k in range(65)],
      "messages": [{"role": "user", "content": "x"}]},
     {"model": "recserve", "max_tokens": 4, "tool_choice": {"type": "tool"}, "messages": [{"role": "user",
                                                                                           "content": "x"}]},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .conftest import ADMIN_KEY, FileGateway, FileGatewayStarter
 from .test_savings import savings_config, send_mix
 
 DASH = "\u2014"
+VERSION = metadata.version("recserve")
 # Headless and quiet: no GPU, no sandbox (root in CI), no calls home, a fresh profile per test.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -95,6 +97,7 @@ def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, bro
 
     def check_page() -> None:
         assert shown(browser, "header [data-field=version]")[0] == str(view["version"])
+        assert shown(browser, "header [data-field=recserve-version]")[0] == view["recserve_version"] == VERSION
         assert shown(browser, ".summary [data-field=requests]")[0] == str(view["requests"]) == "10"
         saved_text, saved_raw = shown(browser, ".summary [data-field=saved]")
         assert saved_text == pct(view["communication"]["saved"])

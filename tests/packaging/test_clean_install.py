@@ -59,7 +59,10 @@ def test_runtime_install_serves(clean_venv: tuple[Path, Path], tmp_path: Path) -
     server = subprocess.Popen([str(bin_dir / "recserve"), "serve", "--config", str(config), "--port", str(port)],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=60).json() == {"status": "ok"}
+        version = subprocess.run([str(bin_dir / "recserve"), "--version"], capture_output=True, text=True,
+                                 env=env, timeout=60, check=True).stdout.split()[-1]
+        assert wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=60).json() == {
+            "status": "ok", "recserve_version": version}
         models = wait_http_ok(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
         assert "recserve/device" in {m["id"] for m in models["data"]}
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -116,7 +117,7 @@ def test_models_list(client: openai.OpenAI) -> None:
 
 
 def test_health_and_readiness(http: httpx.Client) -> None:
-    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/healthz").json() == {"status": "ok", "recserve_version": metadata.version("recserve")}
     ready = http.get("/readyz").json()
     assert ready["status"] == "ready" and ready["tiers"] == ["device", "edge", "cloud"]
 

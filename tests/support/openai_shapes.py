@@ -38,7 +38,21 @@ class Reply:
 
     @property
     def choices(self) -> list[list[Token]]:
-        return choice_tokens(self.tier, self.script, self.n)
+        """Each choice's tokens, cut where the request's `stop` says (as llama-server and OpenAI cut)."""
+        return [stopped(tokens, self.stop)[0] for tokens in choice_tokens(self.tier, self.script, self.n)]
+
+    @property
+    def stop(self) -> list[str]:
+        value = self.request.get("stop")
+        words = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return [word for word in words if isinstance(word, str) and word]  # llama-server skips empty ones
+
+    def verbose(self) -> dict[str, Any] | None:
+        """llama-server's `__verbose` field for choice 0 when the request asks `verbose: true`."""
+        if self.request.get("verbose") is not True:
+            return None
+        word = stopped(choice_tokens(self.tier, self.script, 1)[0], self.stop)[1]
+        return {"stop_type": "word" if word else "eos", "stopping_word": word or "", "prompt": "(the prompt)"}
 
     @property
     def include_usage(self) -> bool:
@@ -99,12 +113,16 @@ def chat_body(reply: Reply) -> dict[str, Any]:
                 "finish_reason": "tool_calls" if reply.script.tool or reply.script.calls else "stop",
             }
         )
-    return {
+    body = {
         **reply.envelope("chat.completion"),
         "choices": out,
         "usage": reply.usage(choices),
         "system_fingerprint": None,
     }
+    verbose = reply.verbose()
+    if verbose is not None:
+        body["__verbose"] = verbose
+    return body
 
 
 def completion_body(reply: Reply) -> dict[str, Any]:
@@ -163,6 +181,9 @@ def chat_chunks(reply: Reply) -> Chunks:
             first_token = len(chunks) if first_token is None else first_token
             chunks.append(chunk(index, {"content": token.text}, [token]))
         chunks.append(chunk(index, {}, [], "tool_calls" if reply.script.tool else "stop"))
+        verbose = reply.verbose() if index == 0 else None
+        if verbose is not None:  # llama-server: on the chunk that finishes the answer
+            chunks[-1]["__verbose"] = verbose
     if reply.include_usage:
         chunks.append({**base, "choices": [], "usage": reply.usage(choices)})
     return chunks, first_token or 0
@@ -194,6 +215,25 @@ def completion_chunks(reply: Reply) -> Chunks:
     if reply.include_usage:
         chunks.append({**base, "choices": [], "usage": reply.usage(choices)})
     return chunks, first_token or 0
+
+
+def stopped(tokens: list[Token], stop: list[str]) -> tuple[list[Token], str | None]:
+    """`tokens` up to the earliest of the `stop` words (the first listed at a tie), which is left out,
+    and the word; the tokens as they are and None when none occurs."""
+    text = "".join(t.text for t in tokens)
+    found = min(((text.find(word), k, word) for k, word in enumerate(stop) if word in text), default=None)
+    if found is None:
+        return tokens, None
+    cut, _, word = found
+    kept: list[Token] = []
+    offset = 0
+    for token in tokens:
+        if offset + len(token.text) <= cut:
+            kept.append(token)
+        elif offset < cut:
+            kept.append(Token(token.text[:cut - offset], token.logprob, token.top))
+        offset += len(token.text)
+    return kept, word
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

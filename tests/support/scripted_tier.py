@@ -7,6 +7,10 @@ timeouts and fault handling are exercised for real. See `tier_script` for the di
     ... POST {tier.base_url}/chat/completions with "[device:0.42]" in a message ...
     tier.requests[-1].json                      # what the gateway forwarded
     tier.stop()
+
+With `tokenizer=True` the tier also serves llama-server's `/apply-template` and `/tokenize` at its
+root (`render_template`: a ChatML-like rendering; one token per whitespace-separated word), obeying
+the same directives (`status=`, `sleep=`, `garbage`, `reset`) found in the text it is sent.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tests.support.tier_script import ScriptError, parse_script, request_text
 
 _GENERATE = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 _INFO = {"/v1/models", "/health"}
+_TOKENIZER = {"/apply-template", "/tokenize"}
 Header = tuple[str, str]
 _JSON: Header = ("content-type", "application/json")
 
@@ -62,9 +67,11 @@ class ScriptedTier:
     """The server, on the running event loop. `requests` records every request received."""
 
     def __init__(
-        self, name: str, model: str | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self, name: str, model: str | None = None, *, host: str = "127.0.0.1", port: int = 0,
+        tokenizer: bool = False,
     ) -> None:
         self.name = name
+        self.tokenizer = tokenizer
         self.model = model or name
         self.host = host
         self.port = port
@@ -146,6 +153,8 @@ class ScriptedTier:
         keep_alive = request.keep_alive
         if request.path in _GENERATE and request.method == "POST":
             return await self._generate(connection, request, body, keep_alive)
+        if self.tokenizer and request.path in _TOKENIZER and request.method == "POST":
+            return await self._tokenize(connection, request.path, body, keep_alive)
         if request.path in _INFO and request.method == "GET":
             info: dict[str, Any] = {"status": "ok"}
             if request.path == "/v1/models":
@@ -222,6 +231,35 @@ class ScriptedTier:
         await self._send_json(connection, 200, answer, keep_alive=keep_alive, headers=headers)
         return keep_alive
 
+    async def _tokenize(self, connection: Connection, path: str, body: Any, keep_alive: bool) -> bool:
+        """llama-server's `/apply-template` (the prompt text) or `/tokenize` (its tokens)."""
+        if not isinstance(body, dict):
+            await self._send_json(connection, 400, error_body(400, "body must be a JSON object"), keep_alive=keep_alive)
+            return keep_alive
+        rendering = path == "/apply-template"
+        text = request_text("/v1/chat/completions", body) if rendering else str(body.get("content", ""))
+        try:
+            script = parse_script(self.name, text)
+        except ScriptError as exc:
+            await self._send_json(connection, 400, error_body(400, f"{self.name}: {exc}"), keep_alive=keep_alive)
+            return keep_alive
+        if script.sleep_s and not await connection.sleep_unless_gone(script.sleep_s):
+            return False
+        if script.reset:
+            connection.reset()
+            raise ClientGone
+        if script.status is not None:
+            await self._send_json(connection, script.status, error_body(script.status, f"scripted {script.status}"),
+                                  keep_alive=keep_alive)
+            return keep_alive
+        if script.garbage:
+            await connection.send(200, [_JSON], b"not json{", keep_alive=keep_alive)
+            return keep_alive
+        answer = ({"prompt": render_template(body)} if rendering
+                  else {"tokens": list(range(len(str(body.get("content", "")).split())))})
+        await self._send_json(connection, 200, answer, keep_alive=keep_alive)
+        return keep_alive
+
     async def _stream(self, connection: Connection, plan: Chunks, reply: Reply, keep_alive: bool) -> bool:
         chunks, first_token = plan
         sse = ("content-type", "text/event-stream")
@@ -252,11 +290,30 @@ class ScriptedTier:
         await connection.send(status, [_JSON, *headers], _dumps(body), keep_alive=keep_alive)
 
 
+def render_template(body: dict[str, Any]) -> str:
+    """A chat body as one prompt text, ChatML-like: each message's role and content (tool calls as
+    JSON), the tools as JSON, then the assistant's turn opened."""
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        text = content if isinstance(content, str) else ""
+        if message.get("tool_calls"):
+            text += json.dumps(message["tool_calls"])
+        parts.append(f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n")
+    if body.get("tools"):
+        parts.append(f"<|im_start|>tools\n{json.dumps(body['tools'])}<|im_end|>\n")
+    return "".join(parts) + "<|im_start|>assistant\n"
+
+
 class ThreadedTier:
     """A ScriptedTier on its own thread and event loop, for synchronous tests and fixtures."""
 
-    def __init__(self, name: str, model: str | None = None) -> None:
-        self._tier = ScriptedTier(name, model)
+    def __init__(self, name: str, model: str | None = None, *, tokenizer: bool = False) -> None:
+        self._tier = ScriptedTier(name, model, tokenizer=tokenizer)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None

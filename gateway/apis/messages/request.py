@@ -1,6 +1,7 @@
 """The Anthropic Messages API request, validated strictly, and its translation into the chat
 completion every tier is asked with. Anthropic tools become function tools, `tool_use` and
-`tool_result` blocks become chat tool calls and tool messages."""
+`tool_result` blocks become chat tool calls and tool messages. `POST /v1/messages/count_tokens`
+takes the prompt side of the same request (`Prompt`), translated the same way."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from gateway.protocol import NonEmptyStr, Number, RecServeExtension
 
-MAX_STOP_SEQUENCES = 4  # what chat tiers take (OpenAI's `stop` limit)
+# Anthropic documents no cap on `stop_sequences`. These bounds keep what the gateway scans every
+# streamed piece of an answer for (gateway/apis/messages/stops.py) small; tiers get what they take.
+MAX_STOP_SEQUENCES = 64
+MAX_STOP_SEQUENCE_CHARS = 1000
+StopSequence = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_STOP_SEQUENCE_CHARS)]
 
 
 class _Block(BaseModel):
@@ -106,35 +111,63 @@ class Metadata(BaseModel):
     user_id: StrictStr | None = None
 
 
-class MessagesRequest(BaseModel):
-    """POST /v1/messages. Unknown fields are a 400."""
+class Prompt(BaseModel):
+    """What a Messages request asks the model about: the part `count_tokens` counts."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: NonEmptyStr
-    max_tokens: Annotated[StrictInt, Field(ge=1)]
     messages: Annotated[list[InputMessage], Field(min_length=1)]
     system: StrictStr | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+
+
+class CountTokensRequest(Prompt):
+    """POST /v1/messages/count_tokens. Unknown fields are a 400."""
+
+
+class MessagesRequest(Prompt):
+    """POST /v1/messages. Unknown fields are a 400."""
+
+    max_tokens: Annotated[StrictInt, Field(ge=1)]
     temperature: Annotated[Number, Field(ge=0, le=1)] | None = None
     top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
     top_k: Annotated[StrictInt, Field(ge=0)] | None = None
-    stop_sequences: Annotated[list[StrictStr], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    stop_sequences: Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: StrictBool | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
     metadata: Metadata | None = None
-    output_config: OutputConfig | None = None
     recserve: RecServeExtension | None = None
 
-def chat_body(request: MessagesRequest) -> dict[str, Any]:
-    """The chat completion request tiers receive for this Messages request."""
+
+def prompt_body(prompt: Prompt) -> dict[str, Any]:
+    """The prompt side of the chat completion tiers receive: model, messages, tools, answer format."""
     messages: list[dict[str, Any]] = []
-    if request.system:
-        system = request.system if isinstance(request.system, str) else "".join(b.text for b in request.system)
+    if prompt.system:
+        system = prompt.system if isinstance(prompt.system, str) else "".join(b.text for b in prompt.system)
         messages.append({"role": "system", "content": system})
-    for message in request.messages:
+    for message in prompt.messages:
         messages += _chat_messages(message)
-    body: dict[str, Any] = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens}
+    body: dict[str, Any] = {"model": prompt.model, "messages": messages}
+    if prompt.tools:
+        body["tools"] = [{"type": "function", "function": _function(tool)} for tool in prompt.tools]
+    if prompt.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(prompt.tool_choice)
+        if prompt.tool_choice.disable_parallel_tool_use:
+            body["parallel_tool_calls"] = False
+    output_format = prompt.output_config.format if prompt.output_config is not None else None
+    if output_format is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": output_format.schema_}}
+    return body
+
+
+def chat_body(request: MessagesRequest) -> dict[str, Any]:
+    """The chat completion request tiers receive for this Messages request. Every stop sequence goes
+    in `stop`; a tier that takes fewer gets the first ones (gateway/upstream/backends.py)."""
+    body = prompt_body(request)
+    body["max_tokens"] = request.max_tokens
     for name in ("temperature", "top_p", "stream"):
         value = getattr(request, name)
         if value is not None:
@@ -143,16 +176,6 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         body["stop"] = request.stop_sequences
     if request.metadata is not None and request.metadata.user_id is not None:
         body["user"] = request.metadata.user_id
-    if request.tools:
-        body["tools"] = [{"type": "function", "function": _function(tool)} for tool in request.tools]
-    if request.tool_choice is not None:
-        body["tool_choice"] = _tool_choice(request.tool_choice)
-        if request.tool_choice.disable_parallel_tool_use:
-            body["parallel_tool_calls"] = False
-    output_format = request.output_config.format if request.output_config is not None else None
-    if output_format is not None:
-        body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "output", "schema": output_format.schema_}}
     if request.recserve is not None:
         body["recserve"] = request.recserve.model_dump(exclude_none=True)
     return body

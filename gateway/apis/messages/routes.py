@@ -1,10 +1,12 @@
-"""POST /v1/messages: the Anthropic Messages API over the cascade.
+"""POST /v1/messages: the Anthropic Messages API over the cascade; POST /v1/messages/count_tokens
+(gateway/apis/messages/count.py).
 
 The request is validated once as itself, becomes the chat body tiers are asked with
 (`request.chat_body`) and goes through the same pipeline as /v1/chat/completions: the same model
 names, extension, x-recserve-* headers and decisions. Clients authenticate with `x-api-key`
 (Anthropic's header) or a bearer key; `anthropic-version` is accepted and not needed. Every error
-on this route leaves in Anthropic's shape (`error_reply`, which the door renders with).
+under /v1/messages leaves in Anthropic's shape (`error_reply`, which the doors and the app's error
+handlers render with), an unknown route or a wrong method included.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.apis.answer import AnswerStream, ClosingEvents, whole_answer
+from gateway.apis.messages.count import count_tokens
 from gateway.apis.messages.request import MessagesRequest, chat_body
 from gateway.apis.messages.shape import error_body, message, message_events
 from gateway.apis.replies import AnswerResponse, EventStreamResponse
@@ -21,6 +24,8 @@ from gateway.cascade.pipeline import serve
 from gateway.cascade.runtime import Runtime
 from gateway.errors import GatewayError
 from gateway.protocol import Admission, CascadeAsk
+
+__all__ = ["count_tokens", "create_message", "error_reply"]
 
 
 def error_reply(error: GatewayError, request_id: str | None) -> Response:
@@ -37,9 +42,10 @@ async def create_message(request: Request, runtime: Runtime, admission: Admissio
     served = await serve(request, runtime, admission, "chat/completions", chat_raw,
                          CascadeAsk(parsed.model, parsed.stream is True, parsed.recserve, parsed.max_tokens))
     model = served.result.tier.served_model
+    stops = parsed.stop_sequences or ()
     if parsed.stream:
         stream = AnswerStream(served, None)
-        events = ClosingEvents(message_events(stream, model), stream)
+        events = ClosingEvents(message_events(stream, model, stops), stream)
         return EventStreamResponse(events, headers={**served.headers, "cache-control": "no-cache"})
     answer = whole_answer(served.result.reply.body, None, served.cascade_request.count_prompt_tokens)
-    return AnswerResponse(message(answer, model, served.summary()), headers=served.headers)
+    return AnswerResponse(message(answer, model, served.summary(), stops), headers=served.headers)

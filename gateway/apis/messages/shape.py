@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
-from gateway.apis.answer import Answer, AnswerStream, ToolCall
+from gateway.apis.answer import Answer, AnswerStream, ToolCall, ToolCallDelta
+from gateway.apis.messages.stops import Stop, StopScanner, stop_of
 from gateway.errors import GatewayError
 from gateway.sse import named_event
 from gateway.upstream.backends import TierFault
@@ -48,55 +50,92 @@ def _tool_input(call: ToolCall) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _stop_reason(answer: Answer) -> str:
+def _stop_reason(answer: Answer, stop: Stop) -> str:
     if answer.tool_calls:
         return "tool_use"
+    if stop.stop_sequence is not None:
+        return "stop_sequence"
     return _STOP_REASONS.get(answer.finish_reason or "stop", "end_turn")
 
 
-def message(answer: Answer, model: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+def _reported(answer: Answer) -> str | None:
+    """The stop sequence the tier named, when it stopped on one (not when it ran out of tokens)."""
+    return answer.stopped_on if answer.finish_reason in ("stop", None) else None
+
+
+def message(answer: Answer, model: str, summary: Mapping[str, Any], stop_sequences: Sequence[str] = ()) -> dict[
+        str, Any]:
+    stop = stop_of(answer.text, stop_sequences, _reported(answer))
     content: list[dict[str, Any]] = []
-    if answer.text or not answer.tool_calls:
-        content.append({"type": "text", "text": answer.text})
+    if stop.text or not answer.tool_calls:
+        content.append({"type": "text", "text": stop.text})
     content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c)} for c in answer.tool_calls]
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": _stop_reason(answer), "stop_sequence": None,
+            "stop_reason": _stop_reason(answer, stop), "stop_sequence": stop.stop_sequence,
             "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
             "recserve": dict(summary)}
 
 
-async def message_events(stream: AnswerStream, model: str) -> AsyncGenerator[bytes, None]:
-    """The Anthropic event stream of a streamed chat answer. Blocks open as their first delta
-    arrives; a block is stopped when the next one opens (Anthropic streams blocks one at a time)."""
+class _Blocks:
+    """The content blocks of a streamed answer. A block opens as its first delta arrives and is stopped
+    when the next one opens: Anthropic streams blocks one at a time."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self._open: tuple[str, int] | None = None  # ("text", -1) or ("tool", the chat tool-call index)
+
+    def text(self, text: str) -> list[bytes]:
+        events = self._switch(("text", -1), {"type": "text", "text": ""})
+        events.append(named_event("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                                          "delta": {"type": "text_delta", "text": text}}))
+        return events
+
+    def tool(self, call: ToolCallDelta) -> list[bytes]:
+        block = {"type": "tool_use", "id": call.id or "", "name": call.name or "", "input": {}}
+        events = self._switch(("tool", call.index), block)
+        if call.arguments:
+            events.append(named_event("content_block_delta", {
+                "type": "content_block_delta", "index": self.index,
+                "delta": {"type": "input_json_delta", "partial_json": call.arguments}}))
+        return events
+
+    def end(self) -> list[bytes]:
+        """Stop the last block; an empty answer is still one (empty) text block."""
+        events = self._switch(("text", -1), {"type": "text", "text": ""}) if self._open is None else []
+        return [*events, _stop(self.index)]
+
+    def _switch(self, block: tuple[str, int], start: dict[str, Any]) -> list[bytes]:
+        if self._open == block:
+            return []
+        events = [_stop(self.index)] if self._open is not None else []
+        self.index, self._open = self.index + 1, block
+        events.append(named_event("content_block_start", {"type": "content_block_start", "index": self.index,
+                                                          "content_block": start}))
+        return events
+
+
+async def message_events(stream: AnswerStream, model: str,
+                         stop_sequences: Sequence[str] = ()) -> AsyncGenerator[bytes, None]:
+    """The Anthropic event stream of a streamed chat answer. The client's stop sequences are applied
+    to the text as it passes (gateway/apis/messages/stops.py): one completed ends the answer there,
+    and the tier's stream is closed, so it stops generating."""
     # Input tokens are known only at the end (the tier's usage): message_delta carries the count.
     start: dict[str, Any] = {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": [],
              "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
     yield named_event("message_start", {"type": "message_start", "message": start})
-    index = -1
-    open_block: tuple[str, int] | None = None  # ("text", -1) or ("tool", the chat tool-call index)
+    blocks = _Blocks()
+    scanner = StopScanner(stop_sequences)
     try:
-        async for delta in stream.deltas():
-            if delta.text:
-                if open_block != ("text", -1):
-                    if open_block is not None:
-                        yield _stop(index)
-                    index, open_block = index + 1, ("text", -1)
-                    yield named_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                              "content_block": {"type": "text", "text": ""}})
-                yield named_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                          "delta": {"type": "text_delta", "text": delta.text}})
-            for call in delta.tool_calls:
-                if open_block != ("tool", call.index):
-                    if open_block is not None:
-                        yield _stop(index)
-                    index, open_block = index + 1, ("tool", call.index)
-                    block = {"type": "tool_use", "id": call.id or "", "name": call.name or "", "input": {}}
-                    yield named_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                              "content_block": block})
-                if call.arguments:
-                    yield named_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                              "delta": {"type": "input_json_delta",
-                                                                        "partial_json": call.arguments}})
+        async with aclosing(stream.deltas()) as deltas:
+            async for delta in deltas:
+                text = scanner.feed(delta.text) if delta.text else ""
+                for event in blocks.text(text) if text else ():
+                    yield event
+                if scanner.matched is not None:
+                    break
+                for call in delta.tool_calls:
+                    for event in blocks.tool(call):
+                        yield event
     except TierFault as fault:
         error = {"type": "error", "error": {"type": "api_error",
                                             "message": f"the serving tier failed mid-stream: {fault}"}}
@@ -104,15 +143,16 @@ async def message_events(stream: AnswerStream, model: str) -> AsyncGenerator[byt
         return
     finally:
         await stream.close()
-    if open_block is None:  # an empty answer is still one (empty) text block
-        index = 0
-        yield named_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                  "content_block": {"type": "text", "text": ""}})
-    yield _stop(index)
+    rest = scanner.flush()
+    for event in [*(blocks.text(rest) if rest else ()), *blocks.end()]:
+        yield event
     answer = stream.answer()
+    reported = _reported(answer)
+    stop = Stop("", scanner.matched or (reported if reported in stop_sequences else None))
     stream.completed()
     yield named_event("message_delta", {
-        "type": "message_delta", "delta": {"stop_reason": _stop_reason(answer), "stop_sequence": None},
+        "type": "message_delta", "delta": {"stop_reason": _stop_reason(answer, stop),
+                                           "stop_sequence": stop.stop_sequence},
         "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
         "recserve": stream.summary()})
     yield named_event("message_stop", {"type": "message_stop"})
