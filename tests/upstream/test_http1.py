@@ -377,7 +377,7 @@ async def test_compressed_answer_is_inflated(encoding: str, encoded: bytes) -> N
         assert (await post(pool)).body == b'{"answer": "inflated"}' * 50
         body = await pool.open("POST", ROUTE, b"{}", {})
         try:
-            lines = [line async for line in body.lines(1.0)]
+            lines = [line async for line in body.lines(30.0)]
         finally:
             body.release()
         assert b"".join(lines) == b'{"answer": "inflated"}' * 50
@@ -769,7 +769,7 @@ async def test_tls_pool_against_a_local_tls_server(certificate: tuple[Path, Path
         try:
             assert (await post(pool)).body == b"over tls"
             body = await pool.open("POST", ROUTE, b"{}", {})
-            assert [line async for line in body.lines(1.0)] == [b"data: 1\n"]
+            assert [line async for line in body.lines(30.0)] == [b"data: 1\n"]
             body.release()
             assert (await post(pool)).body == b"until close"
             assert server.accepted == 1
@@ -900,7 +900,7 @@ async def test_a_line_over_the_limit_is_refused_and_shorter_lines_pass() -> None
         seen: list[bytes] = []
         try:
             with pytest.raises(http1.LimitExceeded):
-                async for line in body.lines(1.0):
+                async for line in body.lines(30.0):
                     seen.append(line)
         finally:
             body.release()
@@ -922,7 +922,7 @@ async def test_lifted_body_limit_lets_a_live_stream_run_past_it() -> None:
         body = await pool.open("POST", ROUTE, b"{}", {})
         body.lift_body_limit()
         try:
-            received = [line async for line in body.lines(1.0)]
+            received = [line async for line in body.lines(30.0)]
         finally:
             body.release()
         assert len(received) == 2 * len(lines)
