@@ -910,10 +910,14 @@ async def test_a_line_over_the_limit_is_refused_and_shorter_lines_pass() -> None
 
 async def test_lifted_body_limit_lets_a_live_stream_run_past_it() -> None:
     lines = [b"data: %d\n\n" % i for i in range(20_000)]  # ~200 KB: over the 64 KiB body limit
+    lifted = asyncio.Event()
 
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.write(head(200, "transfer-encoding: chunked"))
+        # The limit is lifted once the stream is served live, before it passes the limit (the gateway
+        # decides within the first tokens); bytes that arrived earlier were counted, as they should be.
+        await lifted.wait()
         for start in range(0, len(lines), 100):
             await peer.write(chunk(b"".join(lines[start:start + 100])))
         await peer.write(b"0\r\n\r\n")
@@ -921,6 +925,7 @@ async def test_lifted_body_limit_lets_a_live_stream_run_past_it() -> None:
     async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
         body = await pool.open("POST", ROUTE, b"{}", {})
         body.lift_body_limit()
+        lifted.set()
         try:
             received = [line async for line in body.lines(30.0)]
         finally:
