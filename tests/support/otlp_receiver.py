@@ -3,8 +3,8 @@ does for traces, minus the pipeline. It accepts `POST /v1/traces` with a protobu
 `ExportTraceServiceRequest` (gzip or deflate if the exporter compresses), decodes it with the
 `opentelemetry-proto` package and keeps every span; it answers with an `ExportTraceServiceResponse`.
 
-With `decode=False` it only counts requests and bytes (the benchmark's tracing-on side: the receiver
-must not be the thing measured)."""
+With `decode=False` it only counts spans, requests and bytes (the benchmark's tracing-on side: the
+receiver must not be the thing measured)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,18 @@ def _value(value: AnyValue) -> Any:
     return getattr(value, kind) if kind else None
 
 
-def decode(body: bytes) -> list[ReceivedSpan]:
+def _parse(body: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
+    return request
+
+
+def count_spans(body: bytes) -> int:
+    return sum(len(scope.spans) for resource in _parse(body).resource_spans for scope in resource.scope_spans)
+
+
+def decode(body: bytes) -> list[ReceivedSpan]:
+    request = _parse(body)
     spans: list[ReceivedSpan] = []
     for resource_spans in request.resource_spans:
         resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
@@ -85,6 +94,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._headers: list[dict[str, str]] = []
         self.body_bytes = 0
+        self.span_count = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -126,10 +136,12 @@ class OtlpReceiver:
 
     def _received(self, headers: dict[str, str], body: bytes) -> None:
         spans = decode(body) if self.decode else []
+        count = len(spans) if self.decode else count_spans(body)
         with self._lock:
             self._headers.append(headers)
             self._spans += spans
             self.body_bytes += len(body)
+            self.span_count += count
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
