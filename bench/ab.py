@@ -73,6 +73,21 @@ def interleaved_rounds(sides: dict[str, Server], tier_port: int, targets: list[s
     return samples
 
 
+def add_round_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `interleaved_rounds`: rounds, wrk's duration, connections, targets."""
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per measurement")
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+
+
+def wrk_missing() -> bool:
+    if wrk_available():
+        return False
+    print("wrk is not installed (apt-get install wrk; `make system-deps` does it)", file=sys.stderr)
+    return True
+
+
 def checkout(rev: str, folder: Path, name: str) -> Path:
     tree = folder / name
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
@@ -88,13 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, action="append",
                         help="git revision to compare against (repeat for several)")
     parser.add_argument("--this", help="git revision to measure instead of the working tree")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per measurement")
-    parser.add_argument("--connections", type=int, default=1)
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    add_round_options(parser)
     args = parser.parse_args(argv)
-    if not wrk_available():
-        print("wrk is not installed (apt-get install wrk; `make system-deps` does it)", file=sys.stderr)
+    if wrk_missing():
         return 2
     here = Path(__file__).resolve().parent.parent
     servers: list[Server] = []

@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.ab import TARGETS, Samples, checkout, gateway, interleaved_rounds, short
-from bench.load import wrk_available
+from bench.ab import Samples, add_round_options, checkout, gateway, interleaved_rounds, short, wrk_missing
 from bench.procs import Server, fake_tier, free_port
 from tests.support.otlp_receiver import OtlpReceiver
 
@@ -50,13 +49,9 @@ def _table(samples: Samples, targets: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tracing_cost", description=__doc__)
     parser.add_argument("--base", required=True, help="git revision without tracing (the `before` side)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=4.0, help="wrk duration per measurement")
-    parser.add_argument("--connections", type=int, default=1)
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    add_round_options(parser)
     args = parser.parse_args(argv)
-    if not wrk_available():
-        print("wrk is not installed (apt-get install wrk; `make system-deps` does it)", file=sys.stderr)
+    if wrk_missing():
         return 2
     here = Path(__file__).resolve().parent.parent
     receiver = OtlpReceiver(decode=False).start()
