@@ -68,3 +68,15 @@ def test_tool_validators_bench_compares_the_three_libraries(tmp_path: Path) -> N
     rs_row = next(line for line in result.stdout.splitlines() if line.startswith("| jsonschema-rs"))
     assert "invalid in" in rs_row  # jsonschema-rs answers the hostile pattern
     assert "The validity gate per tool request" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by `make system-deps`")
+def test_tracing_cost_bench_measures_off_and_on_beside_a_revision() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.tracing_cost", "--base", "HEAD", "--rounds", "1",
+                             "--seconds", "1", "--targets", "pinned"], cwd=REPO, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| gateway, pinned |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["before", "off", "on"], result.stdout
+    spans = next(line for line in result.stdout.splitlines() if line.startswith("`on` side:"))
+    assert int(spans.split()[2]) > 0, spans  # the traced gateway exported over OTLP/HTTP

@@ -7,8 +7,8 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 from gateway.config.schema import TierConfig
 from gateway.protocol import Route
@@ -74,10 +74,28 @@ class CascadeRequest:
     # What the answer's structure must be (tools, tool_choice, response_format); None: no structure
     # asked, nothing checked.
     expectation: Expectation | None = None
+    # Who sees each tier attempt (traces, gateway.telemetry.otel); None: nobody, nothing is done.
+    watch: AttemptWatch | None = None
 
     @property
     def task(self) -> Task:
         return self.scope.task
+
+
+class Attempt(Protocol):
+    """One tier call as a watch sees it: the headers to send (the request's, plus e.g. a trace context),
+    and its end, with the hop it became (None for a probe that answered) and the tier's reply, if any."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def end(self, hop: Hop | None, reply: TierReply | None) -> None: ...
+
+
+class AttemptWatch(Protocol):
+    """Told of every tier the cascade (or a probe) asks, before it is asked."""
+
+    def attempt(self, tier: Tier, request: CascadeRequest, *, probe: bool = False) -> Attempt: ...
 
 
 # How one tier is asked: (tier, request, timeout_s, is_final) -> its reply. A plain call by default;
@@ -149,6 +167,15 @@ class _Journey:
     window_fallback: bool = False
     last_fault: str = ""
     timed_out: bool = False
+    watch: AttemptWatch | None = None
+    attempt: Attempt | None = None  # the tier being asked now, when watched
+
+    def record(self, hop: Hop, reply: TierReply | None = None) -> None:
+        """What happened at a tier; a watched attempt there ends with it."""
+        self.hops.append(hop)
+        if self.attempt is not None:
+            self.attempt.end(hop, reply)
+            self.attempt = None
 
 
 async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: ThresholdPolicy,
@@ -160,10 +187,12 @@ async def run_cascade(request: CascadeRequest, tiers: Sequence[Tier], policy: Th
     own fault, or an upstream loop) propagates at once: no other tier would answer it differently.
     Every reply that is not returned is released (an open stream is closed).
     """
-    journey = _Journey()
+    journey = _Journey(watch=request.watch)
     try:
         result = await _climb(request, tiers, policy, call, journey)
     except BaseException:
+        if journey.attempt is not None:  # cancelled mid-call (the client left)
+            journey.attempt.end(None, None)
         await _release_all(journey.replies, keep=None)
         raise
     await _release_all(journey.replies, keep=result.reply)
@@ -185,11 +214,11 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         if verifying and not final:
             continue
         if not final and policy.bypassed(name, request.scope):
-            journey.hops.append(Hop(name, "bypassed", reason="quality"))
+            journey.record(Hop(name, "bypassed", reason="quality"))
             continue
         remaining = request.deadline - time.monotonic()
         if remaining <= 0 or remaining < tier.config.min_budget_s:
-            journey.hops.append(Hop(name, "skipped", reason="budget"))
+            journey.record(Hop(name, "skipped", reason="budget"))
             journey.timed_out = True
             continue
         reply = await _call(request, tier, final, remaining, journey, call)
@@ -201,26 +230,26 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
         if invalid is not None and not final:
             # Before the confidence: a broken answer never enters the tier's window and is never the
             # fallback should the tiers above fail.
-            journey.hops.append(Hop(name, "invalid", reason=invalid, upstream_path=upstream,
-                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
+            journey.record(Hop(name, "invalid", reason=invalid, upstream_path=upstream,
+                               completion_tokens=reported_tokens(reply.body, "completion_tokens")), reply)
             continue
         confidence = response_confidence(request.task, reply.body.get("choices"), request.labels,
                                          structured=request.expectation is not None)
         if final:
-            journey.hops.append(Hop(name, "served", confidence, upstream_path=upstream))
+            journey.record(Hop(name, "served", confidence, upstream_path=upstream), reply)
             return _result(reply, tier, journey, confidence, None, served_invalid=invalid)
         if confidence is None:
-            journey.hops.append(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream,
-                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
+            journey.record(Hop(name, "escalated", reason="no_confidence", upstream_path=upstream,
+                               completion_tokens=reported_tokens(reply.body, "completion_tokens")), reply)
             if reply.complete:
                 journey.best = (reply, tier, None, None)
             continue
         decision = await policy.decide(name, request.scope, confidence)
         journey.window_fallback |= decision.fallback
         if decision.verify:
-            journey.hops.append(Hop(name, "verify", confidence, decision.threshold, decision.reason,
-                                    upstream_path=upstream, answer=reply.body if reply.complete else None,
-                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
+            journey.record(Hop(name, "verify", confidence, decision.threshold, decision.reason,
+                               upstream_path=upstream, answer=reply.body if reply.complete else None,
+                               completion_tokens=reported_tokens(reply.body, "completion_tokens")), reply)
             if reply.complete:  # served after all, should the top tier fail
                 journey.best = (reply, tier, confidence, decision.threshold)
             else:
@@ -228,15 +257,15 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             verifying = True
             continue
         if decision.escalate:
-            journey.hops.append(Hop(name, "escalated", confidence, decision.threshold, decision.reason,
-                                    upstream_path=upstream,
-                                    completion_tokens=reported_tokens(reply.body, "completion_tokens")))
+            journey.record(Hop(name, "escalated", confidence, decision.threshold, decision.reason,
+                               upstream_path=upstream,
+                               completion_tokens=reported_tokens(reply.body, "completion_tokens")), reply)
             if reply.complete:  # a cut-off prefix is no answer to fall back on
                 journey.best = (reply, tier, confidence, decision.threshold)
             else:
                 await reply.release()  # early commit: cancel the escalated tier's stream now
             continue
-        journey.hops.append(Hop(name, "accepted", confidence, decision.threshold, upstream_path=upstream))
+        journey.record(Hop(name, "accepted", confidence, decision.threshold, upstream_path=upstream), reply)
         return _result(reply, tier, journey, confidence, decision.threshold)
     if journey.best is not None:
         reply, tier, confidence, threshold = journey.best
@@ -248,6 +277,9 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
                 journey: _Journey, call: TierCall) -> TierReply | None:
     """One tier call under its concurrency gate; None (with the hop recorded) when it gave no answer."""
     name = tier.config.name
+    if journey.watch is not None:  # from here on (the wait for the gate included), the attempt is watched
+        journey.attempt = journey.watch.attempt(tier, request)
+        request = replace(request, forward_headers=journey.attempt.headers)
     # A lower tier that is saturated is the congestion case: offload rather than queue. The last
     # tier has nowhere to send the request, so it queues until the deadline.
     wait = remaining if final else min(tier.config.queue_timeout_s, remaining)
@@ -259,7 +291,7 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
             await tier.gate.acquire()  # a free gate is taken at once: no timer to arm and cancel per request
     except TimeoutError:
         outcome: Outcome = "failed" if final else "busy"
-        journey.hops.append(Hop(name, outcome, reason="busy"))
+        journey.record(Hop(name, outcome, reason="busy"))
         journey.last_fault = f"tier '{name}' was busy"
         journey.timed_out = final
         return None
@@ -270,12 +302,12 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     except TierFault as fault:
         if tier.level > 0:
             journey.uplink_tokens += request.count_prompt_tokens()
-        journey.hops.append(Hop(name, "failed" if final else "fault", reason=fault.kind))
+        journey.record(Hop(name, "failed" if final else "fault", reason=fault.kind))
         journey.last_fault = f"tier '{name}' failed: {fault.message}"
         journey.timed_out = fault.kind == "timeout" and timeout_s >= remaining
         return None
     except TierRejected as rejected:
-        journey.hops.append(Hop(name, "failed" if final else "fault", reason="rejected"))
+        journey.record(Hop(name, "failed" if final else "fault", reason="rejected"))
         rejected.path = render_path(journey.hops)  # the client's error still says where it was refused
         raise
     finally:

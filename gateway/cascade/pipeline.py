@@ -19,6 +19,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway.cascade.climb import (
+    AttemptWatch,
     CascadeFailed,
     CascadeRequest,
     CascadeResult,
@@ -27,7 +28,7 @@ from gateway.cascade.climb import (
     run_cascade,
     send_call,
 )
-from gateway.cascade.forwarding import forward_body, resolve_task
+from gateway.cascade.forwarding import forward_body, resolve_task, trace_context
 from gateway.cascade.runtime import ModelBinding, Runtime
 from gateway.cascade.streaming import buffered_call, early_call, stream_body
 from gateway.cascade.workloads import valid_name
@@ -42,6 +43,7 @@ from gateway.protocol import (
     CascadeAsk,
     Route,
 )
+from gateway.telemetry.tracing import request_trace, tenant_label
 from gateway.upstream.backends import LOOP_STATUS, TierRejected
 from policies.base import Task
 from policies.structure import Expectation, expectation_of
@@ -87,8 +89,9 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     expectation = expectation_of(body, runtime.validators) if route == "chat/completions" else None
     workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels,
                                 structured=expectation is not None)
-    cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens,
-                                       expectation)
+    watch = _watch(request, runtime, admission, binding, ask.model, route, task, workload)
+    cascade_request = _cascade_request(request, runtime, admission, route, forwarded, task, labels, workload,
+                                       prefix_tokens, expectation, watch)
     result = await _climb(request, runtime, binding, cascade_request, call)
     return _report(request, runtime, binding, admission, cascade_request, result, labels, ask.stream)
 
@@ -114,17 +117,33 @@ def requested_workload(request: Request, ask: CascadeAsk) -> str | None:
     return header
 
 
-def _cascade_request(runtime: Runtime, admission: Admission, route: Route, body: dict[str, Any], task: Task,
-                     labels: Sequence[str] | None, workload: str, prefix_tokens: int,
-                     expectation: Expectation | None) -> CascadeRequest:
+def _watch(request: Request, runtime: Runtime, admission: Admission, binding: ModelBinding, model: str, route: Route,
+           task: Task, workload: str) -> AttemptWatch | None:
+    """Who sees this request's tier attempts: its trace, when tracing is on (else None: nothing to do)."""
+    trace = request_trace(request.scope.get("state", {}))
+    if trace is None:
+        return None
+    return trace.cascade(route=route, model=model, policy=binding.policy.name, task=task, workload=workload,
+                         tenant=tenant_label(admission.client_key, runtime.client_keys),
+                         include_prompts=runtime.config.logging.include_prompts)
+
+
+def _cascade_request(request: Request, runtime: Runtime, admission: Admission, route: Route, body: dict[str, Any],
+                     task: Task, labels: Sequence[str] | None, workload: str, prefix_tokens: int,
+                     expectation: Expectation | None, watch: AttemptWatch | None) -> CascadeRequest:
+    forward_headers = {HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
+                       "x-request-id": admission.request_id}
+    traceparent = request.headers.get("traceparent")
+    if traceparent is not None:
+        forward_headers.update(trace_context(traceparent, request.headers.get("tracestate")))
     return CascadeRequest(
         route=route, body=body, scope=runtime.scope(task, workload, prefix_tokens), labels=labels,
         deadline=admission.started + runtime.config.server.request_timeout_s,
-        forward_headers={HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
-                         "x-request-id": admission.request_id},
+        forward_headers=forward_headers,
         count_prompt_tokens=lambda: runtime.tokens.count(body),
         workload=workload,
         expectation=expectation,
+        watch=watch,
     )
 
 

@@ -184,11 +184,17 @@ class Prober:
 
     async def _ask(self, tier: Tier, request: CascadeRequest) -> TierReply | None:
         reply: TierReply | None = None
+        failed: Hop | None = None
+        attempt = request.watch.attempt(tier, request, probe=True) if request.watch is not None else None
         try:
             reply = await tier.backend.send(request.route, request.body, timeout_s=tier.config.timeout_s,
-                                            headers=request.forward_headers)
+                                            headers=attempt.headers if attempt else request.forward_headers)
         except (TierFault, TierRejected) as exc:
             log.info("probe to tier '%s' failed: %s", tier.config.name, exc)
+            failed = Hop(tier.config.name, "failed", reason=exc.kind if isinstance(exc, TierFault) else "rejected")
+        finally:
+            if attempt is not None:
+                attempt.end(failed, reply)
         body = reply.body if reply else {}
         prompt = prompt_tokens_of(body, request.count_prompt_tokens)
         if tier.level > 0:  # the prompt went up whether or not an answer came back, as in the cascade

@@ -159,7 +159,17 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "streaming.decide_after_tokens": "`early` mode: tokens judged before committing to a tier.",
     "logging": "The JSON access log (logger `recserve.access`).",
     "logging.access_log": "One JSON line per `/v1` request and admin change.",
-    "logging.include_prompts": "Put prompts in the access log lines.",
+    "logging.include_prompts": "Put prompts in the access log lines and, with tracing on, prompts and answers "
+                               "in the tier spans (`gen_ai.input.messages`, `gen_ai.output.messages`).",
+    "tracing": "OpenTelemetry traces, off by default; the standard `OTEL_*` environment variables turn them on "
+               "without this section and take precedence over it. Read at start (a reload does not change it).",
+    "tracing.exporter": "`otlp`: spans to an OTLP collector; `console`: to stdout; `none`: off. "
+                        "`OTEL_TRACES_EXPORTER` overrides it.",
+    "tracing.endpoint": "The collector's OTLP/HTTP base URL (`http://collector:4318`; spans go to `/v1/traces`). "
+                        "`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` overrides it; "
+                        "unset: the SDK's default, `http://localhost:4318`.",
+    "tracing.service_name": "The `service.name` of the spans. `OTEL_SERVICE_NAME` (or `service.name` in "
+                            "`OTEL_RESOURCE_ATTRIBUTES`) overrides it.",
     "conversations": "Stored Responses API answers (`previous_response_id`), kept beside the windows.",
     "conversations.ttl_s": "How long a stored response is kept.",
     "conversations.max_entries": "The memory store only: beyond it the oldest go first.",

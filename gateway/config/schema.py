@@ -283,6 +283,15 @@ class LoggingConfig(_Strict):
     include_prompts: bool = False
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces (gateway/telemetry/tracing.py), read once at start. The standard OTEL_*
+    environment variables take precedence over these keys, as with any instrumented service."""
+
+    exporter: Literal["none", "otlp", "console"] = "none"
+    endpoint: str | None = Field(None, pattern=r"^https?://[^\s]+$")  # the collector's OTLP/HTTP base URL
+    service_name: str = Field("recserve", min_length=1, max_length=128)
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -292,6 +301,7 @@ class GatewayConfig(_Strict):
     windows: WindowsConfig = WindowsConfig()
     streaming: StreamingConfig = StreamingConfig()
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig = TracingConfig()
     conversations: ConversationsConfig = ConversationsConfig()
     embeddings_tier: str | None = None
 

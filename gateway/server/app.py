@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -21,10 +22,11 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import install_error_handlers
 from gateway.ops.reload import Reloader
 from gateway.server import openapi
-from gateway.server.middleware import GatewayMiddleware
+from gateway.server.middleware import TRACING_STATE, GatewayMiddleware
 from gateway.server.ratelimit import close_limiter
 from gateway.server.routes import ERROR_SHAPES, mount
 from gateway.telemetry.metrics import Metrics, StoreHealth
+from gateway.telemetry.tracing import start_tracing
 from policies.base import WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
@@ -79,6 +81,9 @@ def create_app(config: GatewayConfig | None = None, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Read once, from the starting config and the environment: a reload does not change it.
+        tracing = start_tracing(resolved.tracing, os.environ)
+        setattr(app.state, TRACING_STATE, tracing)
         reloader = await Reloader.start(resolved, config_path=config_path, metrics=metrics,
                                         store=store)
         app.state.reloader = reloader
@@ -92,10 +97,14 @@ def create_app(config: GatewayConfig | None = None, *,
             await conversations.close()
             await reloader.aclose()
             await close_limiter(app.state)
+            if tracing is not None:  # after the requests in flight have ended their spans
+                setattr(app.state, TRACING_STATE, None)
+                await asyncio.to_thread(tracing.shutdown)
 
     app = GatewayApp(title="RecServe gateway", version=__version__, lifespan=lifespan)
     app.state.metrics = metrics
     app.state.started_config = resolved
+    setattr(app.state, TRACING_STATE, None)  # until the lifespan has read the tracing settings
     app.state.instance_id = resolved.server.instance_id or f"gw-{uuid.uuid4().hex[:12]}"
 
     def store_health() -> StoreHealth | None:

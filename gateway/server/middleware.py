@@ -18,9 +18,11 @@ from gateway.server.disconnect import CLIENT_LEFT_STATE
 from gateway.server.routes import FAST_ROUTES, serve_fast
 from gateway.telemetry.access_log import access_record, emit
 from gateway.telemetry.observer import SUMMARY_STATE, CascadeSummary, start_tier_clock, stop_tier_clock
+from gateway.telemetry.tracing import TRACE_STATE, RequestTrace, Tracing
 
 CLIENT_CLOSED_STATUS: Final = 499  # nginx's name for a request whose client left before the answer
 RUNTIME_STATE: Final = "runtime"  # request.state attribute the routes read (gateway/server/routes.py)
+TRACING_STATE: Final = "tracing"  # app.state attribute: the process's tracer, None when tracing is off
 # Probes and scrapes: no catch-up round trip, no access-log line.
 _QUIET: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 _ROUTES: Final = frozenset({"chat/completions", "completions", "embeddings", "models", "responses", "messages",
@@ -52,6 +54,10 @@ class GatewayMiddleware:
         status = 500  # what the client gets if the app raises before answering
         started = time.perf_counter()
         clock, token = start_tier_clock()
+        trace: RequestTrace | None = None
+        tracing: Tracing | None = getattr(scope["app"].state, TRACING_STATE, None)
+        if tracing is not None and path.startswith("/v1/"):
+            trace = state[TRACE_STATE] = tracing.start(scope)
 
         recorded = quiet
 
@@ -61,8 +67,11 @@ class GatewayMiddleware:
                 return
             recorded = True
             summary = state.get(SUMMARY_STATE)
-            self._record(reloader, scope, path, status, time.perf_counter() - started, clock.seconds,
-                         summary if isinstance(summary, CascadeSummary) else None, access_log)
+            summary = summary if isinstance(summary, CascadeSummary) else None
+            self._record(reloader, scope, path, status, time.perf_counter() - started, clock.seconds, summary,
+                         access_log)
+            if trace is not None:
+                trace.finish(status, summary)
 
         try:
             async with reloader.holder.lease() as runtime:

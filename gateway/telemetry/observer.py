@@ -58,6 +58,7 @@ class CascadeSummary:
     uplink_tokens: int
     prompt: Any = None  # only with logging.include_prompts
     served_invalid: str | None = None  # the served answer's structure problem (policies.structure)
+    usage: Mapping[str, Any] | None = None  # a stream's usage as its end reported it (a live answer's span)
 
 
 def _escalation_reason(hop: Hop) -> str | None:
@@ -143,6 +144,7 @@ class RequestObserver:
             uplink_tokens=result.uplink_tokens if result is not None else 0,
             prompt=prompt,
             served_invalid=served_invalid if result is not None else None,
+            usage=usage,
         ))
 
     def timed(self, tier: str, backend: Any) -> TimedBackend:

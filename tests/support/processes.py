@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +53,11 @@ class ChildProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None  # set by stop(): how the process ended
 
-    def _spawn(self, args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL)
+                                             stdin=subprocess.DEVNULL, env=None if env is None else dict(env))
         return self._process
 
     @property
@@ -85,10 +86,12 @@ class GatewayProcess(ChildProcess):
 
     stop_timeout_s = 15.0  # uvicorn shuts down gracefully: the lifespan closes the window store
 
-    def __init__(self, name: str, config: dict[str, Any], workdir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, config: dict[str, Any], workdir: Path, args: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.name = name
         self.args = tuple(args)  # extra `recserve serve` arguments, e.g. ("--workers", "2")
+        self.env = env  # its whole environment; None: this process's
         self.port = free_port()
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
@@ -100,7 +103,7 @@ class GatewayProcess(ChildProcess):
 
     def start(self) -> GatewayProcess:
         self._spawn([*recserve_command(), "serve", "--config", str(self.config_path), "--port", str(self.port),
-                     "--log-level", "info", *self.args], self.log_path)
+                     "--log-level", "info", *self.args], self.log_path, self.env)
         try:
             wait_http_ok(f"http://127.0.0.1:{self.port}/readyz", timeout=30)
         except TimeoutError:
