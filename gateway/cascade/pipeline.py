@@ -30,7 +30,7 @@ from gateway.cascade.climb import (
 from gateway.cascade.forwarding import forward_body, resolve_task
 from gateway.cascade.runtime import ModelBinding, Runtime
 from gateway.cascade.streaming import buffered_call, early_call, stream_body
-from gateway.cascade.workloads import valid_name
+from gateway.cascade.workloads import Workload, valid_name
 from gateway.errors import InvalidRequest, LoopDetected, UpstreamFailed, UpstreamTimeout
 from gateway.protocol import (
     HOPS_HEADER,
@@ -86,7 +86,7 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     # judged by the tokens of their JSON values.
     expectation = expectation_of(body, runtime.validators) if route == "chat/completions" else None
     workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels,
-                                structured=expectation is not None)
+                                structured=expectation is not None, tenant=admission.tenant)
     cascade_request = _cascade_request(runtime, admission, route, forwarded, task, labels, workload, prefix_tokens,
                                        expectation)
     result = await _climb(request, runtime, binding, cascade_request, call)
@@ -115,7 +115,7 @@ def requested_workload(request: Request, ask: CascadeAsk) -> str | None:
 
 
 def _cascade_request(runtime: Runtime, admission: Admission, route: Route, body: dict[str, Any], task: Task,
-                     labels: Sequence[str] | None, workload: str, prefix_tokens: int,
+                     labels: Sequence[str] | None, workload: Workload, prefix_tokens: int,
                      expectation: Expectation | None) -> CascadeRequest:
     return CascadeRequest(
         route=route, body=body, scope=runtime.scope(task, workload, prefix_tokens), labels=labels,
@@ -123,7 +123,8 @@ def _cascade_request(runtime: Runtime, admission: Admission, route: Route, body:
         forward_headers={HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
                          "x-request-id": admission.request_id},
         count_prompt_tokens=lambda: runtime.tokens.count(body),
-        workload=workload,
+        workload=workload.name,
+        tenant=admission.tenant,
         expectation=expectation,
     )
 
@@ -136,7 +137,7 @@ async def _climb(request: Request, runtime: Runtime, binding: ModelBinding, casc
         return await run_cascade(cascade_request, binding.tiers, binding.policy, call)
     except CascadeFailed as failed:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, hops=failed.hops,
-                                      workload=cascade_request.workload)
+                                      workload=cascade_request.workload, tenant=cascade_request.tenant)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -157,7 +158,8 @@ def _report(request: Request, runtime: Runtime, binding: ModelBinding, admission
 
     def observe(usage: Mapping[str, Any] | None = None, served_invalid: str | None = None) -> None:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, result, usage=usage,
-                                      workload=cascade_request.workload, served_invalid=served_invalid)
+                                      workload=cascade_request.workload, tenant=cascade_request.tenant,
+                                      served_invalid=served_invalid)
 
     if not streamed:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte
