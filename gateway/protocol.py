@@ -118,3 +118,6 @@ class Admission:
     via: list[str]  # their instance ids, and ours last
     client_key: str | None  # the key it presented (its default workload); None on an open gateway
     body: dict[str, Any]  # the JSON body, parsed once; {} for routes without one
+    # The tenant the key belongs to (gateway/config/tenants.py): what the client stores or teaches is
+    # kept under it. A name, never the key; `open` on an open gateway.
+    tenant: str

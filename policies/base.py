@@ -23,7 +23,7 @@ class TokenLogprob:
 @dataclass(frozen=True, slots=True)
 class WindowKey:
     """Identifies one sliding window: windows are kept per policy, tier and scope (`Scope.name`: the
-    task alone when keyed by task, as in the paper)."""
+    task alone when keyed by task, as in the paper, after the tenant's name when not shared)."""
 
     policy: str
     tier: str
@@ -33,24 +33,29 @@ class WindowKey:
 @dataclass(frozen=True, slots=True)
 class Scope:
     """What a decision is about below the policy and the tier: the task, the workload it belongs to
-    ("" when keyed by task alone, as in the paper) and, for early-commit streaming, how many prefix
-    tokens were judged (0: the whole answer). Windows, probe windows and competence curves are kept
-    per scope; `name` is the one place its text form is built."""
+    ("" when keyed by task alone, as in the paper), the tenant whose workload it is ("" when shared
+    by every tenant) and, for early-commit streaming, how many prefix tokens were judged (0: the
+    whole answer). Windows, probe windows and competence curves are kept per scope; `name` is the
+    one place its text form is built."""
 
     task: Task
     workload: str = ""
     prefix_tokens: int = 0
+    tenant: str = ""
 
     @property
     def name(self) -> str:
         # A workload named after its task (what an unnamed, unlabelled request gets) adds nothing: those
-        # windows are the paper's per-task windows, under the same keys.
+        # windows are the paper's per-task windows, under the same keys. `~` is in neither a tenant's
+        # nor a workload's alphabet, so no tenant's names can spell another's.
         text = f"{self.task}/{self.workload}" if self.workload and self.workload != self.task else self.task
+        if self.tenant:
+            text = f"{self.tenant}~{text}"
         return f"{text}@prefix{self.prefix_tokens}" if self.prefix_tokens else text
 
     def whole(self) -> Scope:
         """The same scope for whole answers (bypass and bypassed tiers' probes are about those)."""
-        return Scope(self.task, self.workload) if self.prefix_tokens else self
+        return Scope(self.task, self.workload, 0, self.tenant) if self.prefix_tokens else self
 
     def key(self, policy: str, tier: str) -> WindowKey:
         return WindowKey(policy, tier, self.name)

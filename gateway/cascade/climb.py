@@ -71,6 +71,9 @@ class CascadeRequest:
     # The request's workload, for what it is booked under (savings), whether or not its windows are
     # kept per workload (`scope.workload` is empty under `policy.key: task`).
     workload: str = ""
+    # The tenant that sent it (its savings are booked to it); its windows' tenant is `scope.tenant`,
+    # "" for a shared workload.
+    tenant: str = ""
     # What the answer's structure must be (tools, tool_choice, response_format); None: no structure
     # asked, nothing checked.
     expectation: Expectation | None = None

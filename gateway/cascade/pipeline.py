@@ -31,7 +31,7 @@ from gateway.cascade.climb import (
 from gateway.cascade.forwarding import forward_body, resolve_task, trace_context
 from gateway.cascade.runtime import ModelBinding, Runtime
 from gateway.cascade.streaming import buffered_call, early_call, stream_body
-from gateway.cascade.workloads import valid_name
+from gateway.cascade.workloads import Workload, valid_name
 from gateway.errors import InvalidRequest, LoopDetected, UpstreamFailed, UpstreamTimeout
 from gateway.protocol import (
     HOPS_HEADER,
@@ -43,7 +43,7 @@ from gateway.protocol import (
     CascadeAsk,
     Route,
 )
-from gateway.telemetry.tracing import request_trace, tenant_label
+from gateway.telemetry.tracing import request_trace
 from gateway.upstream.backends import LOOP_STATUS, TierRejected
 from policies.base import Task
 from policies.structure import Expectation, expectation_of
@@ -88,8 +88,8 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     # judged by the tokens of their JSON values.
     expectation = expectation_of(body, runtime.validators) if route == "chat/completions" else None
     workload = runtime.workload(task, requested_workload(request, ask), admission.client_key, labels,
-                                structured=expectation is not None)
-    watch = _watch(request, runtime, admission, binding, ask.model, route, task, workload)
+                                structured=expectation is not None, tenant=admission.tenant)
+    watch = _watch(request, runtime, admission, binding, ask.model, route, task, workload.name)
     cascade_request = _cascade_request(request, runtime, admission, route, forwarded, task, labels, workload,
                                        prefix_tokens, expectation, watch)
     result = await _climb(request, runtime, binding, cascade_request, call)
@@ -124,12 +124,11 @@ def _watch(request: Request, runtime: Runtime, admission: Admission, binding: Mo
     if trace is None:
         return None
     return trace.cascade(route=route, model=model, policy=binding.policy.name, task=task, workload=workload,
-                         tenant=tenant_label(admission.client_key, runtime.client_keys),
-                         include_prompts=runtime.config.logging.include_prompts)
+                         tenant=admission.tenant, include_prompts=runtime.config.logging.include_prompts)
 
 
 def _cascade_request(request: Request, runtime: Runtime, admission: Admission, route: Route, body: dict[str, Any],
-                     task: Task, labels: Sequence[str] | None, workload: str, prefix_tokens: int,
+                     task: Task, labels: Sequence[str] | None, workload: Workload, prefix_tokens: int,
                      expectation: Expectation | None, watch: AttemptWatch | None) -> CascadeRequest:
     forward_headers = {HOPS_HEADER: str(admission.hops + 1), VIA_HEADER: ",".join(admission.via),
                        "x-request-id": admission.request_id}
@@ -141,7 +140,8 @@ def _cascade_request(request: Request, runtime: Runtime, admission: Admission, r
         deadline=admission.started + runtime.config.server.request_timeout_s,
         forward_headers=forward_headers,
         count_prompt_tokens=lambda: runtime.tokens.count(body),
-        workload=workload,
+        workload=workload.name,
+        tenant=admission.tenant,
         expectation=expectation,
         watch=watch,
     )
@@ -155,7 +155,7 @@ async def _climb(request: Request, runtime: Runtime, binding: ModelBinding, casc
         return await run_cascade(cascade_request, binding.tiers, binding.policy, call)
     except CascadeFailed as failed:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, hops=failed.hops,
-                                      workload=cascade_request.workload)
+                                      workload=cascade_request.workload, tenant=cascade_request.tenant)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -176,7 +176,8 @@ def _report(request: Request, runtime: Runtime, binding: ModelBinding, admission
 
     def observe(usage: Mapping[str, Any] | None = None, served_invalid: str | None = None) -> None:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, result, usage=usage,
-                                      workload=cascade_request.workload, served_invalid=served_invalid)
+                                      workload=cascade_request.workload, tenant=cascade_request.tenant,
+                                      served_invalid=served_invalid)
 
     if not streamed:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte

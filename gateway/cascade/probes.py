@@ -201,7 +201,8 @@ class Prober:
             self._metrics.probe_sent(tier.config.name, prompt)
         if self._rates is not None:
             cost = self._rates.probe(tier.config.name, prompt, reported_tokens(body, "completion_tokens") or 0)
-            self._metrics.savings.probe(request.workload or request.task, cost, self._rates.max_workloads)
+            self._metrics.savings.probe(request.tenant, request.workload or request.task, cost,
+                                        self._rates.max_workloads)
         return reply
 
     async def _top_answer(self, request: CascadeRequest, result: CascadeResult,

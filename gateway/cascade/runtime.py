@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from gateway.cascade.climb import Tier
 from gateway.cascade.overrides import Overrides, PolicyOverrides
 from gateway.cascade.probes import Prober
-from gateway.cascade.workloads import WorkloadRegistry, derived_workload
+from gateway.cascade.workloads import Workload, WorkloadRegistry, derived_workload
 from gateway.config.schema import POLICY_NAMES, GatewayConfig, QualityPolicyConfig
+from gateway.config.tenants import Tenants
 from gateway.errors import NotFound
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.observer import RequestObserver
@@ -57,7 +58,7 @@ class Runtime:
     policies: dict[str, ThresholdPolicy]
     store: WindowStore
     tokens: PromptTokenCounter
-    client_keys: tuple[str, ...]
+    tenants: Tenants  # the client keys accepted, each with its tenant
     observer: RequestObserver
     overrides: PolicyOverrides  # β and θ as changed at run time (PATCH /admin/policy)
     prober: Prober  # background probes that teach the quality policy
@@ -108,42 +109,48 @@ class Runtime:
         }
         if workloads is None:
             workloads = WorkloadRegistry(config.policy.max_workloads, config.policy.workload_idle_s)
-        runtime = cls(config, tiers, policies, store, tokens, config.auth.client_keys(), observer, layer, prober,
-                      probes, workloads, config.auth.workloads_by_key(), closers)
+        runtime = cls(config, tiers, policies, store, tokens, Tenants.of(config.auth, config.windows.namespace),
+                      observer, layer, prober, probes, workloads, config.auth.workloads_by_key(), closers)
         for name in workloads.resize(config.policy.max_workloads, config.policy.workload_idle_s):
             runtime._forget(name)
         return runtime
 
     def workload(self, task: Task, requested: str | None, client_key: str | None,
-                 labels: Sequence[str] | None, structured: bool = False) -> str:
+                 labels: Sequence[str] | None, structured: bool = False, tenant: str = "") -> Workload:
         """The request's workload (see gateway.cascade.workloads): named, the client key's default, or derived;
-        one of at most `policy.max_workloads` names kept apart, else the shared overflow name."""
+        `tenant`'s own unless declared shared; one of at most `policy.max_workloads` kept apart, else the
+        tenant's overflow."""
         name = requested or (self.workload_by_key.get(client_key) if client_key else None) \
             or derived_workload(task, labels, structured)
-        admitted, evicted = self.workloads.admit(name)
+        owner = "" if name in self.config.policy.shared_workloads else self.tenants.scope_of(tenant)
+        admitted, evicted = self.workloads.admit(Workload(name, owner))
         if evicted is not None:
             self._forget(evicted)
         return admitted
 
-    def scope(self, task: Task, workload: str, prefix_tokens: int = 0) -> Scope:
-        """The scope a request is decided in: per workload, or per task alone (`policy.key: task`)."""
-        return Scope(task, workload if self.config.policy.key == "workload" else "", prefix_tokens)
+    def scope(self, task: Task, workload: Workload, prefix_tokens: int = 0) -> Scope:
+        """The scope a request is decided in: per workload, or per task alone (`policy.key: task`); the
+        workload's tenant either way."""
+        name = workload.name if self.config.policy.key == "workload" else ""
+        return Scope(task, name, prefix_tokens, workload.tenant)
 
-    def window_scopes(self, workloads: Iterable[str] | None = None) -> list[Scope]:
+    def window_scopes(self, workloads: Iterable[Workload] | None = None) -> list[Scope]:
         """The scopes windows may be kept for, one per name: each task, alone and per workload in
-        `workloads` (by default the ones this replica keeps apart), for whole answers and, with
-        early-commit streaming, for the judged prefix."""
+        `workloads` (by default the ones this replica keeps apart, and each of their tenants' tasks),
+        for whole answers and, with early-commit streaming, for the judged prefix."""
         if workloads is None:
             # A workload named after a task is that task's own (an unnamed request's): "" covers it.
-            workloads = [""] + ([] if self.config.policy.key == "task"
-                                else [name for name in self.workloads.names() if name not in TASKS])
+            by_task = self.config.policy.key == "task"
+            kept = self.workloads.kept()
+            workloads = list(dict.fromkeys([Workload(""), *(Workload("", w.tenant) for w in kept),
+                                            *(w for w in kept if not by_task and w.name not in TASKS)]))
         streaming = self.config.streaming
         prefixes = (0, streaming.decide_after_tokens) if streaming.mode == "early" else (0,)
         scopes: dict[str, Scope] = {}
         for workload in workloads:
             for task in TASKS:
                 for prefix in prefixes:
-                    scope = Scope(task, workload, prefix)
+                    scope = Scope(task, workload.name, prefix, workload.tenant)
                     scopes.setdefault(scope.name, scope)
         return list(scopes.values())
 
@@ -155,7 +162,7 @@ class Runtime:
         """The probe hooks of every policy that learns from probes."""
         return [learning for policy in self.policies.values() if (learning := self.learning(policy)) is not None]
 
-    def _forget(self, workload: str) -> None:
+    def _forget(self, workload: Workload) -> None:
         """Drop an evicted workload's windows and probe windows (in the background: the store may be
         remote), so that what the stores hold stays bounded with the names kept apart."""
         windows = self.window_namespaces()

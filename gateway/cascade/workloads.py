@@ -7,9 +7,13 @@ not averaged away by another job. Its name comes from the request (`recserve.wor
 `structured` for requests with tools or a JSON response format, the normalised label set for labelled
 classification, otherwise the task.
 
+A workload belongs to the tenant whose client named (or derived) it, unless the operator declares
+it shared (`policy.shared_workloads`): one tenant's traffic never moves another's windows under the
+same name (docs/concepts/tenants.md).
+
 Clients choose names, so the number kept apart is bounded (`WorkloadRegistry`): past
 `max_workloads`, a new name takes the place of the least recently used one only if that one has been
-idle for `idle_s`; otherwise it is served under the shared OVERFLOW name. A flood of made-up names
+idle for `idle_s`; otherwise it is served under its tenant's OVERFLOW name. A flood of made-up names
 therefore costs one overflow window, not one window each.
 """
 
@@ -20,6 +24,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from gateway.protocol import WORKLOAD_NAME_PATTERN
 from policies.base import Task
@@ -55,43 +60,53 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A workload as windows are kept: its name and whose it is (a tenant's scope, "" when every
+    tenant shares it: a declared shared workload, or anything on an open gateway)."""
+
+    name: str
+    tenant: str = ""
+
+
 class WorkloadRegistry:
-    """At most `max_workloads` names kept apart, least recently used first to go (once idle)."""
+    """At most `max_workloads` workloads kept apart, least recently used first to go (once idle)."""
 
     def __init__(self, max_workloads: int, idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._max = max_workloads
         self._idle_s = idle_s
         self._clock = clock
-        self._seen: OrderedDict[str, float] = OrderedDict()  # name -> last use, least recent first
+        self._seen: OrderedDict[Workload, float] = OrderedDict()  # workload -> last use, least recent first
 
-    def admit(self, name: str) -> tuple[str, str | None]:
-        """The name to serve `name` under, and the name evicted to make room for it (if any)."""
+    def admit(self, workload: Workload) -> tuple[Workload, Workload | None]:
+        """The workload to serve `workload` under (its tenant's OVERFLOW when there is no room), and the
+        one evicted to make room for it (if any)."""
         now = self._clock()
-        if name in self._seen:
-            self._seen[name] = now
-            self._seen.move_to_end(name)
-            return name, None
+        if workload in self._seen:
+            self._seen[workload] = now
+            self._seen.move_to_end(workload)
+            return workload, None
         evicted = None
         if len(self._seen) >= self._max:
             oldest, last_used = next(iter(self._seen.items()))
             if now - last_used < self._idle_s:
-                return OVERFLOW, None
+                return Workload(OVERFLOW, workload.tenant), None
             del self._seen[oldest]
             evicted = oldest
-        self._seen[name] = now
-        return name, evicted
+        self._seen[workload] = now
+        return workload, evicted
 
-    def resize(self, max_workloads: int, idle_s: float) -> list[str]:
-        """New bounds (a reload); returns the names dropped to fit them."""
+    def resize(self, max_workloads: int, idle_s: float) -> list[Workload]:
+        """New bounds (a reload); returns the workloads dropped to fit them."""
         self._max, self._idle_s = max_workloads, idle_s
         dropped = []
         while len(self._seen) > self._max:
-            name, _ = self._seen.popitem(last=False)
-            dropped.append(name)
+            workload, _ = self._seen.popitem(last=False)
+            dropped.append(workload)
         return dropped
 
-    def names(self) -> list[str]:
-        """The names kept apart, most recently used first (OVERFLOW is always possible too)."""
+    def kept(self) -> list[Workload]:
+        """The workloads kept apart, most recently used first (each tenant's OVERFLOW is possible too)."""
         return list(reversed(self._seen))
 
     def __len__(self) -> int:

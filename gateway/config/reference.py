@@ -44,6 +44,13 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                        "off unless set.",
     "auth.rate_limit.requests_per_minute": "The refill rate; an empty bucket answers 429 with `retry-after`.",
     "auth.rate_limit.burst": "Bucket size; unset: one minute's worth (at least 1).",
+    "auth.tenants": "Groups of client keys that are one tenant each: `{team-a: {keys_env: TEAM_A_KEYS}}`. What a "
+                    "client stores or teaches (stored responses, workload windows, probes, savings) is kept per "
+                    "tenant; a key of `api_keys_env` that no group lists is a tenant of its own, named `key-` and a "
+                    "digest of the key. A name is not `open` and does not start with `key-`; a key belongs to one "
+                    "group. See Concepts: Tenants.",
+    "auth.tenants.<name>.keys_env": "Environment variable with the group's comma-separated client keys (they open "
+                                    "`/v1` like those of `api_keys_env`); unset or empty: the group has none.",
     "auth.workloads_by_key_env": "The workload of a client key's requests that name none: "
                                  "`{ENV_VAR_HOLDING_THE_KEY: workload}`.",
     "tiers": "The tiers, lowest first (at least one). The last tier never escalates.",
@@ -130,6 +137,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                   "`task` alone as in the paper.",
     "policy.max_workloads": "Workload names kept apart; beyond, new ones share `other`.",
     "policy.workload_idle_s": "A kept workload name unused this long may give way to a new one.",
+    "policy.shared_workloads": "Workloads every tenant decides in together (one set of windows, probe windows "
+                               "and competence: any tenant's traffic moves them); every other workload, the "
+                               "derived ones (`generation`, `classification`, `structured`, `labels:...`) "
+                               "included, is kept per tenant.",
     "confidence": "How confidence is read from logprobs.",
     "confidence.top_logprobs": "Alternatives per token asked of every tier.",
     "windows": "Where the windows live: in process, or in Redis shared by every replica.",
@@ -192,9 +203,10 @@ def all_keys(model: type[BaseModel] = GatewayConfig, prefix: str = "") -> Iterat
     for name, field in model.model_fields.items():
         path = prefix + name
         yield Key(path, _kind(field), _default(field), field.description or DESCRIPTIONS.get(path))
+        origin = typing.get_origin(field.annotation)
         for section in _models_in(field.annotation):
-            is_list = typing.get_origin(field.annotation) is list
-            yield from all_keys(section, path + ("[]." if is_list else "."))
+            # A list's items are `key[].`, a map's entries `key.<name>.` (the name is the operator's).
+            yield from all_keys(section, path + ("[]." if origin is list else ".<name>." if origin is dict else "."))
 
 
 def undocumented() -> list[str]:
@@ -232,6 +244,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _kind(field: FieldInfo) -> str:
+    if _models_in(field.annotation) and typing.get_origin(field.annotation) is dict:
+        return "map of names to sections"
     if _models_in(field.annotation) and typing.get_origin(field.annotation) is not list:
         return "section"
     text = _type_name(field.annotation)
@@ -251,7 +265,8 @@ def _type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " \\| ".join("null" if a is type(None) else _type_name(a) for a in arguments)
     if origin is list:
-        return f"list of {_type_name(arguments[0])}s"
+        item, _, bounds = _type_name(arguments[0]).partition(" (")
+        return f"list of {item}s" + (f" ({bounds}" if bounds else "")
     if origin is dict:
         return f"map of {_type_name(arguments[0])} to {_type_name(arguments[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

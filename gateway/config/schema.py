@@ -55,10 +55,23 @@ class RateLimitConfig(_Strict):
         return self.burst if self.burst is not None else max(1, int(self.requests_per_minute))
 
 
+# A configured tenant's name: in admin output and metric labels, so short and label-safe. `key-` starts
+# the names of single-key tenants (gateway/config/tenants.py) and `open` names an open gateway's one tenant.
+TENANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TenantConfig(_Strict):
+    """A group of client keys that is one tenant: what one key stores or teaches, the others see."""
+
+    keys_env: str = Field(min_length=1)  # environment variable with the group's comma-separated keys
+
+
 class AuthConfig(_Strict):
     api_keys_env: str | None = "RECSERVE_API_KEYS"
     admin_key_env: str | None = "RECSERVE_ADMIN_KEY"
     rate_limit: RateLimitConfig | None = None  # off unless set
+    # {tenant name: its keys}; every key in api_keys_env and not in a group is a tenant of its own.
+    tenants: dict[Annotated[str, Field(pattern=TENANT_NAME_PATTERN)], TenantConfig] = Field(default_factory=dict)
     # The workload of a client key's requests that name none: {ENV_VAR_HOLDING_THE_KEY: workload}.
     workloads_by_key_env: dict[str, Annotated[str, Field(pattern=WORKLOAD_NAME_PATTERN)]] = Field(
         default_factory=dict)
@@ -73,9 +86,34 @@ class AuthConfig(_Strict):
         return found
 
     def client_keys(self) -> tuple[str, ...]:
-        """Client keys from the environment; empty means the gateway is open."""
-        raw = os.environ.get(self.api_keys_env or "", "") if self.api_keys_env else ""
-        return tuple(k.strip() for k in raw.split(",") if k.strip())
+        """The keys of `api_keys_env` (each its own tenant unless a group lists it too)."""
+        return _keys_in(self.api_keys_env)
+
+    def tenant_keys(self) -> dict[str, tuple[str, ...]]:
+        """{tenant name: its keys} for the configured groups (a group whose variable is unset has none)."""
+        return {name: _keys_in(tenant.keys_env) for name, tenant in self.tenants.items()}
+
+    @model_validator(mode="after")
+    def _one_tenant_per_key(self) -> AuthConfig:
+        for name in self.tenants:
+            if name == "open" or name.startswith("key-"):
+                raise ValueError(f"auth.tenants.{name}: `open` and names starting `key-` are the gateway's own "
+                                 "(an open gateway's tenant, a single key's)")
+        # Checked where the keys are read; the error names the variables, never a key.
+        owners: dict[str, str] = {}
+        for name, keys in self.tenant_keys().items():
+            for key in keys:
+                other = owners.setdefault(key, name)
+                if other != name:
+                    raise ValueError(f"auth.tenants: a key in {self.tenants[name].keys_env} is also a key of "
+                                     f"tenant '{other}' ({self.tenants[other].keys_env}); a key belongs to one tenant")
+        return self
+
+
+def _keys_in(env: str | None) -> tuple[str, ...]:
+    """Comma-separated keys from the environment variable `env`; none when it is unset or empty."""
+    raw = os.environ.get(env, "") if env else ""
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
 class LocalTierConfig(_Strict):
@@ -222,6 +260,9 @@ class PolicyConfig(_Strict):
     key: Literal["workload", "task"] = "workload"
     max_workloads: int = Field(100, ge=1, le=100_000)  # names kept apart; beyond, new ones share "other"
     workload_idle_s: float = Field(600.0, ge=0)  # a kept name unused this long may give way to a new one
+    # Workloads every tenant decides in together (one set of windows, probes and competence for all);
+    # any other workload is kept per tenant.
+    shared_workloads: list[Annotated[str, Field(pattern=WORKLOAD_NAME_PATTERN)]] = Field(default_factory=list)
 
 
 class ConfidenceConfig(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from dataclasses import replace
 from importlib import resources
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gateway import __version__
 from gateway.cascade.overrides import PatchError
 from gateway.cascade.runtime import Runtime
-from gateway.cascade.workloads import valid_name
+from gateway.cascade.workloads import Workload, valid_name
 from gateway.config.loading import ConfigError
 from gateway.config.schema import GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
@@ -146,36 +147,44 @@ async def patch_policy(reloader: Reloader, patch: dict[str, Any]) -> JSONRespons
 
 
 async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
-    """Empty every window, or those of one tier, task and/or workload
-    (`?tier=device&task=classification&workload=sentiment`).
+    """Empty every window, or those of one tier, task, workload and/or tenant
+    (`?tier=device&task=classification&workload=sentiment&tenant=team-a`).
 
     "Windows" are every policy's: the RecServe rule's, the quality policy's own sliding windows, and
-    the quality policy's probe windows (what it learned from probes), in the same scope. With Redis
-    the shared ones go too, so every replica starts over."""
+    the quality policy's probe windows (what it learned from probes), in the same scope. A workload
+    without a tenant is every tenant's of that name and the shared one. With Redis the shared ones
+    go too, so every replica starts over."""
     runtime = reloader.holder.current
     tier = request.query_params.get("tier")
     task = request.query_params.get("task")
     workload = request.query_params.get("workload")
+    tenant = request.query_params.get("tenant")
     names = [t.config.name for t in runtime.tiers]
     scopes = runtime.window_scopes()
     if tier is not None and tier not in names:
         raise InvalidRequest(f"Unknown tier '{tier}' (tiers: {', '.join(names)}).", param="tier")
-    tasks = sorted({s.task for s in scopes} | {s.name for s in scopes if not s.workload})
+    tasks = sorted({s.task for s in scopes} | {s.name for s in scopes if not s.workload and not s.tenant})
     if task is not None and task not in tasks:
         raise InvalidRequest(f"Unknown task '{task}' (tasks: {', '.join(tasks)}).", param="task")
     if workload is not None and not valid_name(workload):
         raise InvalidRequest("Invalid workload name.", param="workload")
+    tenants = runtime.tenants.scopes()
+    if tenant is not None and tenant not in tenants[1:]:
+        raise InvalidRequest(f"Unknown tenant '{tenant}' (tenants: {', '.join(tenants[1:]) or 'none'}).",
+                             param="tenant")
     learners = runtime.learners()
-    if tier is None and task is None and workload is None:
+    if tier is None and task is None and workload is None and tenant is None:
         await runtime.store.reset()
         for learning in learners:
             await learning.reset_probes()
         return JSONResponse({"status": "reset", "windows": "all", "probes": "all" if learners else None})
-    if workload is not None:  # also a workload this replica does not keep apart (another may)
-        scopes += runtime.window_scopes([workload])
+    owners = tenants if tenant is None else [tenant]
+    # Also what this replica does not keep apart (another may): the workload's, the tenant's own tasks.
+    scopes += runtime.window_scopes([Workload(workload or "", owner) for owner in owners])
     chosen = [s for s in scopes
-              if (task is None or task in (s.task, s.name))
-              and (workload is None or (s.workload or s.task) == workload)]
+              if (task is None or task in (s.task, replace(s, tenant="").name))
+              and (workload is None or (s.workload or s.task) == workload)
+              and (tenant is None or s.tenant == tenant)]
     pairs = [(n, s) for n in ([tier] if tier else names) for s in {s.name: s for s in chosen}.values()]
     for name, pair_scope in pairs:
         for learning in learners:

@@ -1,6 +1,6 @@
 """What `GET /admin/policy` reports (and the status page draws): per tier and scope (task, workload,
-prefix), the window and the threshold it gives now, plus this replica's traffic and communication
-counts and its savings per workload (gateway/telemetry/savings.py)."""
+tenant, prefix), the window and the threshold it gives now, plus this replica's traffic and
+communication counts and its savings per tenant and workload (gateway/telemetry/savings.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Final
 from gateway.cascade.runtime import Runtime
 from gateway.telemetry.metrics import Traffic
 from gateway.telemetry.savings import SavingsLedger
-from policies.base import Learning
+from policies.base import Learning, Scope
 from policies.quantile import linear_quantile, quantile_fraction
 
 HISTOGRAM_BINS: Final = 10
@@ -40,6 +40,11 @@ def window_stats(values: Sequence[float], beta: float, size: int) -> dict[str, A
     }
 
 
+def _labels(scope: Scope) -> dict[str, Any]:
+    """What a scope is about: its task, workload and tenant (None: shared by every tenant)."""
+    return {"task": scope.task, "workload": scope.workload or scope.task, "tenant": scope.tenant or None}
+
+
 async def learning_view(runtime: Runtime, learning: Learning, tier: str) -> dict[str, Any]:
     """What a policy learned from probes per scope (the quality floor: probes so far, the best
     agreement reachable, bypassed or not).
@@ -51,7 +56,7 @@ async def learning_view(runtime: Runtime, learning: Learning, tier: str) -> dict
         described = learning.describe(tier, scope)
         if scope.workload and not described["probes"]:
             continue  # a workload seen with one task only: its other task has nothing to show
-        view[scope.name] = {**described, "task": scope.task, "workload": scope.workload or scope.task}
+        view[scope.name] = {**described, **_labels(scope)}
     return view
 
 
@@ -81,8 +86,7 @@ async def policy_view(runtime: Runtime, traffic: Traffic, savings: SavingsLedger
                 values = await runtime.store.snapshot(scope.key("recserve", name))
                 if scope.workload and not values:
                     continue
-                tasks[scope.name] = {**window_stats(values, beta, size), "task": scope.task,
-                                     "workload": scope.workload or scope.task}
+                tasks[scope.name] = {**window_stats(values, beta, size), **_labels(scope)}
             entry["recserve"] = {"beta": beta, "beta_overridden": name in overrides.beta, "tasks": tasks}
             entry["casserve"] = {"threshold": runtime.overrides.threshold_for(name),
                                  "overridden": name in overrides.thresholds}
@@ -104,6 +108,6 @@ async def policy_view(runtime: Runtime, traffic: Traffic, savings: SavingsLedger
             "saved": traffic.saved(),
         },
         "overrides": overrides.to_json(),
-        # Per workload and in total: below the top tier, communication (plain, weighted) and spend.
+        # Per tenant, per workload and in total: below the top tier, communication (plain, weighted), spend.
         "savings": savings.to_json() if savings is not None else None,
     }

@@ -5,11 +5,9 @@ the request came by (the routes render it)."""
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,6 +15,7 @@ from starlette.requests import Request
 
 from gateway import jsonio
 from gateway.config.schema import GatewayConfig
+from gateway.config.tenants import OPEN_TENANT, Tenants
 from gateway.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -61,27 +60,26 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key", "").strip() or None
 
 
-def check_api_key(presented: str | None, keys: Sequence[str]) -> None:
-    """Constant time per key and over all keys; no keys configured → open."""
-    if not keys:
-        return
+def check_api_key(presented: str | None, tenants: Tenants) -> str:
+    """The tenant of the presented key (constant time per key and over all keys); no keys
+    configured → open, and everyone is its one tenant."""
+    if tenants.open:
+        return OPEN_TENANT
     if presented is None:
         raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').")
-    candidate = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key.encode())
-    if not matched:
+    tenant = tenants.owner_of(presented)
+    if tenant is None:
         raise AuthenticationFailed("Incorrect API key provided.")
+    return tenant
 
 
-async def admit(request: Request, config: GatewayConfig, client_keys: Sequence[str], intake: Intake) -> Admission:
+async def admit(request: Request, config: GatewayConfig, tenants: Tenants, intake: Intake) -> Admission:
     """Pass the door or raise: request id, key, limits, chain, body — in that order, each once."""
     started = time.monotonic()
     request_id = request_id_for(request)
     request.state.request_id = request_id
     key = presented_key(request)
-    check_api_key(key, client_keys)
+    tenant = check_api_key(key, tenants)
     if intake.limited:
         await admit_client(request, config, key)
     hops, via = 0, []
@@ -91,7 +89,7 @@ async def admit(request: Request, config: GatewayConfig, client_keys: Sequence[s
     body: dict[str, Any] = {}
     if intake.body:
         body = await read_json_body(request, config.server.max_body_bytes, config.server.max_json_depth)
-    return Admission(request_id, started, hops, via, key, body)
+    return Admission(request_id, started, hops, via, key, body, tenant)
 
 
 async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> dict[str, Any]:

@@ -296,16 +296,16 @@ ADMIN_RELOAD: Final[RouteDoc] = _admin(
      409: "Nothing to reload from (`reload_unavailable`): the gateway was started without a config file."})
 ADMIN_CONFIG: Final[RouteDoc] = _admin("The running config, secrets redacted",
                                        "The config, its version and the replicas'.")
-ADMIN_POLICY: Final[RouteDoc] = _admin("Per tier and workload: windows, thresholds, escalation, savings",
+ADMIN_POLICY: Final[RouteDoc] = _admin("Per tier, tenant and workload: windows, thresholds, escalation, savings",
                                        "The policy view.")
 ADMIN_POLICY_PATCH: Final[RouteDoc] = _admin(
     "Change β or CasServe thresholds at run time", "Updated; with Redis every replica follows.",
     {400: "Invalid JSON or an invalid change (`invalid_policy`, one entry per problem in `error.errors`).",
      413: "Body over 64 KiB.", 415: ERROR_TEXT[415]}, body=True)
 ADMIN_WINDOWS_RESET: Final[RouteDoc] = _admin(
-    "Empty windows: all, or one tier's, task's and/or workload's", "Reset; the scopes emptied.",
-    {400: "Unknown tier or task, or an invalid workload name (`param` names which)."},
-    query=("tier", "task", "workload"))
+    "Empty windows: all, or one tier's, task's, workload's and/or tenant's", "Reset; the scopes emptied.",
+    {400: "Unknown tier, task or tenant, or an invalid workload name (`param` names which)."},
+    query=("tier", "task", "workload", "tenant"))
 ADMIN_UI: Final[RouteDoc] = {"summary": "The live status page", "responses": {
     200: {"description": "The page (it holds no data: it polls /admin/policy with the key).",
           "content": {"text/html": {"schema": {"type": "string"}}}},

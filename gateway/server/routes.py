@@ -55,7 +55,7 @@ class Door:
         """Intake, then the endpoint; every error, expected or not, leaves in the API's shape."""
         runtime: Runtime = request.state.runtime  # leased by GatewayMiddleware for the request's whole life
         try:
-            admission = await admit(request, runtime.config, runtime.client_keys, self.intake)
+            admission = await admit(request, runtime.config, runtime.tenants, self.intake)
             return await self.endpoint(request, runtime, admission)
         except ClientLeft:
             raise

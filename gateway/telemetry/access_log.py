@@ -1,10 +1,10 @@
 """Structured access log: one JSON object per line on the `recserve.access` logger.
 
-Fields: ts, request_id, method, path, status, latency_ms, tier_ms, and for cascades task, tier,
-tier path (an invalid answer's reason in it: `device(invalid_json)>cloud`), confidence, threshold,
-degraded, window, uplink_tokens, and `invalid` when the served answer's structure is not what the
-request asked (the top tier's answer, served as is). The prompt appears only with
-`logging.include_prompts: true`; keys, headers and bodies never do.
+Fields: ts, request_id, method, path, status, latency_ms, tier_ms, and for cascades tenant (its name,
+never its key), workload, task, tier, tier path (an invalid answer's reason in it:
+`device(invalid_json)>cloud`), confidence, threshold, degraded, window, uplink_tokens, and `invalid`
+when the served answer's structure is not what the request asked (the top tier's answer, served as is).
+The prompt appears only with `logging.include_prompts: true`; keys, headers and bodies never do.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def access_record(*, request_id: str | None, method: str, path: str, status: int
         "tier_ms": round(tier_s * 1e3, 2),
     }
     if summary is not None:
-        record.update(task=summary.task, tier=summary.tier, tier_path=summary.path,
-                      confidence=summary.confidence, threshold=summary.threshold,
+        record.update(tenant=summary.tenant, workload=summary.workload, task=summary.task, tier=summary.tier,
+                      tier_path=summary.path, confidence=summary.confidence, threshold=summary.threshold,
                       degraded=summary.degraded, window="local" if summary.window_fallback else "shared",
                       uplink_tokens=summary.uplink_tokens)
         if summary.served_invalid is not None:

@@ -49,6 +49,8 @@ class CascadeSummary:
     """The cascade's part of an access-log line."""
 
     task: str
+    tenant: str  # its name, never its key
+    workload: str
     tier: str | None
     path: str
     confidence: float | None
@@ -91,10 +93,11 @@ class RequestObserver:
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
                      result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
                      usage: Mapping[str, Any] | None = None, *, workload: str | None = None,
-                     served_invalid: str | None = None) -> None:
+                     tenant: str, served_invalid: str | None = None) -> None:
         """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
         passes the `usage` its last chunk reported (its result's body has none) and, judged at its
-        end, the served answer's structure problem. Savings are kept per `workload` (default: the task).
+        end, the served answer's structure problem. Savings are kept per `tenant` and `workload` (default: the
+        task).
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -131,10 +134,12 @@ class RequestObserver:
             served = result.tier.name if result is not None else None
             completion = completion_tokens_of(reported, self._tokens.count_text) if result is not None else 0
             cost = self.rates.request(journey, served, prompt_tokens, completion)
-            m.savings.request(workload or task, cost, served, self.rates.max_workloads)
+            m.savings.request(tenant, workload or task, cost, served, self.rates.max_workloads)
         prompt = (body.get("messages", body.get("prompt"))) if self._include_prompts else None
         setattr(request.state, SUMMARY_STATE, CascadeSummary(
             task=task,
+            tenant=tenant,
+            workload=workload or task,
             tier=result.tier.name if result is not None else None,
             path=result.path if result is not None else render_path(journey),
             confidence=result.confidence if result is not None else None,

@@ -1,4 +1,4 @@
-"""Savings in what users pay for, per workload: how much traffic never reached the top tier, the
+"""Savings in what users pay for, per tenant and workload: how much traffic never reached the top tier, the
 prompt tokens shipped up (plain and weighted by each tier's `uplink_weight`) and the spend at each
 tier's `price`, each against sending every request to the top tier alone.
 
@@ -6,8 +6,8 @@ One finished request is costed from its hops (`RequestCost`): every tier that re
 (answered, escalated, faulted — not one that was busy, skipped or bypassed) is charged the prompt's
 input tokens and, when known, its own completion tokens; the tier that answered is charged the
 answer's completion tokens. The top-tier-only baseline is the same prompt and answer tokens at the top
-tier's weight and prices. Running totals per workload live in a `SavingsLedger` (one per app, with its
-Prometheus counters); the number of workloads it keeps apart is bounded like the gateway's own.
+tier's weight and prices. Running totals per tenant and workload live in a `SavingsLedger` (one per app,
+with its Prometheus counters); the number of workloads it keeps apart is bounded like the gateway's own.
 """
 
 from __future__ import annotations
@@ -230,52 +230,70 @@ _COUNTERS: Final = (
 
 
 class SavingsLedger(Collector):
-    """Per-workload savings of one app (outlives reloads), as running totals that Prometheus reads
-    when it scrapes: a request costs a few additions, not a dozen labelled counter updates.
+    """Per-tenant, per-workload savings of one app (outlives reloads), as running totals that Prometheus
+    reads when it scrapes: a request costs a few additions, not a dozen labelled counter updates.
 
     Workload names are the gateway's (already folded into "other" past `policy.max_workloads`); the
-    ledger folds too, so its label values stay bounded however names come and go over time.
+    ledger folds too (into the tenant's "other"), so its label values stay bounded however names come
+    and go over time. Tenants are named, never keyed by a client key (gateway/config/tenants.py).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._workloads: dict[str, WorkloadSavings] = {}
+        self._entries: dict[tuple[str, str], WorkloadSavings] = {}  # (tenant, workload) -> totals
         registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("recserve_workload_requests", "Finished requests by workload and "
-                                       "answering tier ('none': no tier answered)", labels=["workload", "tier"])
-        for name, savings in self._workloads.items():
+        requests = CounterMetricFamily("recserve_workload_requests", "Finished requests by tenant, workload and "
+                                       "answering tier ('none': no tier answered)",
+                                       labels=["tenant", "workload", "tier"])
+        for (tenant, name), savings in self._entries.items():
             for tier, count in savings.served.items():
-                requests.add_metric([name, tier], count)
+                requests.add_metric([tenant, name, tier], count)
         yield requests
         for metric, text, attribute in _COUNTERS:
-            family = CounterMetricFamily(metric, text, labels=["workload"])
-            for name, savings in self._workloads.items():
-                family.add_metric([name], getattr(savings, attribute))
+            family = CounterMetricFamily(metric, text, labels=["tenant", "workload"])
+            for (tenant, name), savings in self._entries.items():
+                family.add_metric([tenant, name], getattr(savings, attribute))
             yield family
 
-    def _key(self, workload: str, limit: int) -> str:
-        if workload in self._workloads or len(self._workloads) < limit:
-            return workload
-        return OVERFLOW
-
-    def request(self, workload: str, cost: RequestCost, served: str | None, limit: int) -> None:
-        """One finished request of `workload` (at most `limit` + 1 workloads are kept apart)."""
-        name = self._key(workload, limit)
-        savings = self._workloads.get(name)
+    def _entry(self, tenant: str, workload: str, limit: int) -> WorkloadSavings:
+        key = (tenant, workload)
+        if key not in self._entries and len(self._entries) >= limit:
+            key = (tenant, OVERFLOW)
+        savings = self._entries.get(key)
         if savings is None:
-            savings = self._workloads[name] = WorkloadSavings()
-        savings.count(cost, served)
+            savings = self._entries[key] = WorkloadSavings()
+        return savings
 
-    def probe(self, workload: str, cost: RequestCost, limit: int) -> None:
-        """A quality probe made for a request of `workload`."""
-        name = self._key(workload, limit)
-        self._workloads.setdefault(name, WorkloadSavings()).add(cost)
+    def request(self, tenant: str, workload: str, cost: RequestCost, served: str | None, limit: int) -> None:
+        """One finished request of `tenant`'s `workload` (at most `limit` workloads are kept apart, and
+        each tenant's overflow)."""
+        self._entry(tenant, workload, limit).count(cost, served)
+
+    def probe(self, tenant: str, workload: str, cost: RequestCost, limit: int) -> None:
+        """A quality probe made for a request of `tenant`'s `workload`."""
+        self._entry(tenant, workload, limit).add(cost)
 
     def to_json(self) -> dict[str, Any]:
-        """{"total": ..., "workloads": {name: ...}}, workloads by requests, most first."""
+        """{"total": ..., "workloads": {name: ... (every tenant's together)},
+        "tenants": {tenant: {"total": ..., "workloads": {name: ...}}}}; workloads and tenants by
+        requests, most first."""
         total = WorkloadSavings()
-        for savings in self._workloads.values():
+        by_name: dict[str, WorkloadSavings] = {}
+        by_tenant: dict[str, tuple[WorkloadSavings, dict[str, WorkloadSavings]]] = {}
+        for (tenant, name), savings in self._entries.items():
             total.merge(savings)
-        ordered = sorted(self._workloads.items(), key=lambda item: (-item[1].requests, item[0]))
-        return {"total": total.to_json(), "workloads": {name: savings.to_json() for name, savings in ordered}}
+            by_name.setdefault(name, WorkloadSavings()).merge(savings)
+            tenant_total, workloads = by_tenant.setdefault(tenant, (WorkloadSavings(), {}))
+            tenant_total.merge(savings)
+            workloads[name] = savings
+        return {"total": total.to_json(), "workloads": _ordered(by_name),
+                "tenants": {tenant: {"total": tenant_total.to_json(), "workloads": _ordered(workloads)}
+                            for tenant, (tenant_total, workloads) in
+                            sorted(by_tenant.items(), key=lambda item: (-item[1][0].requests, item[0]))}}
+
+
+def _ordered(entries: Mapping[str, WorkloadSavings]) -> dict[str, Any]:
+    """Each entry's figures, most requests first, then by name."""
+    ordered = sorted(entries.items(), key=lambda item: (-item[1].requests, item[0]))
+    return {name: savings.to_json() for name, savings in ordered}

@@ -11,7 +11,7 @@ names `otlp` (or `console`), with the usual `OTEL_EXPORTER_OTLP_*`, `OTEL_SERVIC
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -116,11 +116,3 @@ def request_trace(scope_state: Mapping[str, Any]) -> RequestTrace | None:
     """The request's trace when tracing is on (GatewayMiddleware put it in the scope's state), else None."""
     trace: RequestTrace | None = scope_state.get(TRACE_STATE)
     return trace
-
-
-def tenant_label(client_key: str | None, client_keys: Sequence[str]) -> str | None:
-    """The client as a span may name it: the position of its key among the configured keys (`key-2`),
-    never the key itself; None on an open gateway."""
-    if client_key is None or client_key not in client_keys:
-        return None
-    return f"key-{client_keys.index(client_key) + 1}"

@@ -53,7 +53,8 @@ async def test_memory_store_expires_and_stays_bounded() -> None:
     store = MemoryConversations(ttl_s=10, max_entries=2, clock=lambda: now[0])
     record = StoredResponse({"id": "a"}, [])
     for name in ("a", "b", "c"):
-        await store.put(name, record)
-    assert await store.get("a") is None and await store.get("b") == record  # the oldest went first
+        await store.put("", name, record)
+    assert await store.get("", "a") is None and await store.get("", "b") == record  # the oldest went first
+    assert await store.get("team-a", "b") is None  # another tenant's lookup misses
     now[0] = 10.0
-    assert await store.get("b") is None and not await store.delete("c")
+    assert await store.get("", "b") is None and not await store.delete("", "c")

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from gateway.cascade.runtime import Runtime
-from gateway.cascade.workloads import OVERFLOW, WorkloadRegistry, derived_workload
+from gateway.cascade.workloads import OVERFLOW, Workload, WorkloadRegistry, derived_workload
 from gateway.config.loading import parse_config
 from policies.base import Scope
 from tests.conftest import TEST_KEYS_ENV, GatewayStarter, RunningGateway, ask, base_config, merge
@@ -44,14 +44,17 @@ def test_derived_workloads() -> None:
 def test_registry_keeps_at_most_max_and_folds_the_rest_until_one_is_idle() -> None:
     now = [0.0]
     registry = WorkloadRegistry(3, idle_s=10.0, clock=lambda: now[0])
-    assert [registry.admit(n) for n in "abc"] == [("a", None), ("b", None), ("c", None)]
-    assert registry.admit("d") == (OVERFLOW, None)  # nobody idle long enough: shared overflow
+    a, b, c, d = (Workload(name) for name in "abcd")
+    assert [registry.admit(w) for w in (a, b, c)] == [(a, None), (b, None), (c, None)]
+    assert registry.admit(d) == (Workload(OVERFLOW), None)  # nobody idle long enough: the overflow
+    # A tenant's name that finds no room goes to that tenant's own overflow, not to anyone else's.
+    assert registry.admit(Workload("d", "team-b")) == (Workload(OVERFLOW, "team-b"), None)
     now[0] = 5.0
-    assert registry.admit("a") == ("a", None)  # a is used again: b is now the least recently used
+    assert registry.admit(a) == (a, None)  # a is used again: b is now the least recently used
     now[0] = 12.0
-    assert registry.admit("d") == ("d", "b")  # b idle for 12 s: d takes its place
-    assert registry.names() == ["d", "a", "c"]
-    assert registry.resize(2, 10.0) == ["c"]
+    assert registry.admit(d) == (d, b)  # b idle for 12 s: d takes its place
+    assert registry.kept() == [d, a, c]
+    assert registry.resize(2, 10.0) == [c]
     assert len(registry) == 2
 
 

@@ -59,9 +59,10 @@ def _saved_expr(dashboard: dict[str, Any]) -> str:
 def _evaluate(expr: str, totals: dict[str, float]) -> float:
     """The ratio on counters that started at zero: each `sum(rate(m[...]))` becomes m's total over every
     label set (a rate over a range holding all the traffic divides out), `(x or vector(0))` is x or 0
-    when m has no series yet; what is left must be plain arithmetic. The `$workload` selector is left
-    to the caller, who sums only the chosen workloads' series into `totals`."""
-    rate = r"sum\(rate\((recserve_[a-z_]+)(?:\{workload=~\"\$workload\"\})?\[\$__rate_interval\]\)\)"
+    when m has no series yet; what is left must be plain arithmetic. The `$tenant` and `$workload`
+    selectors are left to the caller, who sums only the chosen series into `totals`."""
+    chosen = r"(?:\{tenant=~\"\$tenant\",workload=~\"\$workload\"\})?"
+    rate = r"sum\(rate\((recserve_[a-z_]+)" + chosen + r"\[\$__rate_interval\]\)\)"
     text = re.sub(r"\(" + rate + r" or vector\(0\)\)", lambda m: repr(totals.get(m.group(1), 0.0)), expr)
     text = re.sub(rate, lambda m: repr(totals[m.group(1)]), text)
     tree = ast.parse(text, mode="eval")
@@ -112,19 +113,21 @@ def test_savings_panels_are_the_gateways_own_figures(start_file_gateway: FileGat
     samples = scrape(gateway.root)
     with gateway.admin() as http:
         savings = http.get("/admin/policy").json()["savings"]
-    # $workload = All, then one workload: the stat panels show the gateway's total, then its figures.
-    for chosen, figures in ((None, savings["total"]), ("bot", savings["workloads"]["bot"])):
+    # $workload = All, one workload, one tenant: the stat panels show the gateway's total, then their figures.
+    for chosen, figures in ((None, savings["total"]), (("workload", "bot"), savings["workloads"]["bot"]),
+                            (("tenant", "open"), savings["tenants"]["open"]["total"])):
         totals: dict[str, float] = {}
         for (name, labels), number in samples.items():
-            if chosen is None or ("workload", chosen) in labels:
+            if chosen is None or chosen in labels:
                 totals[name] = totals.get(name, 0.0) + number
         for title, (section, key) in SAVINGS_STATS.items():
             expr = panels[title]["targets"][0]["expr"]
-            assert '{workload=~"$workload"}' in expr, title
+            assert '{tenant=~"$tenant",workload=~"$workload"}' in expr, title
             assert _evaluate(expr, totals) == pytest.approx(figures[section][key]), (chosen, title)
     assert savings["total"]["below_top"]["requests_share"] != savings["workloads"]["bot"]["below_top"]["requests_share"]
-    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "workload")
-    assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
+    for name in ("tenant", "workload"):
+        variable = next(v for v in dashboard["templating"]["list"] if v["name"] == name)
+        assert variable["includeAll"] and variable["multi"] and variable["allValue"] == ".*"
     # Per workload: one series per workload, answering tier stacked.
     by_workload = [e for p in dashboard["panels"] for e in (t["expr"] for t in p.get("targets", []))
                    if "by (workload" in e]

@@ -16,7 +16,7 @@ from tests.conftest import TIER_NAMES, ask, tier_entry
 from tests.support.scripted_tier import ThreadedTier
 
 from .conftest import FileGatewayStarter
-from .test_metrics import scrape, total, value
+from .test_metrics import Samples, scrape, total, value
 
 M = 1e-6  # USD per token at 1 USD per million
 WEIGHTS = {"device": 0.0, "edge": 1.0, "cloud": 4.0}
@@ -67,6 +67,11 @@ EXPECTED = {
     "generation": {"requests": 1, "top": 0, "prompt": 2, "top_prompt": 0, "uplink": 0, "weighted": 0.0,
                    "top_weighted": 8.0, "spend": 0.0, "top_spend": 6.0 * M},
 }
+
+
+def of_one(samples: Samples, name: str, **labels: str) -> float:
+    """A per-workload series of an open gateway's one tenant (every per-workload series names its tenant)."""
+    return value(samples, name, tenant="open", **labels)
 
 
 def test_hand_costs_match_the_expected_table() -> None:
@@ -129,20 +134,22 @@ def test_metrics_and_admin_policy_count_savings_per_workload(start_file_gateway:
         assert got["spend"]["vs_top_tier_only"] == pytest.approx(want["spend"] / want["top_spend"])
         # The same numbers in Prometheus.
         assert total(m, "recserve_workload_requests_total", workload=workload) == want["requests"]
-        assert value(m, "recserve_workload_top_tier_requests_total", workload=workload) == want["top"]
-        assert value(m, "recserve_workload_prompt_tokens_total", workload=workload) == want["prompt"]
-        assert value(m, "recserve_workload_top_tier_prompt_tokens_total", workload=workload) == want["top_prompt"]
-        assert value(m, "recserve_workload_uplink_prompt_tokens_total", workload=workload) == want["uplink"]
-        assert value(m, "recserve_workload_weighted_uplink_tokens_total", workload=workload) == \
+        assert of_one(m, "recserve_workload_top_tier_requests_total", workload=workload) == want["top"]
+        assert of_one(m, "recserve_workload_prompt_tokens_total", workload=workload) == want["prompt"]
+        assert of_one(m, "recserve_workload_top_tier_prompt_tokens_total", workload=workload) == want["top_prompt"]
+        assert of_one(m, "recserve_workload_uplink_prompt_tokens_total", workload=workload) == want["uplink"]
+        assert of_one(m, "recserve_workload_weighted_uplink_tokens_total", workload=workload) == \
             pytest.approx(want["weighted"])
-        assert value(m, "recserve_workload_top_tier_only_weighted_uplink_tokens_total", workload=workload) == \
+        assert of_one(m, "recserve_workload_top_tier_only_weighted_uplink_tokens_total", workload=workload) == \
             pytest.approx(want["top_weighted"])
-        assert value(m, "recserve_workload_spend_usd_total", workload=workload) == pytest.approx(want["spend"])
-        assert value(m, "recserve_workload_top_tier_only_spend_usd_total", workload=workload) == \
+        assert of_one(m, "recserve_workload_spend_usd_total", workload=workload) == pytest.approx(want["spend"])
+        assert of_one(m, "recserve_workload_top_tier_only_spend_usd_total", workload=workload) == \
             pytest.approx(want["top_spend"])
     assert savings["workloads"]["tagger"]["served"] == {"cloud": 1, "device": 1, "edge": 1}
-    assert value(m, "recserve_workload_requests_total", workload="bot", tier="edge") == 2
+    assert of_one(m, "recserve_workload_requests_total", workload="bot", tier="edge") == 2
     everything = savings["total"]
+    # An open gateway is one tenant, `open`: its figures are the gateway's.
+    assert savings["tenants"] == {"open": {"total": everything, "workloads": savings["workloads"]}}
     assert everything["requests"] == view["requests"] == 7
     assert everything["below_top"]["requests_share"] == pytest.approx(5 / 7)
     assert everything["below_top"]["prompt_tokens_share"] == pytest.approx(13 / 17)
@@ -178,4 +185,4 @@ def test_workload_labels_stay_bounded_as_names_churn(start_file_gateway: FileGat
     m = scrape(gateway.root)
     names = {dict(labels)["workload"] for (name, labels) in m if name == "recserve_workload_requests_total"}
     assert names == {"app-0", "app-1", "other"}
-    assert value(m, "recserve_workload_requests_total", workload="other", tier="device") == 4
+    assert of_one(m, "recserve_workload_requests_total", workload="other", tier="device") == 4

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -20,10 +22,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import ask
+from gateway.config.tenants import key_tenant_name
+from tests.conftest import TEST_KEYS_ENV, ask
 from tests.support.scripted_tier import ThreadedTier
 
-from .conftest import ADMIN_KEY, FileGateway, FileGatewayStarter
+from .conftest import ADMIN_KEY, ADMIN_KEY_ENV, FileGateway, FileGatewayStarter
 from .test_savings import savings_config, send_mix
 
 DASH = "\u2014"
@@ -78,6 +81,23 @@ def read_whole(check: Callable[[], None], attempts: int = 3) -> None:
         except StaleElementReferenceException:
             if attempt == attempts - 1:
                 raise
+
+
+def check_savings_row(browser: WebDriver, row: str, s: dict[str, Any]) -> None:
+    """The savings row `row` (a CSS selector of its cells) shows the figures `s` of /admin/policy."""
+    segments = browser.find_elements(By.CSS_SELECTOR, f"{row}[data-field=served] .seg")
+    assert {g.get_attribute("data-tier"): int(g.get_attribute("data-count") or -1) for g in segments} == \
+        s["served"], row
+    widths = [g.size["width"] for g in segments]  # drawn in proportion to the requests
+    for segment, width in zip(segments, widths, strict=True):
+        share = int(segment.get_attribute("data-count") or 0) / s["requests"]
+        assert width == pytest.approx(share * sum(widths), abs=2), row
+    assert float(shown(browser, f"{row}[data-field=below-top]")[1] or "nan") == s["below_top"]["requests_share"]
+    assert float(shown(browser, f"{row}[data-field=weighted-communication]")[1] or "nan") == \
+        s["weighted_communication"]["vs_top_tier_only"]
+    spend_text, spend_raw = shown(browser, f"{row}[data-field=spend]")
+    assert float(spend_raw or "nan") == s["spend"]["vs_top_tier_only"]
+    assert spend_text.startswith(pct(s["spend"]["vs_top_tier_only"])), row
 
 
 def test_status_page_shows_what_admin_policy_says(file_gateway: FileGateway, browser: WebDriver,
@@ -148,25 +168,8 @@ def test_status_page_charts_savings_per_workload(start_file_gateway: FileGateway
     names = [n.get_attribute("data-workload") for n in browser.find_elements(By.CSS_SELECTOR, "#savings .name")]
     assert names == list(rows) == ["total", "bot", "tagger", "generation"]
 
-    def check_row(name: str, s: dict[str, Any]) -> None:
-        row = f"#savings [data-workload='{name}']"
-        segments = browser.find_elements(By.CSS_SELECTOR, f"{row}[data-field=served] .seg")
-        assert {g.get_attribute("data-tier"): int(g.get_attribute("data-count") or -1) for g in segments} == \
-            s["served"], name
-        widths = [g.size["width"] for g in segments]  # drawn in proportion to the requests
-        for segment, width in zip(segments, widths, strict=True):
-            share = int(segment.get_attribute("data-count") or 0) / s["requests"]
-            assert width == pytest.approx(share * sum(widths), abs=2), name
-        assert float(shown(browser, f"{row}[data-field=below-top]")[1] or "nan") == \
-            s["below_top"]["requests_share"]
-        assert float(shown(browser, f"{row}[data-field=weighted-communication]")[1] or "nan") == \
-            s["weighted_communication"]["vs_top_tier_only"]
-        spend_text, spend_raw = shown(browser, f"{row}[data-field=spend]")
-        assert float(spend_raw or "nan") == s["spend"]["vs_top_tier_only"]
-        assert spend_text.startswith(pct(s["spend"]["vs_top_tier_only"])), name
-
     for name, s in rows.items():
-        read_whole(lambda: check_row(name, s))  # noqa: B023 - called before the loop moves on
+        read_whole(partial(check_savings_row, browser, f"#savings [data-workload='{name}']", s))
     saved_text, saved_raw = shown(browser, ".summary [data-field=spend-saved]")
     assert float(saved_raw or "nan") == pytest.approx(1 - savings["total"]["spend"]["vs_top_tier_only"])
     assert saved_text == pct(1 - savings["total"]["spend"]["vs_top_tier_only"])
@@ -183,3 +186,31 @@ def test_status_page_without_the_key_says_so(file_gateway: FileGateway, browser:
         lambda d: "admin key" in d.find_element(By.ID, "status").text.lower())
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "false"
     assert browser.find_element(By.ID, "key-form").is_displayed()
+
+
+def test_status_page_charts_savings_per_tenant(start_file_gateway: FileGatewayStarter, browser: WebDriver,
+                                               tiers: dict[str, ThreadedTier], monkeypatch: pytest.MonkeyPatch,
+                                               artifacts_dir: Path) -> None:
+    """Two tenants (a group of keys, a key of its own): one row each, by name, never by key."""
+    monkeypatch.setenv(TEST_KEYS_ENV, "sk-status-solo-key")
+    monkeypatch.setenv("RECSERVE_STATUS_TEAM_KEYS", "sk-status-team-key")
+    gateway = start_file_gateway({**savings_config(tiers),
+                                  "auth": {"api_keys_env": TEST_KEYS_ENV, "admin_key_env": ADMIN_KEY_ENV,
+                                           "tenants": {"team-a": {"keys_env": "RECSERVE_STATUS_TEAM_KEYS"}}}})
+    for key, prompts in (("sk-status-team-key", ["a [device:0.9]", "b [device:0.5][edge:0.9]"]),
+                         ("sk-status-solo-key", ["c [device:0.5][edge:0.5]"])):
+        with openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0) as sdk:
+            for prompt in prompts:
+                ask(sdk, prompt, max_tokens=16, extra_body={"recserve": {"workload": "tagger"}})
+    browser.get(f"{gateway.root}/admin/ui#key={ADMIN_KEY}")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+    with gateway.admin() as http:
+        tenants: dict[str, Any] = http.get("/admin/policy").json()["savings"]["tenants"]
+    solo = key_tenant_name("sk-status-solo-key", "recserve")
+    names = [n.get_attribute("data-tenant") for n in browser.find_elements(By.CSS_SELECTOR, "#tenant-savings .name")]
+    assert names == list(tenants) == ["team-a", solo]  # most requests first
+    for name, figures in tenants.items():
+        read_whole(partial(check_savings_row, browser, f"#tenant-savings [data-tenant='{name}']", figures["total"]))
+    assert "sk-status" not in browser.page_source
+    browser.find_element(By.ID, "tenant-savings").screenshot(str(artifacts_dir / "status-page-tenants.png"))

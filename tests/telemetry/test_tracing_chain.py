@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+from gateway.config.tenants import OPEN_TENANT, key_tenant_name
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otel_env, trace_ids
 from tests.support.processes import GatewayProcess
 from tests.support.scripted_tier import ThreadedTier
@@ -23,6 +24,8 @@ from tests.support.scripted_tier import ThreadedTier
 MARKER = "zebra-quartz-prompt"  # a word of the prompt: never in a span unless prompts are asked for
 CLIENT_KEYS = "key-a,key-b"
 THRESHOLD = 0.5
+# The tenants spans name: a bare key's stable digest (never the key), and an open gateway's one tenant.
+TENANT_A, TENANT_B = key_tenant_name("key-a", "recserve"), key_tenant_name("key-b", "recserve")
 
 
 def _config(instance: str, tiers: list[dict[str, Any]], keys_env: str, **extra: Any) -> dict[str, Any]:
@@ -122,10 +125,11 @@ def test_one_trace_from_the_client_through_two_gateways_to_the_tiers(
     assert a_server.attributes["recserve.tier"] == "upper"
     assert a_server.attributes["recserve.policy"] == "casserve"
     assert a_server.attributes["recserve.model"] == "recserve"
-    assert a_server.attributes["recserve.tenant"] == "key-2"
+    assert a_server.attributes["recserve.tenant"] == TENANT_B
     assert a_server.attributes["recserve.workload"] == raw.headers["x-recserve-workload"]
     assert a_server.attributes["recserve.uplink_tokens"] == int(raw.headers["x-recserve-uplink-tokens"])
-    assert b_server.attributes["recserve.path"] == "edge>cloud" and "recserve.tenant" not in b_server.attributes
+    assert b_server.attributes["recserve.path"] == "edge>cloud"
+    assert b_server.attributes["recserve.tenant"] == OPEN_TENANT  # B has no keys: one open tenant
 
     device = a_device.attributes
     assert a_device.name == f"chat {tiers['device'].model}"
@@ -139,7 +143,7 @@ def test_one_trace_from_the_client_through_two_gateways_to_the_tiers(
     assert device["server.address"] == "127.0.0.1" and device["server.port"] == tiers["device"].port
     assert device["recserve.verdict"] == "escalated" and device["recserve.reason"] == "low_confidence"
     assert device["recserve.confidence"] == pytest.approx(0.1) and device["recserve.threshold"] == THRESHOLD
-    assert device["recserve.task"] == "generation" and device["recserve.tenant"] == "key-2"
+    assert device["recserve.task"] == "generation" and device["recserve.tenant"] == TENANT_B
     assert device["recserve.early_commit"] is False and device["recserve.probe"] is False
     assert a_device.status == "UNSET"  # an escalation is a decision, not an error
 
@@ -171,8 +175,8 @@ def test_a_failing_tier_attempt_is_an_error_span_and_the_cascade_goes_on(
     assert device.status == "ERROR"
     assert device.attributes["error.type"] == "status" and device.attributes["recserve.verdict"] == "error"
     edge = _one(mine, service="gateway-b", kind="CLIENT", tier="edge")
-    assert edge.attributes["recserve.verdict"] == "kept" and "recserve.tenant" not in edge.attributes
-    assert _one(mine, service="gateway-a", kind="SERVER").attributes["recserve.tenant"] == "key-1"
+    assert edge.attributes["recserve.verdict"] == "kept" and edge.attributes["recserve.tenant"] == OPEN_TENANT
+    assert _one(mine, service="gateway-a", kind="SERVER").attributes["recserve.tenant"] == TENANT_A
 
 
 def test_prompts_and_answers_are_in_tier_spans_only_with_include_prompts(

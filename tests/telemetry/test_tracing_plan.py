@@ -7,7 +7,7 @@ import pytest
 
 from gateway.cascade.forwarding import trace_context
 from gateway.config.schema import TracingConfig
-from gateway.telemetry.tracing import TracingPlan, tenant_label, tracing_plan
+from gateway.telemetry.tracing import TracingPlan, tracing_plan
 
 OFF = TracingConfig()
 ON = TracingConfig(exporter="otlp", endpoint="http://collector:4318/", service_name="edge-gateway")
@@ -57,10 +57,3 @@ def test_only_a_well_formed_client_trace_context_is_passed_on() -> None:
     for bad in ("00-xyz-abc-01", PARENT.upper(), "ff" + PARENT[2:], "00-" + "0" * 32 + PARENT[35:],
                 PARENT[:36] + "0" * 16 + "-01", PARENT + "\r\nx-injected: 1", PARENT + "\n"):
         assert trace_context(bad, "vendor=opaque") == {}, bad
-
-
-def test_the_tenant_is_named_by_its_key_s_position_never_by_the_key() -> None:
-    keys = ("sk-alpha", "sk-beta")
-    assert tenant_label("sk-beta", keys) == "key-2"
-    assert tenant_label(None, keys) is None and tenant_label("sk-other", keys) is None
-    assert tenant_label(None, ()) is None

@@ -37,9 +37,10 @@ def conversation_store(request: Request) -> ConversationStore:
 async def create_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
     parsed = validate(ResponsesRequest, admission.body, BRANCH_TAGS)
     store = conversation_store(request)
+    owner = runtime.tenants.scope_of(admission.tenant)  # what the tenant stores, only it reads
     history: list[dict[str, Any]] = []
     if parsed.previous_response_id is not None:
-        record = await store.get(parsed.previous_response_id)
+        record = await store.get(owner, parsed.previous_response_id)
         if record is None:
             raise NotFound(f"Previous response with id '{parsed.previous_response_id}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
@@ -55,7 +56,7 @@ async def create_response(request: Request, runtime: Runtime, admission: Admissi
 
     async def remember(final: dict[str, Any], answer: Answer) -> None:
         if parsed.store is not False:
-            await store.put(response_id, StoredResponse(final, [*history, *new, transcript_turn(answer)]))
+            await store.put(owner, response_id, StoredResponse(final, [*history, *new, transcript_turn(answer)]))
 
     if parsed.stream:
         stream = AnswerStream(served, wanted)
@@ -69,7 +70,7 @@ async def create_response(request: Request, runtime: Runtime, admission: Admissi
 
 async def get_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
     response_id: str = request.path_params["response_id"]
-    record = await conversation_store(request).get(response_id)
+    record = await conversation_store(request).get(runtime.tenants.scope_of(admission.tenant), response_id)
     if record is None:
         raise _unknown(response_id)
     return AnswerResponse(record.response)
@@ -77,7 +78,7 @@ async def get_response(request: Request, runtime: Runtime, admission: Admission)
 
 async def delete_response(request: Request, runtime: Runtime, admission: Admission) -> Response:
     response_id: str = request.path_params["response_id"]
-    if not await conversation_store(request).delete(response_id):
+    if not await conversation_store(request).delete(runtime.tenants.scope_of(admission.tenant), response_id):
         raise _unknown(response_id)
     return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 

@@ -4,6 +4,10 @@ Kept where the windows are: in process with `windows.store: memory`, in Redis wi
 windows' namespace) with `windows.store: redis`, so every replica that shares the windows also
 shares the conversations. A record is the Response object the client got plus the conversation so
 far as chat messages, the form tiers are asked in.
+
+Records belong to the tenant that stored them: each is kept under its tenant's scope and the id
+(`record_key`), so another tenant's lookup is the same lookup as of an id never stored — the same
+miss, the same 404, on the same code path.
 """
 
 from __future__ import annotations
@@ -36,17 +40,25 @@ class StoredResponse:
     messages: list[dict[str, Any]]  # the conversation up to and including this answer, as chat messages
 
 
+def record_key(owner: str, response_id: str) -> str:
+    """Where `owner`'s (a tenant's scope, gateway/config/tenants.py) record of `response_id` is kept.
+    `~` is in no tenant's name, so no tenant's key spells another's; an open gateway's ("") keeps
+    the plain id."""
+    return f"{owner}~{response_id}" if owner else response_id
+
+
 class ConversationStore(Protocol):
-    """Remembers stored responses for a while; any replica sharing the store may read them."""
+    """Remembers stored responses for a while, each for the tenant that stored it; any replica
+    sharing the store may read them."""
 
-    async def put(self, response_id: str, record: StoredResponse) -> None: ...
+    async def put(self, owner: str, response_id: str, record: StoredResponse) -> None: ...
 
-    async def get(self, response_id: str) -> StoredResponse | None:
-        """The record, or None when it is unknown or has expired."""
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        """`owner`'s record, or None when it is unknown, another tenant's or has expired."""
         ...
 
-    async def delete(self, response_id: str) -> bool:
-        """True when there was a record to delete."""
+    async def delete(self, owner: str, response_id: str) -> bool:
+        """True when `owner` had a record to delete."""
         ...
 
 
@@ -59,23 +71,25 @@ class MemoryConversations:
         self._clock = clock
         self._records: OrderedDict[str, tuple[float, StoredResponse]] = OrderedDict()
 
-    async def put(self, response_id: str, record: StoredResponse) -> None:
-        self._records[response_id] = (self._clock() + self._ttl_s, record)
-        self._records.move_to_end(response_id)
+    async def put(self, owner: str, response_id: str, record: StoredResponse) -> None:
+        key = record_key(owner, response_id)
+        self._records[key] = (self._clock() + self._ttl_s, record)
+        self._records.move_to_end(key)
         while len(self._records) > self._max:
             self._records.popitem(last=False)
 
-    async def get(self, response_id: str) -> StoredResponse | None:
-        entry = self._records.get(response_id)
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        key = record_key(owner, response_id)
+        entry = self._records.get(key)
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._records[response_id]
+            del self._records[key]
             return None
         return entry[1]
 
-    async def delete(self, response_id: str) -> bool:
-        entry = self._records.pop(response_id, None)
+    async def delete(self, owner: str, response_id: str) -> bool:
+        entry = self._records.pop(record_key(owner, response_id), None)
         return entry is not None and entry[0] > self._clock()
 
 
@@ -88,16 +102,16 @@ class RedisConversations:
         self._prefix = f"{namespace}:response:"
         self._ttl_ms = max(int(ttl_s * 1000), 1)
 
-    async def put(self, response_id: str, record: StoredResponse) -> None:
+    async def put(self, owner: str, response_id: str, record: StoredResponse) -> None:
         data = jsonio.dumps({"response": record.response, "messages": record.messages})
         try:
-            await self._client.set(self._prefix + response_id, data, px=self._ttl_ms)
+            await self._client.set(self._prefix + record_key(owner, response_id), data, px=self._ttl_ms)
         except REDIS_UNAVAILABLE as exc:
             log.warning("response %s not stored: conversation store unreachable (%s)", response_id, exc)
 
-    async def get(self, response_id: str) -> StoredResponse | None:
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
         try:
-            data = await self._client.get(self._prefix + response_id)
+            data = await self._client.get(self._prefix + record_key(owner, response_id))
         except REDIS_UNAVAILABLE:
             raise ConversationsUnavailable("The conversation store is unreachable; try again shortly.") from None
         if data is None:
@@ -105,9 +119,9 @@ class RedisConversations:
         decoded = jsonio.loads(data)
         return StoredResponse(decoded["response"], decoded["messages"])
 
-    async def delete(self, response_id: str) -> bool:
+    async def delete(self, owner: str, response_id: str) -> bool:
         try:
-            return bool(await self._client.delete(self._prefix + response_id))
+            return bool(await self._client.delete(self._prefix + record_key(owner, response_id)))
         except REDIS_UNAVAILABLE:
             raise ConversationsUnavailable("The conversation store is unreachable; try again shortly.") from None
 
