@@ -300,7 +300,8 @@ class Reloader:
             new_slot = _StoreSlot(built.windows, built.probes, built.close, config.windows)
         try:
             runtime = await Runtime.start(config, store=new_slot.store, probes=new_slot.probes,
-                                          metrics=self.metrics, overrides=overrides)
+                                          metrics=self.metrics, overrides=overrides,
+                                          workloads=self.holder.current.workloads)
         except Exception:
             if new_slot is not old_slot and new_slot.close is not None:
                 await new_slot.close()

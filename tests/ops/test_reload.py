@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 
+from gateway.cascade.workloads import OVERFLOW
 from tests.conftest import ask
 
 from .conftest import FileGateway
@@ -125,3 +126,20 @@ def test_reloads_under_concurrent_load_fail_no_request(file_gateway: FileGateway
     assert failures == []
     assert version >= 3  # the reloads really happened during the load
     assert served_models  # answers came through
+
+
+def test_the_workload_names_a_gateway_keeps_apart_outlive_a_reload(file_gateway: FileGateway) -> None:
+    bounded = copy.deepcopy(file_gateway.config)
+    bounded.setdefault("policy", {}).update(max_workloads=2, workload_idle_s=3600)
+
+    def workload(sdk: openai.OpenAI, name: str) -> str:
+        return ask(sdk, "hi", extra_body={"recserve": {"workload": name}})[1]["x-recserve-workload"]
+
+    with file_gateway.sdk() as sdk, file_gateway.admin() as http:
+        file_gateway.write(bounded)
+        assert http.post("/admin/reload").status_code == 200
+        assert [workload(sdk, name) for name in ("w0", "w1", "w2")] == ["w0", "w1", OVERFLOW]
+        file_gateway.write(_renamed_cloud(bounded, "cloud-model-v2"))
+        assert http.post("/admin/reload").status_code == 200
+        # The names kept before the reload are still the ones kept: a third is still folded away.
+        assert [workload(sdk, name) for name in ("w2", "w0")] == [OVERFLOW, "w0"]
