@@ -15,6 +15,7 @@ changes its settings), so there is no module-level state.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -108,9 +109,9 @@ class RedisBuckets:
     """Buckets in Redis, shared by every replica; falls back to `local` while Redis is down."""
 
     def __init__(self, redis_url: str, namespace: str, local: MemoryBuckets) -> None:
-        from policies.stores.urls import connect
+        from policies.stores.urls import connect_any
 
-        self._connection = connect(redis_url)
+        self._connection = connect_any(redis_url)  # any URL form: a bucket is one key, so one cluster slot
         self._script = self._connection.client.register_script(BUCKET_SCRIPT)
         self._namespace = namespace
         self._local = local
@@ -120,15 +121,20 @@ class RedisBuckets:
         return f"{self._namespace}:ratelimit:{key}"
 
     async def take(self, key: str, rate: float, capacity: int) -> BucketDraw:
-        from policies.stores.factory import REDIS_UNAVAILABLE
+        from policies.stores.faults import fault_kind
 
         if time.monotonic() < self._retry_at:
             return await self._local.take(key, rate, capacity)
         try:
-            allowed, wait = await self._script(keys=[self.redis_key(key)], args=[repr(rate), capacity])
-        except REDIS_UNAVAILABLE as exc:
+            # Bounded like a window step: a cluster's own retries must not hold the request.
+            async with asyncio.timeout(self._connection.timeout_s):
+                allowed, wait = await self._script(keys=[self.redis_key(key)], args=[repr(rate), capacity])
+        except Exception as exc:
+            kind = fault_kind(exc)
+            if kind is None:
+                raise
             if self._retry_at == 0.0:
-                LOGGER.warning("rate limit: Redis unreachable (%s); limiting per replica", type(exc).__name__)
+                LOGGER.warning("rate limit: Redis failing (%s, %s); limiting per replica", kind, type(exc).__name__)
             self._retry_at = time.monotonic() + REDIS_RETRY_S
             return await self._local.take(key, rate, capacity)
         self._retry_at = 0.0
