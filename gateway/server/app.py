@@ -23,7 +23,7 @@ from gateway.errors import install_error_handlers
 from gateway.ops.reload import Reloader
 from gateway.server import openapi
 from gateway.server.middleware import TRACING_STATE, GatewayMiddleware
-from gateway.server.ratelimit import close_limiter
+from gateway.server.ratelimit import close_limiter, limiter_faults
 from gateway.server.routes import ERROR_SHAPES, mount
 from gateway.telemetry.metrics import Metrics, StoreHealth
 from gateway.telemetry.tracing import start_tracing
@@ -123,6 +123,9 @@ def create_app(config: GatewayConfig | None = None, *,
         probes = reloader.holder.current.probes
         if isinstance(probes, OutageHealth):
             faults["probes"] = probes.fault_counts
+        limiter = limiter_faults(app.state)
+        if limiter is not None:
+            faults["ratelimit"] = limiter
         return StoreHealth(faults, current.degraded, batched=batched)
 
     def version() -> int:

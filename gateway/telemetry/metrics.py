@@ -52,7 +52,7 @@ class StoreHealth:
     """What the shared stores report at scrape time."""
 
     # Shared-store failures since the stores were built, each answered locally: per store (`windows`,
-    # `probes`), by kind (policies.stores.faults.KINDS).
+    # `probes`, `ratelimit`), by kind (policies.stores.faults.KINDS).
     faults: Mapping[str, Mapping[str, int]]
     degraded: bool  # deciding from local windows right now
     batched: BatchedWindowStore | None = None  # windows.sync: batched or auto, for its flush counters
@@ -85,7 +85,7 @@ class _Live(Collector):
         health = self._store()
         errors = CounterMetricFamily("recserve_window_store_errors",
                                      "Shared window store failures (each answered from local windows), "
-                                     "by store (windows, probes) and kind", labels=["store", "kind"])
+                                     "by store (windows, probes, ratelimit) and kind", labels=["store", "kind"])
         for store, kinds in (health.faults if health else {}).items():
             for kind, count in sorted(kinds.items()):
                 errors.add_metric([store, kind], float(count))

@@ -1,0 +1,117 @@
+"""A window store in trouble never fails a request: real `recserve serve` processes against real
+Redis faults answer 200 from local windows (`x-recserve-window: local`), count each failure by kind
+in `recserve_window_store_errors_total`, and return to the shared windows by themselves once the
+fault is cleared — a Redis Cluster that has no slots yet when the gateway starts included."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from redis.cluster import RedisCluster as SyncRedisCluster
+
+from tests.support.processes import GatewayProcess
+from tests.support.redis_faults import cluster_down_fault, forming_fault, resharding_fault, single_redis_faults
+from tests.support.redis_procs import RedisClusterProcs, RedisServer
+from tests.support.scripted_tier import ThreadedTier
+from tests.support.store_faults import WINDOW, Fault, FaultRow, gateway_config, measure, prompts
+
+from .conftest import ServerFactory
+
+# The call budget (URL `socket_timeout`): a healthy Redis answers within it on a starved machine too,
+# so a local answer here means a fault, not a slow CPU. A refused or failing Redis answers at once.
+CALL_BUDGET = "socket_timeout=2&socket_connect_timeout=2"
+SEEDS = itertools.count(1)
+
+
+def _check(row: FaultRow, gateway: GatewayProcess) -> None:
+    """Every request answered 200; the fault was answered locally and counted under its kind (or, for
+    a fault redis-py handles itself, not at all); the shared windows came back."""
+    print(f"\n{row.markdown()}")
+    assert set(row.statuses()) == {200}, row.statuses()
+    if not row.fault.expected:
+        assert row.local() == 0 and not row.counted, row
+    else:
+        assert row.local() > 0, row
+        assert any(row.counted[f"windows/{kind}"] for kind in row.fault.expected), row.counted
+    assert row.recovered_s is not None, row.after[-5:]
+    assert "Internal error" not in gateway.log() and "Traceback" not in gateway.log(), gateway.log()[-3000:]
+
+
+def _cluster(redis_binary: str, tmp_path_factory: pytest.TempPathFactory) -> RedisClusterProcs:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is needed to form a Redis Cluster")
+    return RedisClusterProcs(redis_binary, tmp_path_factory.mktemp("faults-cluster"), masters=3, replicas=0)
+
+
+def _device_window(cluster: RedisClusterProcs, namespace: str) -> list[float]:
+    """The device tier's shared window as Redis holds it, oldest first."""
+    with SyncRedisCluster(host="127.0.0.1", port=cluster.ports[0]) as client:
+        (fifo,) = [k.decode() for k in client.scan_iter(match=f"{{{namespace}:recserve:device:*}}:fifo")]
+        members = client.lrange(fifo, 0, -1)
+        scores = client.zmscore(fifo.removesuffix(":fifo") + ":z", members)
+    return [float(score) for score in scores]
+
+
+def test_a_gateway_started_before_the_cluster_has_slots_serves_then_joins(
+        redis_binary: str, tiers: dict[str, ThreadedTier], tmp_path_factory: pytest.TempPathFactory) -> None:
+    cluster = _cluster(redis_binary, tmp_path_factory).start_nodes()  # nodes up, no slot served
+    namespace = "forming"
+    config = gateway_config(tiers, {"store": "redis", "redis_url": f"{cluster.url}?{CALL_BUDGET}",
+                                    "namespace": namespace})
+    gateway = GatewayProcess("forming", config, tmp_path_factory.mktemp("forming"))
+    try:
+        gateway.start()  # ready although the cluster serves no slot
+        row = measure(gateway, forming_fault(cluster), prompts(next(SEEDS)), healthy_first=False)
+        _check(row, gateway)
+        # Joined: the shared window holds exactly what this gateway stepped since it went shared.
+        shared = [s.device for s in row.after if s.shared]
+        assert [round(v, 9) for v in _device_window(cluster, namespace)] == shared[-WINDOW:]
+    finally:
+        gateway.stop()
+        cluster.stop()
+
+
+@pytest.mark.parametrize("fault", ["master-killed", "master-paused", "resharding"])
+def test_a_cluster_fault_is_answered_locally_and_recovers(
+        fault: str, redis_binary: str, tiers: dict[str, ThreadedTier],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """CLUSTERDOWN (a master without replica gone) and a slot caught mid-migration."""
+    cluster = _cluster(redis_binary, tmp_path_factory).start_all()
+    namespace = "down"
+    config = gateway_config(tiers, {"store": "redis", "redis_url": f"{cluster.url}?{CALL_BUDGET}",
+                                    "namespace": namespace})
+    gateway = GatewayProcess("down", config, tmp_path_factory.mktemp("down"))
+    try:
+        gateway.start()
+        chosen = resharding_fault(cluster, namespace) if fault == "resharding" else \
+            cluster_down_fault(cluster, namespace, pause=fault == "master-paused")
+        _check(measure(gateway, chosen, prompts(next(SEEDS))), gateway)
+    finally:
+        gateway.stop()
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def faulty(redis_factory: ServerFactory, tiers: dict[str, ThreadedTier],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, list[Fault]]]:
+    """One gateway on a Redis of its own, and the faults that Redis can be put through."""
+    server: RedisServer = redis_factory()
+    master: RedisServer = redis_factory()  # for the READONLY fault: the server turns its replica
+    config = gateway_config(tiers, {"store": "redis", "redis_url": f"{server.url}?{CALL_BUDGET}",
+                                    "namespace": "faults"})
+    gateway = GatewayProcess("faults", config, tmp_path_factory.mktemp("faults")).start()
+    yield gateway, single_redis_faults(server, master, "faults")
+    gateway.stop()
+
+
+@pytest.mark.parametrize("index", range(10), ids=["refused", "paused", "oom-noeviction", "script-error",
+                                                  "noscript", "busy", "readonly", "auth", "noperm",
+                                                  "maxclients"])
+def test_a_single_redis_fault_is_answered_locally_and_recovers(
+        index: int, faulty: tuple[GatewayProcess, list[Fault]]) -> None:
+    gateway, faults = faulty
+    assert len(faults) == 10
+    _check(measure(gateway, faults[index], prompts(next(SEEDS))), gateway)
