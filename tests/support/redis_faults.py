@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from pathlib import Path
 
 import redis
 from redis.cluster import RedisCluster as SyncRedisCluster
 
-from tests.support.redis_procs import RedisClusterProcs, RedisServer, ask_node
+from tests.support.redis_procs import RedisClusterProcs, RedisServer, ask_node, cluster_ports
 from tests.support.store_faults import Fault
 
 FILLER = "recserve-fault-filler:"
@@ -194,3 +195,29 @@ def resharding_fault(cluster: RedisClusterProcs, namespace: str) -> Fault:
 
     return Fault("resharding: the window's slot mid-migration (TRYAGAIN; then handed over)", inject, clear,
                  ("cluster",))
+
+
+def moving_clusters(binary: str, workdir: Path) -> tuple[RedisClusterProcs, RedisClusterProcs]:
+    """Two clusters of three masters for `moved_cluster_fault`: the first names its nodes 127.0.0.2,
+    the second 127.0.0.3 and takes over the ports the first one's URL names (not started yet)."""
+    old = RedisClusterProcs(binary, workdir / "old", masters=3, replicas=0, announce_ip="127.0.0.2")
+    others = [port for port in cluster_ports(3) if port not in old.ports]
+    new = RedisClusterProcs(binary, workdir / "new", masters=3, replicas=0, announce_ip="127.0.0.3",
+                            ports=[*old.ports[:2], others[0]])
+    return old, new
+
+
+def moved_cluster_fault(cluster: RedisClusterProcs, replacement: RedisClusterProcs) -> Fault:
+    """Every node of `cluster` gone, and a new cluster formed at other addresses, reached by the same
+    name (`replacement` listens on the port the URL names): pods rescheduled with new IPs."""
+
+    def inject() -> None:
+        for port in list(cluster.nodes):
+            cluster.kill(port)
+
+    def clear() -> None:
+        replacement.start_nodes()
+        replacement.form()
+
+    return Fault("the whole cluster replaced by one at new addresses, reached by the same name", inject, clear,
+                 ("cluster", "connection", "timeout"))

@@ -223,18 +223,25 @@ def ask_node(port: int, *command: str, timeout: float = 1.0) -> str:
 class RedisClusterProcs:
     """A real Redis Cluster on loopback: six `redis-server --cluster-enabled yes` (three masters with one
     replica each), joined by `redis-cli --cluster create`. Everything is bounded and stopped by `stop()`;
-    `masters()` / `kill(port)` / `start(port)` for failover tests."""
+    `masters()` / `kill(port)` / `start(port)` for failover tests.
 
-    def __init__(self, binary: str, workdir: Path, *, masters: int = 3, replicas: int = 1) -> None:
+    `announce_ip` (another loopback address, e.g. 127.0.0.2): the nodes also listen there and the
+    cluster names them by it, as a cluster in Kubernetes names its pods by IP while clients reach it
+    by a stable name (here 127.0.0.1). `ports`: the nodes' ports instead of free ones."""
+
+    def __init__(self, binary: str, workdir: Path, *, masters: int = 3, replicas: int = 1,
+                 announce_ip: str | None = None, ports: Sequence[int] | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.ports = cluster_ports(masters * (1 + replicas))
+        self.ports = list(ports) if ports is not None else cluster_ports(masters * (1 + replicas))
         self.replicas = replicas
+        self.ip = announce_ip or "127.0.0.1"
         self.nodes: dict[int, RedisServer] = {}
+        announce = ["--bind", "127.0.0.1", self.ip, "--cluster-announce-ip", self.ip] if announce_ip else []
         for port in self.ports:
             node = RedisServer(binary, workdir / str(port), extra_args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0"])
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0", *announce])
             node.port = port
             self.nodes[port] = node
 
@@ -268,7 +275,7 @@ class RedisClusterProcs:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli not found")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+        subprocess.run([cli, "--cluster", "create", *(f"{self.ip}:{p}" for p in self.ports),
                         "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)
         self.wait_ok()

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.support.processes import GatewayProcess
-from tests.support.redis_faults import cluster_down_fault, forming_fault, resharding_fault, single_redis_faults
+from tests.support.redis_faults import (
+    cluster_down_fault,
+    forming_fault,
+    moved_cluster_fault,
+    moving_clusters,
+    resharding_fault,
+    single_redis_faults,
+)
 from tests.support.redis_procs import RedisClusterProcs, RedisServer, find_redis_server
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.store_faults import TABLE_HEADER, Fault, FaultRow, gateway_config, measure, prompts
@@ -58,6 +65,17 @@ def _cluster(binary: str, tiers: dict[str, ThreadedTier], workdir: Path, name: s
         cluster.stop()
 
 
+def _moved(binary: str, tiers: dict[str, ThreadedTier], workdir: Path, report: Callable[[FaultRow], None]) -> None:
+    old, new = moving_clusters(binary, workdir)
+    try:
+        old.start_all()
+        with _gateway("moved", tiers, old.url, workdir) as gateway:
+            report(measure(gateway, moved_cluster_fault(old, new), prompts(3)))
+    finally:
+        old.stop()
+        new.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m tests.policies.stores.fault_table", description=__doc__).parse_args(argv)
     binary = find_redis_server()
@@ -78,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             _cluster(binary, tiers, workdir, "killed", lambda c: cluster_down_fault(c, "killed"), report)
             _cluster(binary, tiers, workdir, "paused", lambda c: cluster_down_fault(c, "paused", pause=True), report)
             _cluster(binary, tiers, workdir, "resharding", lambda c: resharding_fault(c, "resharding"), report)
+            _moved(binary, tiers, workdir, report)
             _single(binary, tiers, workdir, report)
     finally:
         for tier in tiers.values():

@@ -13,7 +13,14 @@ import pytest
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from tests.support.processes import GatewayProcess
-from tests.support.redis_faults import cluster_down_fault, forming_fault, resharding_fault, single_redis_faults
+from tests.support.redis_faults import (
+    cluster_down_fault,
+    forming_fault,
+    moved_cluster_fault,
+    moving_clusters,
+    resharding_fault,
+    single_redis_faults,
+)
 from tests.support.redis_procs import RedisClusterProcs, RedisServer
 from tests.support.scripted_tier import ThreadedTier
 from tests.support.store_faults import WINDOW, Fault, FaultRow, gateway_config, measure, prompts
@@ -92,6 +99,27 @@ def test_a_cluster_fault_is_answered_locally_and_recovers(
     finally:
         gateway.stop()
         cluster.stop()
+
+
+def test_a_cluster_back_at_new_addresses_is_found_through_the_url(
+        redis_binary: str, tiers: dict[str, ThreadedTier], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The URL names the cluster by 127.0.0.1 (a stable name); its nodes call themselves 127.0.0.2.
+    All of them go, and a new cluster comes up as 127.0.0.3 behind the same name and ports: the gateway
+    must look it up by the URL again, not by the addresses the old cluster reported."""
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is needed to form a Redis Cluster")
+    workdir = tmp_path_factory.mktemp("moved")
+    old, new = moving_clusters(redis_binary, workdir)
+    config = gateway_config(tiers, {"store": "redis", "redis_url": f"{old.url}?{CALL_BUDGET}", "namespace": "moved"})
+    gateway = GatewayProcess("moved", config, workdir)
+    try:
+        old.start_all()
+        gateway.start()
+        _check(measure(gateway, moved_cluster_fault(old, new), prompts(next(SEEDS))), gateway)
+    finally:
+        gateway.stop()
+        old.stop()
+        new.stop()
 
 
 @pytest.fixture(scope="module")
