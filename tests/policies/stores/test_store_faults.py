@@ -9,6 +9,7 @@ import itertools
 import shutil
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from redis.cluster import RedisCluster as SyncRedisCluster
 
@@ -143,3 +144,25 @@ def test_a_single_redis_fault_is_answered_locally_and_recovers(
     gateway, faults = faulty
     assert len(faults) == 10
     _check(measure(gateway, faults[index], prompts(next(SEEDS))), gateway)
+
+
+def test_an_admin_reset_while_redis_fails_is_a_503(redis_factory: ServerFactory, tiers: dict[str, ThreadedTier],
+                                                   tmp_path_factory: pytest.TempPathFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one call that cannot degrade (it must empty the shared windows) says so, never a 500."""
+    server: RedisServer = redis_factory()
+    monkeypatch.setenv("RECSERVE_FAULTS_ADMIN_KEY", "admin-key-for-faults")
+    config = gateway_config(tiers, {"store": "redis", "redis_url": server.url, "namespace": "reset"})
+    config["auth"]["admin_key_env"] = "RECSERVE_FAULTS_ADMIN_KEY"
+    gateway = GatewayProcess("reset", config, tmp_path_factory.mktemp("reset")).start()
+    reset = f"http://127.0.0.1:{gateway.port}/admin/windows/reset"
+    admin = {"authorization": "Bearer admin-key-for-faults"}
+    try:
+        server.stop()
+        refused = httpx.post(reset, headers=admin, timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "window_store_unavailable"
+        server.start()
+        assert httpx.post(reset, headers=admin, timeout=30).status_code == 200
+    finally:
+        gateway.stop()
