@@ -71,10 +71,6 @@ class Outage:
     def degraded(self) -> bool:
         return self._down_since is not None
 
-    def kind(self, exc: BaseException) -> str | None:
-        """The fault kind of `exc`, or None when it is not a shared-store failure."""
-        return self._classify(exc)
-
     def begin(self) -> bool | None:
         """None: do not touch the shared store now; False: an ordinary call; True: the one retry.
 
@@ -130,10 +126,8 @@ class Outage:
         try:
             reply = await call()
         except Exception as exc:
-            kind = self._classify(exc)
-            if kind is None:
+            if not self._counted(exc, probe):
                 raise
-            self.failed(exc, probe, kind)
             return None
         finally:
             self.end(probe)
@@ -150,11 +144,16 @@ class Outage:
         try:
             return await call()
         except Exception as exc:
-            kind = self._classify(exc)
-            if kind is None:
+            if not self._counted(exc, False):
                 raise
-            self.failed(exc, False, kind)
             return None
+
+    def _counted(self, exc: Exception, probe: bool) -> bool:
+        """Count `exc` as a shared-store failure; False when it is none (a bug, for the caller to raise)."""
+        kind = self._classify(exc)
+        if kind is not None:
+            self.failed(exc, probe, kind)
+        return kind is not None
 
 
 class OutageHealth:
