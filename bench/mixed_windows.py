@@ -35,7 +35,6 @@ from bench.window_store import throwaway_redis
 from policies.base import WindowKey, WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
-from policies.stores.factory import REDIS_UNAVAILABLE
 from policies.stores.failover import FailoverWindowStore
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
@@ -84,11 +83,10 @@ def _key(window: int) -> WindowKey:
 def _store(mode: str, connection: RedisConnection, namespace: str, clock: VirtualClock,
            flush_s: float) -> tuple[WindowStore, BatchedWindowStore | None]:
     exact = FailoverWindowStore(RedisWindowStore(connection.client, namespace, call_timeout_s=30.0),
-                                MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE)
+                                MemoryWindowStore())
     if mode == "exact":
         return exact, None
-    batched = BatchedWindowStore(connection.client, namespace, flush_s=flush_s, background=False,
-                                 unavailable=REDIS_UNAVAILABLE, clock=clock)
+    batched = BatchedWindowStore(connection.client, namespace, flush_s=flush_s, background=False, clock=clock)
     if mode == "batched":
         return batched, batched
     return AdaptiveWindowStore(exact, batched, hot_per_s=HOT_STEPS_PER_FLUSH / flush_s, clock=clock), batched

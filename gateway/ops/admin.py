@@ -27,6 +27,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from gateway.ops.policy_view import policy_view
 from gateway.ops.reload import Reloader, ReloadUnavailable
+from policies.stores.faults import fault_kind
 from policies.stores.urls import redact_url
 
 
@@ -153,8 +154,18 @@ async def reset_windows(request: Request, reloader: AdminDep) -> JSONResponse:
     "Windows" are every policy's: the RecServe rule's, the quality policy's own sliding windows, and
     the quality policy's probe windows (what it learned from probes), in the same scope. A workload
     without a tenant is every tenant's of that name and the shared one. With Redis the shared ones
-    go too, so every replica starts over."""
-    runtime = reloader.holder.current
+    go too, so every replica starts over; a 503 when Redis fails meanwhile."""
+    try:
+        return await _reset_windows(request, reloader.holder.current)
+    except Exception as exc:
+        kind = fault_kind(exc)
+        if kind is None:
+            raise
+        raise GatewayError(f"The shared window store is failing ({kind}), so the shared windows were not all "
+                           "reset; retry once it answers.", status=503, code="window_store_unavailable") from None
+
+
+async def _reset_windows(request: Request, runtime: Runtime) -> JSONResponse:
     tier = request.query_params.get("tier")
     task = request.query_params.get("task")
     workload = request.query_params.get("workload")

@@ -23,14 +23,14 @@ from gateway.errors import install_error_handlers
 from gateway.ops.reload import Reloader
 from gateway.server import openapi
 from gateway.server.middleware import TRACING_STATE, GatewayMiddleware
-from gateway.server.ratelimit import close_limiter
+from gateway.server.ratelimit import close_limiter, limiter_faults
 from gateway.server.routes import ERROR_SHAPES, mount
 from gateway.telemetry.metrics import Metrics, StoreHealth
 from gateway.telemetry.tracing import start_tracing
 from policies.base import WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
-from policies.stores.failover import FailoverWindowStore
+from policies.stores.failover import FailoverWindowStore, OutageHealth
 
 CONFIG_ENV = "RECSERVE_CONFIG"
 
@@ -109,14 +109,24 @@ def create_app(config: GatewayConfig | None = None, *,
 
     def store_health() -> StoreHealth | None:
         reloader: Reloader | None = getattr(app.state, "reloader", None)
-        current = reloader.holder.current.store if reloader else None
-        if isinstance(current, BatchedWindowStore):
-            return StoreHealth(current.error_count, current.degraded, batched=current)
+        if reloader is None:
+            return None
+        current = reloader.holder.current.store
+        batched: BatchedWindowStore | None = None
         if isinstance(current, AdaptiveWindowStore):
-            return StoreHealth(current.error_count, current.degraded, batched=current.batched)
-        if isinstance(current, FailoverWindowStore):
-            return StoreHealth(current.error_count, current.degraded)
-        return None
+            batched = current.batched
+        elif isinstance(current, BatchedWindowStore):
+            batched = current
+        elif not isinstance(current, FailoverWindowStore):
+            return None  # windows.store: memory
+        faults = {"windows": current.fault_counts}
+        probes = reloader.holder.current.probes
+        if isinstance(probes, OutageHealth):
+            faults["probes"] = probes.fault_counts
+        limiter = limiter_faults(app.state)
+        if limiter is not None:
+            faults["ratelimit"] = limiter
+        return StoreHealth(faults, current.degraded, batched=batched)
 
     def version() -> int:
         reloader: Reloader | None = getattr(app.state, "reloader", None)

@@ -304,7 +304,8 @@ ADMIN_POLICY_PATCH: Final[RouteDoc] = _admin(
      413: "Body over 64 KiB.", 415: ERROR_TEXT[415]}, body=True)
 ADMIN_WINDOWS_RESET: Final[RouteDoc] = _admin(
     "Empty windows: all, or one tier's, task's, workload's and/or tenant's", "Reset; the scopes emptied.",
-    {400: "Unknown tier, task or tenant, or an invalid workload name (`param` names which)."},
+    {400: "Unknown tier, task or tenant, or an invalid workload name (`param` names which).",
+     503: "The shared window store is failing (`window_store_unavailable`): not every shared window was reset."},
     query=("tier", "task", "workload", "tenant"))
 ADMIN_UI: Final[RouteDoc] = {"summary": "The live status page", "responses": {
     200: {"description": "The page (it holds no data: it polls /admin/policy with the key).",

@@ -6,15 +6,16 @@ holds at most `burst` tokens and refills at N/60 tokens a second; a request take
 refused with the seconds until one is back.
 
 With `windows.store: redis` the buckets live in Redis, stepped by one atomic Lua script (Redis's own
-clock, so replicas with skewed clocks agree), and all replicas share them. While Redis is
-unreachable each replica limits from its own in-memory buckets and retries Redis after a short
-backoff: an outage never turns into failed requests. Keys are stored as SHA-256 digests, never as
-the key itself. The limiter hangs off `app.state` (built on first use, rebuilt when a reload
-changes its settings), so there is no module-level state.
+clock, so replicas with skewed clocks agree), and all replicas share them. While Redis fails
+(`policies.stores.faults`) each replica limits from its own in-memory buckets and retries Redis
+with the window store's backoff: an outage never turns into failed requests. Keys are stored as
+SHA-256 digests, never as the key itself. The limiter hangs off `app.state` (built on first use,
+rebuilt when a reload changes its settings), so there is no module-level state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -30,7 +31,6 @@ from gateway.errors import GatewayError
 
 LOGGER: Final = logging.getLogger("recserve.ratelimit")
 STATE_ATTRIBUTE: Final = "rate_limiter"  # on app.state
-REDIS_RETRY_S: Final = 1.0  # after a Redis failure, limit locally this long before trying again
 MAX_LOCAL_BUCKETS: Final = 100_000  # bound on memory: idle full buckets are dropped beyond this
 
 # KEYS[1]: the bucket hash. ARGV: rate (tokens/s), capacity. Returns {allowed, wait_s as a string}
@@ -105,33 +105,36 @@ class MemoryBuckets:
 
 
 class RedisBuckets:
-    """Buckets in Redis, shared by every replica; falls back to `local` while Redis is down."""
+    """Buckets in Redis, shared by every replica; falls back to `local` while Redis fails, under the
+    window store's outage rules (one warning, one request at a time retries, backoff to 10 s)."""
 
     def __init__(self, redis_url: str, namespace: str, local: MemoryBuckets) -> None:
-        from policies.stores.urls import connect
+        from policies.stores.failover import Outage
+        from policies.stores.urls import connect_any
 
-        self._connection = connect(redis_url)
+        self._connection = connect_any(redis_url)  # any URL form: a bucket is one key, so one cluster slot
         self._script = self._connection.client.register_script(BUCKET_SCRIPT)
         self._namespace = namespace
         self._local = local
-        self._retry_at = 0.0
+        self._outage = Outage(describe=f"rate limit store at {self._connection.url}", local_name="per-replica buckets",
+                              logger=LOGGER)
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Redis failures seen, by kind (each answered from the per-replica buckets)."""
+        return dict(self._outage.faults)
 
     def redis_key(self, key: str) -> str:
         return f"{self._namespace}:ratelimit:{key}"
 
     async def take(self, key: str, rate: float, capacity: int) -> BucketDraw:
-        from policies.stores.factory import REDIS_UNAVAILABLE
+        reply = await self._outage.attempt(lambda: self._draw(key, rate, capacity))
+        return reply if reply is not None else await self._local.take(key, rate, capacity)
 
-        if time.monotonic() < self._retry_at:
-            return await self._local.take(key, rate, capacity)
-        try:
+    async def _draw(self, key: str, rate: float, capacity: int) -> BucketDraw:
+        # Bounded like a window step: a cluster's own retries must not hold the request.
+        async with asyncio.timeout(self._connection.timeout_s):
             allowed, wait = await self._script(keys=[self.redis_key(key)], args=[repr(rate), capacity])
-        except REDIS_UNAVAILABLE as exc:
-            if self._retry_at == 0.0:
-                LOGGER.warning("rate limit: Redis unreachable (%s); limiting per replica", type(exc).__name__)
-            self._retry_at = time.monotonic() + REDIS_RETRY_S
-            return await self._local.take(key, rate, capacity)
-        self._retry_at = 0.0
         text = wait.decode() if isinstance(wait, bytes) else str(wait)
         return BucketDraw(bool(int(allowed)), float(text))
 
@@ -164,6 +167,14 @@ async def close_limiter(state: object) -> None:
     limiter: RateLimiter | None = getattr(state, STATE_ATTRIBUTE, None)
     if limiter is not None and isinstance(limiter.buckets, RedisBuckets):
         await limiter.buckets.aclose()
+
+
+def limiter_faults(state: object) -> dict[str, int] | None:
+    """The shared-store failures of the app's limiter by kind; None without Redis buckets."""
+    limiter: RateLimiter | None = getattr(state, STATE_ATTRIBUTE, None)
+    if limiter is not None and isinstance(limiter.buckets, RedisBuckets):
+        return limiter.buckets.fault_counts
+    return None
 
 
 def client_bucket(client: str) -> str:

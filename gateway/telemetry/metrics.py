@@ -5,7 +5,7 @@ from the gateway's bounded set."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -49,9 +49,11 @@ class Children(Generic[_Metric]):
 
 @dataclass(frozen=True, slots=True)
 class StoreHealth:
-    """What the window store reports at scrape time."""
+    """What the shared stores report at scrape time."""
 
-    errors: int  # shared-store failures since this store was built
+    # Shared-store failures since the stores were built, each answered locally: per store (`windows`,
+    # `probes`, `ratelimit`), by kind (policies.stores.faults.KINDS).
+    faults: Mapping[str, Mapping[str, int]]
     degraded: bool  # deciding from local windows right now
     batched: BatchedWindowStore | None = None  # windows.sync: batched or auto, for its flush counters
 
@@ -82,8 +84,11 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         health = self._store()
         errors = CounterMetricFamily("recserve_window_store_errors",
-                                     "Shared window store failures (each answered from local windows)")
-        errors.add_metric([], float(health.errors if health else 0))
+                                     "Shared window store failures (each answered from local windows), "
+                                     "by store (windows, probes, ratelimit) and kind", labels=["store", "kind"])
+        for store, kinds in (health.faults if health else {}).items():
+            for kind, count in sorted(kinds.items()):
+                errors.add_metric([store, kind], float(count))
         yield errors
         degraded = GaugeMetricFamily("recserve_window_store_degraded",
                                      "1 while decisions come from local windows because the shared store is down")

@@ -17,6 +17,7 @@ The pace is counted per replica over `pace_s` (1 s) windows of time.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -57,6 +58,12 @@ class AdaptiveWindowStore:
     @property
     def error_count(self) -> int:
         return self.exact.error_count + self.batched.error_count
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        counts = Counter(self.exact.fault_counts)
+        counts.update(self.batched.fault_counts)
+        return dict(counts)
 
     def mode(self, key: WindowKey) -> str:
         return "batched" if key in self._hot else "exact"

@@ -53,6 +53,7 @@ from redis.exceptions import NoScriptError
 from policies.base import WindowKey, WindowStep
 from policies.quantile import quantile_fraction
 from policies.stores.failover import Outage, OutageHealth
+from policies.stores.faults import fault_kind
 from policies.stores.neighbourhood import KnownWindow
 from policies.stores.redis import InFlightLimit, RedisWindowStore, _text, window_keys
 from policies.stores.urls import RedisClient
@@ -145,7 +146,7 @@ class BatchedWindowStore(OutageHealth):
 
     def __init__(self, client: RedisClient, namespace: str = "recserve", *, flush_s: float = DEFAULT_FLUSH_S,
                  limit: InFlightLimit | None = None, describe: str = "Redis window store",
-                 unavailable: tuple[type[BaseException], ...] = (Exception,),
+                 classify: Callable[[BaseException], str | None] = fault_kind,
                  clock: Callable[[], float] = time.monotonic, background: bool = True,
                  max_sent_per_s: float = 0.0) -> None:
         if not flush_s > 0:
@@ -160,7 +161,7 @@ class BatchedWindowStore(OutageHealth):
         self._flush_s = flush_s
         self._client = client
         self._sha = hashlib.sha1(FLUSH_SCRIPT.encode()).hexdigest()
-        self._outage = Outage(describe=describe, unavailable=unavailable, clock=clock)
+        self._outage = Outage(describe=describe, classify=classify, clock=clock)
         self._windows: dict[WindowKey, _Window] = {}
         self._background = background  # False: the caller calls flush() (the bench's virtual clock)
         self._flusher: asyncio.Task[None] | None = None
@@ -200,21 +201,18 @@ class BatchedWindowStore(OutageHealth):
         shared window now, so that the first step here decides on the whole window."""
         if key not in self._windows:
             self._windows[key] = _Window(size, quantile_fraction(beta))
-        with contextlib.suppress(*self._outage.unavailable):
-            await self.flush(refresh=key)
+        await self.flush(refresh=key)  # a store fault is the outage's to count, not the caller's
 
     async def release(self, key: WindowKey) -> None:
         """Stop keeping `key` here: its pending values go to the shared window first."""
         if key in self._windows:
-            with contextlib.suppress(*self._outage.unavailable):
-                await self.flush()  # sends the pending values; nothing to read back for a window let go
+            await self.flush()  # sends the pending values; nothing to read back for a window let go
             self._windows.pop(key, None)
 
     async def snapshot(self, key: WindowKey) -> list[float]:
         """The shared window after this replica's pending values reach it (while Redis is
         unreachable: the local window if held whole, else nothing — the rest is not known here)."""
-        with contextlib.suppress(*self._outage.unavailable):
-            await self.flush(refresh=key)
+        await self.flush(refresh=key)
         shared = await self._outage.read(partial(self._limit.run, partial(self._shared.snapshot, key)))
         if shared is not None:
             return shared
@@ -232,7 +230,8 @@ class BatchedWindowStore(OutageHealth):
 
     async def flush(self, *, refresh: WindowKey | None = None) -> None:
         """Send every window's pending values and bring what this replica knows of it up to date (the
-        windows with pending values, and `refresh` even without, if stepped here)."""
+        windows with pending values, and `refresh` even without, if stepped here). A store fault
+        starts (or prolongs) the outage and is not raised."""
         async with self._flushing:
             await self._outage.attempt(partial(self._flush_once, refresh))
 
@@ -328,8 +327,7 @@ class BatchedWindowStore(OutageHealth):
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-        with contextlib.suppress(*self._outage.unavailable):
-            await self.flush()
+        await self.flush()
 
 
 def _scores(raw: Sequence[Any]) -> list[float]:

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.exceptions import RedisError
-
 from policies.base import WindowStore
 from policies.quality import ProbeStore, ProbeWindows
 from policies.stores.adaptive import AdaptiveWindowStore
@@ -18,11 +16,6 @@ from policies.stores.memory import MemoryWindowStore
 from policies.stores.probes_redis import SharedProbeWindows
 from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import connect_any
-
-# What "Redis is unavailable" looks like from redis-py: its own errors (ConnectionError,
-# TimeoutError, AuthenticationError, ResponseError such as LOADING/READONLY/OOM, ...) plus the
-# OS-level and asyncio timeouts that can escape it.
-REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
 class WindowsSettings(Protocol):
@@ -70,8 +63,9 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
     `sync: batched` decides locally and flushes every `flush_ms` (`BatchedWindowStore`, which fails
     over by itself); `sync: auto` keeps each window in one of the two by its pace
     (`AdaptiveWindowStore`). Nothing connects here (the Redis client connects on first use), so a gateway
-    starts even while Redis is down and serves from local windows until it appears. Await `close`
-    on shutdown.
+    starts even while Redis is down, or a Redis Cluster has no slots yet, and serves from local
+    windows until it answers; every store fails over on `policies.stores.faults.fault_kind`. Await
+    `close` on shutdown.
     """
     if windows.store == "memory":
         return Stores(MemoryWindowStore(), ProbeWindows(probe_window), _nothing_to_close)
@@ -86,16 +80,14 @@ def build_stores(windows: WindowsSettings, probe_window: int) -> Stores:
     batched: BatchedWindowStore | None = None
     if windows.sync != "exact":
         batched = BatchedWindowStore(connection.client, windows.namespace, flush_s=windows.flush_ms / 1000,
-                                     limit=shared.limit, describe=describe, unavailable=REDIS_UNAVAILABLE,
-                                     max_sent_per_s=windows.max_sent_per_s)
-    exact = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, describe=describe)
+                                     limit=shared.limit, describe=describe, max_sent_per_s=windows.max_sent_per_s)
+    exact = FailoverWindowStore(shared, MemoryWindowStore(), describe=describe)
     if windows.sync == "auto" and batched is not None:
         store = AdaptiveWindowStore(exact, batched, hot_per_s=windows.hot_steps_per_flush / (windows.flush_ms / 1000))
     else:
         store = batched or exact
     probes = SharedProbeWindows(connection.client, windows.namespace, probe_window,
-                                unavailable=REDIS_UNAVAILABLE, describe=f"Redis probe store at {connection.url}",
-                                limit=shared.limit)
+                                describe=f"Redis probe store at {connection.url}", limit=shared.limit)
 
     async def close() -> None:
         await probes.aclose()  # its reads and writes in flight go before the connection does

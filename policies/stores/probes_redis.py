@@ -30,6 +30,7 @@ from policies.base import WindowKey
 from policies.competence import CompetenceCurve, fit_competence
 from policies.quality import ProbeWindows
 from policies.stores.failover import Outage, OutageHealth
+from policies.stores.faults import fault_kind
 from policies.stores.redis import InFlightLimit, _escape, _escape_glob, _text, window_tag
 from policies.stores.urls import RedisClient
 
@@ -91,7 +92,7 @@ class SharedProbeWindows(OutageHealth):
     """A `policies.quality.ProbeStore` in Redis, read through a cache; owns its background tasks."""
 
     def __init__(self, client: RedisClient, namespace: str, size: int, *,
-                 unavailable: tuple[type[BaseException], ...] = (Exception,),
+                 classify: Callable[[BaseException], str | None] = fault_kind,
                  describe: str = "shared probe store", refresh_s: float = DEFAULT_REFRESH_S,
                  clock: Callable[[], float] = time.monotonic, limit: InFlightLimit | None = None) -> None:
         self._client = client
@@ -99,7 +100,7 @@ class SharedProbeWindows(OutageHealth):
         self._namespace = namespace
         self._size = size
         self._local = ProbeWindows(size)
-        self._outage = Outage(describe=describe, local_name="local probe windows", unavailable=unavailable,
+        self._outage = Outage(describe=describe, local_name="local probe windows", classify=classify,
                               clock=clock)
         self._refresh_s = refresh_s
         self._clock = clock
@@ -182,12 +183,12 @@ class SharedProbeWindows(OutageHealth):
             await self._guarded(lambda: self._clear(keys=[pairs, version]))
             return
         pattern = _escape_glob("{" + _escape(self._namespace) + ":") + "*}:probes"
-        try:
-            names = [_text(name) async for name in self._client.scan_iter(match=pattern, count=500)]
-        except self._outage.unavailable as exc:
-            self._outage.failed(exc, probe=False)
-            return
-        for name in names:
+
+        async def scan() -> list[str]:
+            return [_text(name) async for name in self._client.scan_iter(match=pattern, count=500)]
+
+        names = await self._outage.absorb(scan)  # not under the call budget: a large keyspace takes a while
+        for name in names or ():
             await self._guarded(partial(self._clear, keys=[name, name + ":v"]))
 
     async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:

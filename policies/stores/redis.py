@@ -153,9 +153,9 @@ class InFlightLimit:
 class RedisWindowStore:
     """A `WindowStore` whose windows live in Redis; one EVALSHA round trip per step.
 
-    Errors from Redis (connection refused, timeouts, auth) propagate: wrapping the store in
-    `FailoverWindowStore` is what turns them into local answers. The client is borrowed: whoever
-    built it closes it (see `policies.stores.factory`).
+    Errors from Redis (connection refused, timeouts, auth, a cluster without its slots, OOM, ...)
+    propagate: wrapping the store in `FailoverWindowStore` is what turns them into local answers. The
+    client is borrowed: whoever built it closes it (see `policies.stores.factory`).
     """
 
     def __init__(self, client: RedisClient, namespace: str = "recserve", *,

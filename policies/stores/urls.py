@@ -10,8 +10,10 @@ Accepted forms (query parameters are optional; see `QUERY_PARAMETERS`):
     redis+cluster://[[user]:password@]host1[:6379][,host2[:6379]...][/0]
     rediss+cluster://...                                    Redis Cluster (TLS to every node)
 
-For Redis Cluster the hosts are startup nodes: any reachable one discovers the others. Every script
-the stores run touches keys of one hash tag, hence one slot, as the cluster requires.
+For Redis Cluster the hosts are startup nodes: any reachable one discovers the others, and they stay
+the ones asked on every topology refresh (not the node addresses the cluster reported): a cluster
+whose nodes came back at new addresses under the same names (pods rescheduled) is found again. Every
+script the stores run touches keys of one hash tag, hence one slot, as the cluster requires.
 
 For Sentinel, the user and password authenticate against the Redis master; the sentinels take
 `sentinel_username` / `sentinel_password` query parameters when they require their own AUTH.
@@ -301,8 +303,11 @@ def _connect_cluster(target: ClusterTarget, url: str, defaults: dict[str, Any]) 
     kwargs: dict[str, Any] = {**defaults, **options}
     if target.tls:
         kwargs["ssl"] = True
+    # dynamic_startup_nodes=False: redis-py would otherwise replace the URL's hosts with the addresses
+    # the first topology named, and never find a cluster that later came back elsewhere.
     client = RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-                          username=target.username, password=target.password, **kwargs)
+                          username=target.username, password=target.password, dynamic_startup_nodes=False,
+                          **kwargs)
     return ClusterConnection(client, redact_url(url), kwargs["socket_timeout"])
 
 

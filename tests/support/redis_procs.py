@@ -195,7 +195,7 @@ def cluster_ports(count: int, rng: random.Random | None = None) -> list[int]:
     raise RuntimeError("no free ports for a Redis Cluster")
 
 
-def _ask(port: int, *command: str, timeout: float = 1.0) -> str:
+def ask_node(port: int, *command: str, timeout: float = 1.0) -> str:
     """One command over a raw socket (inline protocol), the reply's text; '' when the node is silent."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall((" ".join(command) + "\r\n").encode())
@@ -223,18 +223,25 @@ def _ask(port: int, *command: str, timeout: float = 1.0) -> str:
 class RedisClusterProcs:
     """A real Redis Cluster on loopback: six `redis-server --cluster-enabled yes` (three masters with one
     replica each), joined by `redis-cli --cluster create`. Everything is bounded and stopped by `stop()`;
-    `masters()` / `kill(port)` / `start(port)` for failover tests."""
+    `masters()` / `kill(port)` / `start(port)` for failover tests.
 
-    def __init__(self, binary: str, workdir: Path, *, masters: int = 3, replicas: int = 1) -> None:
+    `announce_ip` (another loopback address, e.g. 127.0.0.2): the nodes also listen there and the
+    cluster names them by it, as a cluster in Kubernetes names its pods by IP while clients reach it
+    by a stable name (here 127.0.0.1). `ports`: the nodes' ports instead of free ones."""
+
+    def __init__(self, binary: str, workdir: Path, *, masters: int = 3, replicas: int = 1,
+                 announce_ip: str | None = None, ports: Sequence[int] | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.ports = cluster_ports(masters * (1 + replicas))
+        self.ports = list(ports) if ports is not None else cluster_ports(masters * (1 + replicas))
         self.replicas = replicas
+        self.ip = announce_ip or "127.0.0.1"
         self.nodes: dict[int, RedisServer] = {}
+        announce = ["--bind", "127.0.0.1", self.ip, "--cluster-announce-ip", self.ip] if announce_ip else []
         for port in self.ports:
             node = RedisServer(binary, workdir / str(port), extra_args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0"])
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-replica-validity-factor", "0", *announce])
             node.port = port
             self.nodes[port] = node
 
@@ -244,27 +251,41 @@ class RedisClusterProcs:
         return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
 
     def start_all(self) -> RedisClusterProcs:
-        cli = shutil.which("redis-cli")
-        if cli is None:
-            raise RuntimeError("redis-cli not found")
+        """Start every node and form the cluster."""
         try:
-            for node in self.nodes.values():
-                node.start()
-            subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                            "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                           check=True, capture_output=True, timeout=60)
-            self.wait_ok()
+            self.start_nodes()
+            self.form()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def start_nodes(self) -> RedisClusterProcs:
+        """Start every node, not yet a cluster: no node knows another or serves a slot."""
+        try:
+            for node in self.nodes.values():
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def form(self) -> None:
+        """`redis-cli --cluster create` over the running nodes, then wait for `cluster_state:ok`."""
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli not found")
+        subprocess.run([cli, "--cluster", "create", *(f"{self.ip}:{p}" for p in self.ports),
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        self.wait_ok()
 
     def wait_ok(self, timeout: float = CLUSTER_READY_TIMEOUT_S) -> None:
         """Until every running node says cluster_state:ok and agrees there are three masters."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [p for p, n in self.nodes.items() if n.running]
-            if all("cluster_state:ok" in _ask(p, "CLUSTER", "INFO") for p in running) and \
+            if all("cluster_state:ok" in ask_node(p, "CLUSTER", "INFO") for p in running) and \
                     len(self.masters()) == len(self.ports) // (1 + self.replicas):
                 return
             time.sleep(0.1)
@@ -274,16 +295,16 @@ class RedisClusterProcs:
         """Ports of the nodes that are masters right now and running."""
         found: list[int] = []
         for port, node in self.nodes.items():
-            if node.running and "role:master" in _ask(port, "INFO", "replication"):
+            if node.running and "role:master" in ask_node(port, "INFO", "replication"):
                 found.append(port)
         return sorted(found)
 
     def master_of(self, key: str) -> int:
         """The port of the running master that owns `key`'s slot."""
         for port in self.masters():
-            reply = _ask(port, "CLUSTER", "KEYSLOT", key)
+            reply = ask_node(port, "CLUSTER", "KEYSLOT", key)
             slot = int(reply.strip().lstrip(":") or -1)
-            for line in _ask(port, "CLUSTER", "NODES").splitlines():
+            for line in ask_node(port, "CLUSTER", "NODES").splitlines():
                 if "myself" in line and "master" in line:
                     ranges = [r for r in line.split()[8:] if not r.startswith("[")]
                     for part in ranges:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from gateway import jsonio
 from gateway.config.schema import ConversationsConfig, WindowsConfig
 from gateway.errors import GatewayError
-from policies.stores.factory import REDIS_UNAVAILABLE
+from policies.stores.faults import STORE_FAULTS as REDIS_UNAVAILABLE
 from policies.stores.urls import RedisClient, connect_any
 
 log = logging.getLogger("recserve.conversations")

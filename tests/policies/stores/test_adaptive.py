@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from policies.base import WindowKey
 from policies.stores.adaptive import AdaptiveWindowStore
 from policies.stores.batched import BatchedWindowStore
-from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
+from policies.stores.factory import build_stores
 from policies.stores.failover import FailoverWindowStore
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
@@ -39,9 +39,8 @@ async def connection(redis_server: RedisServer, redis_client: Redis) -> AsyncIte
 
 
 def _auto(connection: RedisConnection, namespace: str, clock: Clock) -> AdaptiveWindowStore:
-    exact = FailoverWindowStore(RedisWindowStore(connection.client, namespace), MemoryWindowStore(),
-                                unavailable=REDIS_UNAVAILABLE)
-    batched = BatchedWindowStore(connection.client, namespace, background=False, unavailable=REDIS_UNAVAILABLE)
+    exact = FailoverWindowStore(RedisWindowStore(connection.client, namespace), MemoryWindowStore())
+    batched = BatchedWindowStore(connection.client, namespace, background=False)
     return AdaptiveWindowStore(exact, batched, hot_per_s=100, clock=clock)
 
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from policies.base import WindowKey
 from policies.quantile import linear_quantile, quantile_fraction
 from policies.stores.batched import BatchedWindowStore
-from policies.stores.factory import REDIS_UNAVAILABLE, build_stores
+from policies.stores.factory import build_stores
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.urls import RedisConnection, connect
 from tests.support.processes import GatewayProcess
@@ -164,7 +164,7 @@ async def test_a_reset_elsewhere_restarts_the_mirror(connection: RedisConnection
 async def test_an_outage_decides_locally_and_flushes_after(redis_factory: ServerFactory) -> None:
     server = redis_factory()
     connection = connect(server.url)
-    store = BatchedWindowStore(connection.client, "outage", background=False, unavailable=REDIS_UNAVAILABLE)
+    store = BatchedWindowStore(connection.client, "outage", background=False)
     try:
         await store.step(KEY, 0.4, 10, 0.5)
         await store.flush()

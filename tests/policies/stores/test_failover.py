@@ -11,8 +11,9 @@ import pytest
 
 from policies.base import Scope, WindowKey, WindowStep, WindowStore
 from policies.recserve import RecServePolicy
-from policies.stores.factory import REDIS_UNAVAILABLE, build_window_store
+from policies.stores.factory import build_window_store
 from policies.stores.failover import FailoverWindowStore
+from policies.stores.faults import STORE_FAULTS
 from policies.stores.memory import MemoryWindowStore
 from policies.stores.redis import RedisWindowStore
 from policies.stores.urls import RedisConnection, connect
@@ -77,7 +78,7 @@ async def test_outage_backoff_and_recovery(server: RedisServer, connection: Redi
     caplog.set_level(logging.INFO, logger=LOGGER)
     clock = FakeClock()
     shared = CountingStore(RedisWindowStore(connection.client, "fo"), clock)
-    store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, clock=clock,
+    store = FailoverWindowStore(shared, MemoryWindowStore(), clock=clock,
                                 describe="Redis window store at redis://:***@127.0.0.1")
     for value in (0.2, 0.4, 0.6):
         assert not (await store.step(KEY, value, 100, 0.5)).fallback
@@ -107,7 +108,7 @@ async def test_outage_backoff_and_recovery(server: RedisServer, connection: Redi
     back = await store.step(KEY, 0.9, 100, 0.5)
     assert back == WindowStep(0.9, 1)  # the shared window again (Redis lost it: cold)
     assert not store.degraded
-    assert len(_infos(caplog)) == 1 and "reachable again" in _infos(caplog)[0]
+    assert len(_infos(caplog)) == 1 and "answering again" in _infos(caplog)[0]
     assert (await store.step(KEY, 0.1, 100, 0.5)) == WindowStep(0.5, 2)
 
     server.stop()  # a second outage is a second warning
@@ -119,7 +120,7 @@ async def test_in_flight_failures_do_not_stretch_the_backoff(server: RedisServer
                                                              caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     shared = CountingStore(RedisWindowStore(connection.client, "burst"), clock)
-    store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, clock=clock)
+    store = FailoverWindowStore(shared, MemoryWindowStore(), clock=clock)
     await store.step(KEY, 0.5, 10, 0.3)
     server.stop()
     steps = await asyncio.gather(*(store.step(KEY, i / 50, 10, 0.3) for i in range(50)))
@@ -134,7 +135,7 @@ async def test_slow_redis_times_out_and_only_one_request_probes(
         server: RedisServer, connection: RedisConnection, caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     shared = CountingStore(RedisWindowStore(connection.client, "slow"), clock)
-    store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE, clock=clock)
+    store = FailoverWindowStore(shared, MemoryWindowStore(), clock=clock)
     await store.step(KEY, 0.5, 10, 0.3)
     server.pause()  # accepts, never answers: only the socket timeout gets us out
     try:
@@ -158,7 +159,7 @@ async def test_auth_error_falls_back(server: RedisServer, caplog: pytest.LogCapt
     connection = connect(f"redis://:wrong-password@127.0.0.1:{server.port}/0")
     try:
         store = FailoverWindowStore(RedisWindowStore(connection.client, "auth"), MemoryWindowStore(),
-                                    unavailable=REDIS_UNAVAILABLE, describe=f"Redis at {connection.url}")
+                                    describe=f"Redis at {connection.url}")
         policy = RecServePolicy(store, lambda _tier: 0.5, 10)
         decision = await policy.decide("device", Scope("classification"), 0.4)
         assert decision.fallback and not decision.escalate
@@ -169,14 +170,13 @@ async def test_auth_error_falls_back(server: RedisServer, caplog: pytest.LogCapt
 
 
 async def test_snapshot_and_reset_during_an_outage(server: RedisServer, connection: RedisConnection) -> None:
-    store = FailoverWindowStore(RedisWindowStore(connection.client, "snap"), MemoryWindowStore(),
-                                unavailable=REDIS_UNAVAILABLE, clock=FakeClock())
+    store = FailoverWindowStore(RedisWindowStore(connection.client, "snap"), MemoryWindowStore(), clock=FakeClock())
     await store.step(KEY, 0.3, 10, 0.3)
     assert await store.snapshot(KEY) == [0.3]
     server.stop()
     assert await store.snapshot(KEY) == [0.3]  # the local mirror
     assert store.degraded
-    with pytest.raises(REDIS_UNAVAILABLE):  # an admin asking for a reset must hear it failed
+    with pytest.raises(STORE_FAULTS):  # an admin asking for a reset must hear it failed
         await store.reset()
     assert await store.local.snapshot(KEY) == []
 
@@ -228,7 +228,7 @@ async def test_requests_queued_behind_a_hung_redis_fail_over_too(server: RedisSe
                                                                  connection: RedisConnection) -> None:
     """With every permit held by a stuck call, the next steps give up waiting and answer locally."""
     shared = RedisWindowStore(connection.client, "queue", max_in_flight=2, queue_timeout_s=0.1)
-    store = FailoverWindowStore(shared, MemoryWindowStore(), unavailable=REDIS_UNAVAILABLE)
+    store = FailoverWindowStore(shared, MemoryWindowStore())
     await store.step(KEY, 0.5, 10, 0.3)
     server.pause()
     try:
@@ -243,5 +243,5 @@ async def test_requests_queued_behind_a_hung_redis_fail_over_too(server: RedisSe
                                         return_exceptions=True)
     finally:
         server.resume()
-    assert all(isinstance(outcome, REDIS_UNAVAILABLE) for outcome in outcomes)
+    assert all(isinstance(outcome, STORE_FAULTS) for outcome in outcomes)
     assert sum("no free connection" in str(outcome) for outcome in outcomes) == 1

@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 from policies.base import WindowKey
 from policies.competence import fit_competence
 from policies.quality import ProbeWindows
-from policies.stores.factory import REDIS_UNAVAILABLE
 from policies.stores.probes_redis import SharedProbeWindows, probe_keys
 from policies.stores.urls import RedisConnection, connect
 from tests.support.redis_procs import RedisServer
@@ -36,7 +35,7 @@ async def _settle(store: SharedProbeWindows) -> None:
 
 
 def _shared(client: Redis, size: int = 5, refresh_s: float = 0.05) -> SharedProbeWindows:
-    return SharedProbeWindows(client, "ps", size, unavailable=REDIS_UNAVAILABLE, refresh_s=refresh_s)
+    return SharedProbeWindows(client, "ps", size, refresh_s=refresh_s)
 
 
 async def test_two_replicas_share_one_window_in_redis(redis_client: Redis) -> None:
@@ -124,7 +123,7 @@ async def test_an_outage_falls_back_to_the_local_probes(own_server: tuple[RedisS
                                                         caplog: pytest.LogCaptureFixture) -> None:
     server, connection = own_server
     caplog.set_level(logging.INFO, logger="recserve.windows")
-    store = SharedProbeWindows(connection.client, "po", 50, unavailable=REDIS_UNAVAILABLE, refresh_s=0.01,
+    store = SharedProbeWindows(connection.client, "po", 50, refresh_s=0.01,
                                describe="Redis probe store at test")
     try:
         store.add(KEY, 0.9, True)
@@ -138,7 +137,7 @@ async def test_an_outage_falls_back_to_the_local_probes(own_server: tuple[RedisS
         assert store.count(KEY) == 1 + len(PAIRS)  # the local windows, which mirrored every add
         assert store.curve(KEY) == fit_competence([(0.9, True), *PAIRS])
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 1 and "Redis probe store at test unreachable" in warnings[0]
+        assert len(warnings) == 1 and "Redis probe store at test failing (connection" in warnings[0]
         server.start()  # empty again: no persistence
         for _ in range(100):  # the backoff's next retry (0.5 s) finds it back
             store.curve(KEY)
