@@ -181,13 +181,28 @@ def weakest_value_confidence(tokens: Sequence[TokenLogprob], labels: Sequence[st
     return math.exp(min(sum(logprobs[i] for i in value) / len(value) for value in per_value))
 
 
-# Estimators for structured (JSON) answers, by name. The cascade judges structured answers with
-# `structured_confidence`: on BFCL it ranks the edge tier's right calls above its wrong ones better than
-# the generation estimator (eval/results/bfcl/bfcl.md); the others are measured beside it.
+def answer_probability(tokens: Sequence[TokenLogprob], labels: Sequence[str] | None = None) -> float | None:
+    """exp(sum of logprobs): the probability the tier gave its whole answer.
+
+    Under a JSON-schema constraint the forced tokens (braces, quotes, keys, the wrapper) come at logprob
+    about 0 and add nothing to a sum, where a mean would count them; what is left are the choices the
+    tier made: which function, which arguments, their values, one call or several, a call or text.
+    """
+    logprobs = _token_logprobs(tokens)
+    if not logprobs:
+        return None
+    return math.exp(sum(logprobs))
+
+
+# Estimators for structured (JSON) answers, by name; the cascade judges structured answers with the
+# one named by STRUCTURED_ESTIMATOR: on the recorded BFCL traces it ranks the lower tiers' right calls
+# above their wrong ones best (eval/results/bfcl/bfcl.md); the others are measured beside it.
 STRUCTURED_ESTIMATORS: Mapping[str, Estimator] = MappingProxyType({
+    "structured_joint": answer_probability,
     "structured_mean": structured_confidence,
     "structured_min": weakest_value_confidence,
 })
+STRUCTURED_ESTIMATOR = "structured_joint"
 
 
 def _token_logprobs(tokens: Sequence[TokenLogprob]) -> list[float] | None:
@@ -223,12 +238,12 @@ def _per_value(tokens: Sequence[TokenLogprob]) -> list[list[int]]:
 
 def choice_confidence(task: Task, logprobs: Any, labels: Sequence[str] | None,
                       structured: bool = False) -> float | None:
-    """Confidence of one choice's raw `logprobs` object under the task's estimator, or under
-    `structured_confidence` for an answer asked for as structure (tools, a JSON response format)."""
+    """Confidence of one choice's raw `logprobs` object under the task's estimator, or under the
+    structured estimator for an answer asked for as structure (tools, a JSON response format)."""
     tokens = parse_logprobs(logprobs)
     if tokens is None:
         return None
-    value = structured_confidence(tokens) if structured else ESTIMATORS[task](tokens, labels)
+    value = STRUCTURED_ESTIMATORS[STRUCTURED_ESTIMATOR](tokens) if structured else ESTIMATORS[task](tokens, labels)
     if value is None or math.isnan(value):
         return None
     return min(max(value, 0.0), 1.0)
@@ -237,7 +252,7 @@ def choice_confidence(task: Task, logprobs: Any, labels: Sequence[str] | None,
 def response_confidence(task: Task, choices: Any, labels: Sequence[str] | None,
                         structured: bool = False) -> float | None:
     """A response's confidence: the least confident of its choices (n > 1), None if any is unusable;
-    `structured`: judged by the tokens of its JSON values (`structured_confidence`)."""
+    `structured`: judged by the structured estimator (`STRUCTURED_ESTIMATOR`)."""
     if not isinstance(choices, list) or not choices:
         return None
     lowest: float | None = None

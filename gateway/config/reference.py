@@ -141,7 +141,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
                                "and competence: any tenant's traffic moves them); every other workload, the "
                                "derived ones (`generation`, `classification`, `structured`, `labels:...`) "
                                "included, is kept per tenant.",
-    "confidence": "How confidence is read from logprobs.",
+    "confidence": "How confidence is read from logprobs: by the task's estimator (`classification`: the "
+                  "label mass of the first token; `generation`: exp(mean logprob)); an answer asked for as "
+                  "structure (`tools`, a JSON `response_format`) by its probability, exp(sum of logprobs), "
+                  "where the tokens a JSON schema forces add nothing (see Confidence).",
     "confidence.top_logprobs": "Alternatives per token asked of every tier.",
     "windows": "Where the windows live: in process, or in Redis shared by every replica.",
     "windows.store": "`memory` (one process) or `redis` (shared by replicas and workers).",

@@ -38,7 +38,7 @@ from gateway.evaluation.replay import (
 )
 from gateway.evaluation.replay_quality import QUALITY_WINDOW, QualityOptions, SimulatedProber, quality_policy
 from policies.base import TokenLogprob
-from policies.confidence import STRUCTURED_ESTIMATORS, generation_confidence
+from policies.confidence import STRUCTURED_ESTIMATOR, STRUCTURED_ESTIMATORS, generation_confidence
 from policies.structure import expectation_of, problem
 
 LINEUPS: dict[str, tuple[str, ...]] = {"three tiers": ("device", "edge", "cloud"), "edge → cloud": ("edge", "cloud")}
@@ -51,9 +51,8 @@ THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
 TARGETS = (0.8, 0.9, 0.95)
 Estimator = Callable[[Sequence[TokenLogprob]], "float | None"]
 Valid = Callable[[Mapping[str, Any]], bool]
-# The estimator the gateway uses for structured answers (`policies.confidence.structured_confidence`);
-# the others are measured beside it.
-DEFAULT_ESTIMATOR = "structured_mean"
+# The estimator the gateway uses for structured answers; the others are measured beside it.
+DEFAULT_ESTIMATOR = STRUCTURED_ESTIMATOR
 CASCADING = ("recserve", "casserve", "quality")  # the settings that judge answers (not pinned, not the oracle)
 
 

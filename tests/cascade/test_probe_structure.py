@@ -30,12 +30,14 @@ def calls(tier: str, *made: tuple[str, str]) -> str:
     return "".join(f"[{tier}:call={name}:{quote(arguments)}]" for name, arguments in made)
 
 
-SAME = ("weather q1 " + calls("device", ("get_weather", '{"city": "New York", "days": 3}'))
+# The device is sure of every token ([device:1]): the same confidence for every answer, however many
+# calls it makes, so the β rule keeps them all and each kept answer is probed.
+SAME = ("weather q1 [device:1]" + calls("device", ("get_weather", '{"city": "New York", "days": 3}'))
         + calls("cloud", ("get_weather", '{"days": 3.0, "city": "new york"}')))
-REORDERED = ("weather and time q2 "
+REORDERED = ("weather and time q2 [device:1]"
              + calls("device", ("get_weather", '{"city": "Paris"}'), ("get_time", '{"zone": "CET"}'))
              + calls("cloud", ("get_time", '{"zone": "cet"}'), ("get_weather", '{"city": "Paris"}')))
-OTHER_ARGUMENTS = ("weather q3 " + calls("device", ("get_weather", '{"city": "Paris"}'))
+OTHER_ARGUMENTS = ("weather q3 [device:1]" + calls("device", ("get_weather", '{"city": "Paris"}'))
                    + calls("cloud", ("get_weather", '{"city": "London"}')))
 
 

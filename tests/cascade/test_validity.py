@@ -187,7 +187,8 @@ def test_early_commit_judges_json_answers_whole(early: RunningGateway) -> None:
                                    response_format=PERSON)
         assert headers["x-recserve-path"] == "device(invalid_json)>edge"
         assert text_of(chunks) == '{"name":"Ada","age":36}'
-        chunks, headers = streamed(sdk, f"q [device:tokens=0.9,0.9,0.9][edge:{GOOD_CALL}]",
+        # The edge is sure of its call (p 1 per token), so its window keeps it whatever came before.
+        chunks, headers = streamed(sdk, f"q [device:tokens=0.9,0.9,0.9][edge:{GOOD_CALL}][edge:1]",
                                    tools=[WEATHER], tool_choice="required")
         assert headers["x-recserve-path"] == "device(missing_tool_call)>edge"
         assert calls_of(chunks) == [("call_edge_0_0", "get_weather", '{"city":"Oslo"}')]

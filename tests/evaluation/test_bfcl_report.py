@@ -87,7 +87,7 @@ def test_the_report_replays_every_line_up_and_chooses_on_the_tuning_categories(i
 
     written = write_report(tmp_path, tmp_path / "out", items)
     text = written[0].read_text(encoding="utf-8")
-    assert f"**`{chosen}`**" in text and "| simple_python |" in text and "structured_mean (default)" in text
+    assert f"**`{chosen}`**" in text and "| simple_python |" in text and "structured_joint (default)" in text
     assert "Invalid lower-tier answers served, most in any cascading setting and seed: 0." in text
     assert written[2].stat().st_size > 10_000  # the plot
     assert json.loads(written[1].read_text(encoding="utf-8"))["lineups"]["three tiers"]["chosen"] == chosen

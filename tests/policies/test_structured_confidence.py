@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from policies.base import TokenLogprob
 from policies.confidence import (
+    STRUCTURED_ESTIMATOR,
     STRUCTURED_ESTIMATORS,
+    answer_probability,
     generation_confidence,
     structured_confidence,
     weakest_value_confidence,
@@ -106,12 +108,30 @@ def test_odd_tokens_give_no_estimate_not_an_exception(estimator: Any) -> None:
     assert estimator([TokenLogprob(None, -0.1), TokenLogprob("1", -0.1)]) is None  # type: ignore[arg-type]
     assert estimator([TokenLogprob("1", "x")]) is None  # type: ignore[arg-type]
     assert estimator([TokenLogprob("1", -10**400)]) is None  # no float holds it
+
+
+@pytest.mark.parametrize("estimator", [structured_confidence, weakest_value_confidence])
+def test_tokens_that_write_nothing_are_no_value_s(estimator: Any) -> None:
     assert estimator(tokens(("", -0.1), ("7", -0.2), ("", -5.0))) == pytest.approx(math.exp(-0.2))
 
 
 def test_the_estimators_are_exposed_by_name_and_callable_with_tokens_alone() -> None:
-    assert set(STRUCTURED_ESTIMATORS) == {"structured_mean", "structured_min"}
+    assert set(STRUCTURED_ESTIMATORS) == {"structured_joint", "structured_mean", "structured_min"}
     assert STRUCTURED_ESTIMATORS["structured_mean"](SPLIT) == structured_confidence(SPLIT)
+    assert STRUCTURED_ESTIMATORS[STRUCTURED_ESTIMATOR] is answer_probability
+
+
+def test_the_answer_s_probability_counts_every_choice_and_no_forced_token() -> None:
+    call = [('{"name": "', 0.0), ("f", math.log(0.9)), ('", "arguments": {"a": ', 0.0), ("7", math.log(0.8)),
+            ("}}", 0.0)]
+    assert answer_probability(tokens(*call)) == pytest.approx(0.9 * 0.8)
+    # Twenty more forced tokens change nothing (a mean would drift towards 1).
+    padded = [*call[:-1], *[(" ", 0.0)] * 20, call[-1]]
+    assert answer_probability(tokens(*padded)) == pytest.approx(0.9 * 0.8)
+    # A choice of form the value estimators cannot see: one call, or a list of several ("[" at p 0.6).
+    as_list = [("[", math.log(0.6)), *call, ("]", 0.0)]
+    assert answer_probability(tokens(*as_list)) == pytest.approx(0.6 * 0.9 * 0.8)
+    assert structured_confidence(tokens(*as_list)) == pytest.approx(structured_confidence(tokens(*call)))
 
 
 @given(st.lists(st.tuples(st.text(max_size=6), st.floats(max_value=0.0) | st.floats()), max_size=30))
@@ -121,12 +141,12 @@ def test_any_tokens_give_a_probability_or_none(pieces: list[tuple[str, float]]) 
         assert value is None or 0.0 <= value <= 1.0
 
 
-def test_a_response_asked_for_as_structure_is_judged_by_its_values() -> None:
+def test_a_response_asked_for_as_structure_is_judged_by_its_probability() -> None:
     from policies.confidence import response_confidence
 
     # `{"name": "f", "arguments": {"a": 7}}` with its form forced (p 1) and its two values unsure.
     pieces = [('{"name": "', 0.0), ("f", math.log(0.5)), ('", "arguments": {"a": ', 0.0), ("7", math.log(0.5)),
               ("}}", 0.0)]
     choices = [{"logprobs": {"content": [{"token": t, "logprob": lp, "top_logprobs": []} for t, lp in pieces]}}]
-    assert response_confidence("generation", choices, None, structured=True) == pytest.approx(0.5)
+    assert response_confidence("generation", choices, None, structured=True) == pytest.approx(0.25)
     assert response_confidence("generation", choices, None) == pytest.approx(math.exp(2 * math.log(0.5) / 5))
