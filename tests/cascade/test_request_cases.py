@@ -8,6 +8,7 @@ import pytest
 from gateway.telemetry.tokens import PromptTokenCounter
 from tests.conftest import GatewayStarter, ask
 from tests.support.scripted_tier import ThreadedTier
+from tests.support.tier_script import argument_pieces
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -22,7 +23,9 @@ def test_tools_are_forwarded_unchanged_and_tool_answers_judged(client: openai.Op
     assert forwarded["tools"] == [WEATHER_TOOL] and forwarded["tool_choice"] == "auto"
     assert forwarded["response_format"] == {"type": "text"}
     assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
-    assert float(headers["x-recserve-confidence"]) == pytest.approx(0.9)
+    # Judged as structure: the answer's probability, its name token and each argument piece at p 0.9.
+    tokens = 1 + len(argument_pieces('{"city":"Paris"}'))
+    assert float(headers["x-recserve-confidence"]) == pytest.approx(0.9 ** tokens)
 
 
 def test_tool_requests_can_be_pinned_to_a_tier(start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier]) -> None:
