@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import uuid
@@ -24,6 +25,7 @@ from gateway.server import openapi
 from gateway.server.middleware import GatewayMiddleware
 from gateway.server.ratelimit import close_limiter
 from gateway.server.routes import mount
+from gateway.telemetry.loop_watch import watch_event_loop
 from gateway.telemetry.metrics import Metrics, StoreHealth
 from policies.base import WindowStore
 from policies.stores.adaptive import AdaptiveWindowStore
@@ -106,10 +108,13 @@ def create_app(config: GatewayConfig | None = None, *,
         # stored conversations (they would be lost mid-conversation).
         conversations = build_conversations(resolved.windows, resolved.conversations)
         setattr(app.state, CONVERSATIONS_STATE, conversations)
+        watch = asyncio.create_task(watch_event_loop(metrics.loop_lag, metrics.loop_stall_cpu))
         try:
             with _startup_heap_frozen():
                 yield
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await conversations.close()
             await reloader.aclose()
             await close_limiter(app.state)

@@ -45,6 +45,10 @@ class PromptTokenCounter:
         self._lock = threading.Lock()
         self._failed = False
 
+    @property
+    def loaded(self) -> bool:
+        return self._encoding is not None
+
     def load(self) -> bool:
         """Load the encoding (blocking; tiktoken keeps it per process, so a second counter's load is
         free). False if it cannot be loaded: counts stay estimates."""
@@ -60,7 +64,7 @@ class PromptTokenCounter:
                     self._failed = True
                     log.warning("tiktoken cl100k_base could not be loaded (%s): prompt tokens of tiers that "
                                 "report no usage are estimated as UTF-8 bytes / %d", exc, _BYTES_PER_TOKEN)
-        return self._encoding is not None
+        return self.loaded
 
     async def load_in_background(self, wait_s: float) -> None:
         """Load in a worker thread, waiting for it at most `wait_s` (it goes on after that)."""
