@@ -27,10 +27,15 @@ TIER_TIMEOUT_S = 3.0  # every hostile tier's timeout_s
 REQUEST_TIMEOUT_S = 5.0  # server.request_timeout_s: bounds a served stream
 SLACK_S = 1.0
 MAX_RSS_MB = 300.0
-# The healthy client's worst latency while a case runs: a gateway frozen by the hostile tier waits out
-# the tier's timeout (3 s). 0.5 s held on a developer's machine; 2.5x that is the bound on a machine 2.5x
-# slower with both cores busy (0.5-0.9 s were seen there with no freeze at all).
+# The healthy client's worst latency while a case runs, as the client sees it: the promise is 0.5 s on a
+# quiet machine; CI runs 2.5x slower with both cores busy, where a process waiting for a CPU adds to it
+# (0.5-0.9 s were seen there with the loop never held), so the wall-clock bound is 2.5x the promise.
 MAX_HEALTHY_S = 1.25
+# What the load cannot blur: the longest the gateway's own work held its event loop in one stretch, in CPU
+# seconds of the loop's thread (recserve_event_loop_stall_cpu_seconds, a histogram bucket bound). The worst
+# case (tiny_objects, a buffered logprob flood) takes 0.07-0.13 s on a 2-core EPYC VM whose CPU runs Python
+# ~1.5x slower than a laptop's; a lazy tokenizer load or an unbounded object count took 0.25-2.5 s there.
+MAX_LOOP_CPU_S = 0.25
 HOSTILE_HEADER_TEXT = ["evil", "<script>", "A" * 16, EVIL_UPLINK]
 PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]()>!~?]+$")  # names, nesting, markers (DESIGN.md)
 MAX_PATH_CHARS = 2048  # "capped": ours plus a chained gateway's, generously
@@ -77,6 +82,8 @@ CASES: tuple[Case, ...] = (
     Case("endless_chunked", "fault", "an endless chunked body (JSON string / flood of valid chunks)"),
     Case("huge_logprobs", "fault", "65 MB of logprobs (one array / 1,080 chunks)",
          last_sse=frozenset({"done:hostile", "error:*"})),
+    Case("tiny_objects", "noconf", "490,000 empty arrays as logprobs (answer / stream): the most JSON objects "
+         "a tier may send"),
     Case("gzip_bomb", "fault", "gzip, ~1 MB on the wire → 1 GiB"),
     Case("deflate_bomb", "fault", "deflate, ~1 MB on the wire → 1 GiB"),
     Case("endless_stream", "fault", "a stream that never ends (a token / 20 ms); JSON never completing",
