@@ -16,7 +16,7 @@ from prometheus_client import Histogram
 
 PERIOD_S = 0.025
 STALL_S = 0.05
-LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 
 
 async def watch_event_loop(lag: Histogram, stall_cpu: Histogram, period_s: float = PERIOD_S) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.telemetry.loop_watch import LOOP_BUCKETS
 from tests.hostile.harness import Observation
 from tests.hostile.misbehaviours import EVIL_UPLINK
 
@@ -32,10 +34,31 @@ MAX_RSS_MB = 300.0
 # (0.5-0.9 s were seen there with the loop never held), so the wall-clock bound is 2.5x the promise.
 MAX_HEALTHY_S = 1.25
 # What the load cannot blur: the longest the gateway's own work held its event loop in one stretch, in CPU
-# seconds of the loop's thread (recserve_event_loop_stall_cpu_seconds, a histogram bucket bound). The worst
-# case (tiny_objects, a buffered logprob flood) takes 0.07-0.13 s on a 2-core EPYC VM whose CPU runs Python
-# ~1.5x slower than a laptop's; a lazy tokenizer load or an unbounded object count took 0.25-2.5 s there.
+# seconds of the loop's thread (recserve_event_loop_stall_cpu_seconds). The worst cases (tiny_objects, a
+# buffered logprob flood) take 0.07-0.15 s on the reference machine, a 2-core EPYC VM; a lazy tokenizer
+# load or an unbounded object count took 0.25-2.5 s there. A slower CPU gets a proportionally larger bound
+# (`cpu_slowness`), rounded up to the histogram's next bucket.
 MAX_LOOP_CPU_S = 0.25
+REFERENCE_LOOP_CPU_S = 0.165  # `_reference_loop` on the reference machine, best of 3
+
+
+def _reference_loop() -> float:
+    started = time.process_time()
+    total = 0
+    for i in range(2_000_000):
+        total += i * i
+    return time.process_time() - started
+
+
+def cpu_slowness() -> float:
+    """How many times slower than the reference machine this CPU runs Python, at least 1: measured in CPU
+    time, which a busy machine inflates far less than wall time."""
+    return max(1.0, min(_reference_loop() for _ in range(3)) / REFERENCE_LOOP_CPU_S)
+
+
+def loop_cpu_bound(slowness: float) -> float:
+    """MAX_LOOP_CPU_S scaled by `slowness`, as the histogram bucket bound that holds it."""
+    return min((bound for bound in LOOP_BUCKETS if bound >= MAX_LOOP_CPU_S * slowness), default=float("inf"))
 HOSTILE_HEADER_TEXT = ["evil", "<script>", "A" * 16, EVIL_UPLINK]
 PATH_CHARACTERS = re.compile(r"^[A-Za-z0-9_.\-\[\]()>!~?]+$")  # names, nesting, markers (DESIGN.md)
 MAX_PATH_CHARS = 2048  # "capped": ours plus a chained gateway's, generously

@@ -68,6 +68,7 @@ class HostileTierProcess:
         self.log_path = workdir / "hostile-tier.log"
         self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
+        self._control: httpx.Client | None = None
         self.port = 0
         self.tls_port = 0
 
@@ -94,8 +95,9 @@ class HostileTierProcess:
 
     def state(self, clear: bool = False) -> tuple[int, list[dict[str, Any]]]:
         """(cases still running, records)."""
-        with httpx.Client(base_url=self.url, timeout=5) as control:
-            response = control.post("/_hostile/clear") if clear else control.get("/_hostile/records")
+        if self._control is None:  # one client, kept: building one costs ~40 ms, and this runs twice a case
+            self._control = httpx.Client(base_url=self.url, timeout=5)
+        response = self._control.post("/_hostile/clear") if clear else self._control.get("/_hostile/records")
         data = response.json()
         return int(data["running"]), list(data["records"])
 
@@ -109,6 +111,9 @@ class HostileTierProcess:
         return True
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         process, self._process = self._process, None
         if process is None:
             return
@@ -141,6 +146,7 @@ class MeasuredGateway(GatewayProcess):
         self.restarts = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._scraper = httpx.Client(timeout=10)  # kept: read twice a case
 
     @property
     def pid(self) -> int:
@@ -175,6 +181,7 @@ class MeasuredGateway(GatewayProcess):
         self._stop.set()
         if self._watch is not None:
             self._watch.join(5)
+        self._scraper.close()
         self.stop()
 
     def begin_case(self) -> None:
@@ -190,7 +197,7 @@ class MeasuredGateway(GatewayProcess):
         """The gateway's own count of event-loop stalls by the CPU its loop spent in each (cumulative per
         bucket bound, from recserve_event_loop_stall_cpu_seconds); empty when it cannot be read."""
         try:
-            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+            text = self._scraper.get(f"http://127.0.0.1:{self.port}/metrics").text
         except httpx.HTTPError:
             return {}
         return {float(sample.labels["le"]): sample.value for family in text_string_to_metric_families(text)
