@@ -73,8 +73,9 @@ def _startup_heap_frozen() -> Iterator[None]:
     Every full collection walks each tracked object, and holds the event loop while it does: over the
     startup heap that took 50-130 ms each time, and an answer made of many small JSON objects (a tier
     streaming big logprobs) set one off every few hundred milliseconds, stalling every request. Frozen,
-    a collection walks only what was allocated since. Reference counting still frees frozen objects;
-    at shutdown they are unfrozen, so an app built in a longer-lived process (tests) leaves nothing.
+    a collection walks only what was allocated since. Reference counting still frees frozen objects
+    (a frozen reference cycle waits for shutdown); at shutdown they are unfrozen, so an app built in a
+    longer-lived process (tests) leaves nothing behind.
     Freezing and unfreezing cost nothing; only the young generations are collected first (a full
     collection here would cost a test process that starts many apps as much as the stall it avoids).
     """
