@@ -28,6 +28,7 @@ from policies.schemas import SchemaValidators
 from policies.stores.factory import Stores, build_stores
 
 MODEL_PREFIX = "recserve"
+TOKENIZER_WAIT_S = 10.0  # how long startup waits for tiktoken's encoding (a download has no timeout)
 
 
 def quality_settings(quality: QualityPolicyConfig) -> QualitySettings:
@@ -78,6 +79,10 @@ class Runtime:
         """Build clients and policies for `config`. A `store`, `probes` and `workloads` passed in are
         borrowed (not closed here): that is how windows and probe windows outlive a reload."""
         closers: list[Callable[[], Awaitable[None]]] = []
+        tokens = PromptTokenCounter()
+        # In a worker thread, and now: loaded on first use, it would hold the event loop (the first
+        # tier answering without usage stalled every request for up to a second).
+        await tokens.load_in_background(TOKENIZER_WAIT_S)
         quality = config.policy.quality
         if store is None:
             built = await build_store(config)
@@ -86,7 +91,6 @@ class Runtime:
         if probes is None:
             probes = ProbeWindows(quality.window)
         metrics = metrics or Metrics()
-        tokens = PromptTokenCounter()
         observer = RequestObserver(metrics, {t.name: i for i, t in enumerate(config.tiers)}, tokens,
                                    include_prompts=config.logging.include_prompts,
                                    rates=SavingsRates(config.tiers, config.policy.max_workloads))

@@ -71,6 +71,11 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tiers[].limits.max_body_bytes": "A whole answer, or a stream while it is buffered to be judged: on the wire "
                                      "and again after gzip/deflate inflation.",
     "tiers[].limits.max_sse_line_bytes": "One line of a server-sent event stream.",
+    "tiers[].limits.max_json_containers": "JSON objects and arrays (`{`, `[`) in a whole answer, or in a stream "
+                                          "while it is buffered; counted before parsing (brackets inside strings "
+                                          "count too). Each costs event-loop time, and so every request's latency, "
+                                          "however small it is; an honest answer needs one per 20-30 bytes: raise "
+                                          "it only with `max_body_bytes`.",
     "tiers[].recserve_gateway": "The tier is another RecServe gateway: its `x-recserve-path` and "
                                 "`x-recserve-uplink-tokens` are read (validated). Any other tier's "
                                 "`x-recserve-*` headers are ignored.",

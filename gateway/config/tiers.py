@@ -35,6 +35,10 @@ class TierLimits(_Strict):
     # after gzip/deflate inflation. A stream being served live is bounded in time instead.
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     max_sse_line_bytes: int = Field(1024 * 1024, ge=4096)  # one line of a server-sent event stream
+    # JSON objects and arrays in a whole answer, and in a stream while it is buffered: counted before
+    # parsing, since each costs event-loop time however small. One per 16 bytes of max_body_bytes: an
+    # honest answer (logprobs with 20 alternatives per token) needs one per 20-30 bytes.
+    max_json_containers: int = Field(500_000, ge=1000)
 
 
 class TierPrice(_Strict):

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from gateway.telemetry.loop_watch import LOOP_BUCKETS, STALL_S
 from gateway.telemetry.savings import RequestTally, SavingsLedger, share
 from policies.stores.batched import BatchedWindowStore
 from policies.structure import INVALID_REASONS
@@ -164,6 +165,14 @@ class Metrics:
         self.reloads = Counter("recserve_reloads", "Config reloads and policy changes applied, by result",
                                ["kind", "result"], registry=r)
         self.savings = SavingsLedger(r)  # per workload: below the top tier, weighted communication, spend
+        self.loop_lag = Histogram("recserve_event_loop_lag_seconds",
+                                  "How late the event loop ran a timer: how long any request could have waited "
+                                  "for the loop", buckets=LOOP_BUCKETS, registry=r)
+        self.loop_stall_cpu = Histogram("recserve_event_loop_stall_cpu_seconds",
+                                        f"CPU time the event loop's thread used during each stall over "
+                                        f"{STALL_S * 1000:.0f} ms: the stall's length when the gateway's own work "
+                                        "held the loop, near 0 when the process waited for a CPU",
+                                        buckets=LOOP_BUCKETS, registry=r)
         # The children the request path updates, by label values.
         self.confidence_at = Children(self.confidence)
         self.threshold_at = Children(self.threshold)

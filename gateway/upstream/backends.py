@@ -27,6 +27,7 @@ LOOP_STATUS = 508
 # OpenAI's limit on `stop`, which OpenAI-compatible servers mostly share; llama-server takes any number.
 OPENAI_MAX_STOP = 4
 _Answer = TypeVar("_Answer")  # what a pool call returns: a whole Response, or a Body to read
+_ERROR_BODY_CONTAINERS = 10_000  # an error body needs a handful; one with more is reported by its status alone
 # OpenAI request fields (chat, legacy completions, embeddings) handed to litellm as arguments.
 LITELLM_PASSTHROUGH = frozenset({
     "messages", "prompt", "input", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
@@ -132,6 +133,7 @@ class OpenAICompatibleBackend:
         self._max_stop = None if tier.is_llama_server else OPENAI_MAX_STOP
         self._secrets = (key,) if key else ()  # never shown to a client, even when the tier echoes them
         bounds = tier.limits
+        self._max_containers = bounds.max_json_containers
         limits = http1.Limits(header_bytes=bounds.max_header_bytes, headers=bounds.max_headers,
                               body_bytes=bounds.max_body_bytes, line_bytes=bounds.max_sse_line_bytes)
         # Probes and queued requests may exceed the tier's own concurrency for a moment.
@@ -163,6 +165,8 @@ class OpenAICompatibleBackend:
         elapsed = time.perf_counter() - started
         if response.status != 200:
             raise _status_error(response.status, response.body, self._secrets)
+        if json_containers(response.body) > self._max_containers:
+            raise TierFault("limit", f"answer holds over {self._max_containers} JSON objects and arrays")
         try:
             answer = jsonio.loads(response.body)
         except (ValueError, RecursionError) as exc:
@@ -190,22 +194,33 @@ class OpenAICompatibleBackend:
             # (release closes it), or the tier would keep generating into it.
             response.release()
 
-        return TierStream(_sse_events(response, timeout_s, self._secrets), close, response.headers,
-                          response.lift_body_limit)
+        events = _sse_events(response, timeout_s, self._secrets, self._max_containers)
+        return TierStream(events, close, response.headers, response.lift_body_limit)
 
     async def aclose(self) -> None:
         await self._pool.aclose()
 
 
-async def _lines(response: http1.Body, read_timeout_s: float) -> AsyncIterator[str]:
+def json_containers(data: bytes) -> int:
+    """JSON objects and arrays in `data`, counted by opening bracket without parsing (two C scans).
+    Brackets inside strings count too: it may over-count, never under-count."""
+    return data.count(b"{") + data.count(b"[")
+
+
+async def _lines(response: http1.Body, read_timeout_s: float, max_containers: int) -> AsyncIterator[str]:
+    containers = 0  # while the stream is buffered, its parsed events are all kept
     async for line in response.lines(read_timeout_s):
+        if response.limited:
+            containers += json_containers(line)
+            if containers > max_containers:
+                raise http1.LimitExceeded(f"buffered stream holds over {max_containers} JSON objects and arrays")
         yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-async def _sse_events(response: http1.Body, read_timeout_s: float,
-                      secrets: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+async def _sse_events(response: http1.Body, read_timeout_s: float, secrets: Sequence[str],
+                      max_containers: int) -> AsyncIterator[dict[str, Any]]:
     try:
-        async for event in sse.parse_events(_lines(response, read_timeout_s)):
+        async for event in sse.parse_events(_lines(response, read_timeout_s, max_containers)):
             yield event
     except sse.StreamBroken as exc:
         raise TierFault("invalid", redact(str(exc), secrets)) from exc
@@ -236,6 +251,8 @@ def _short(value: str | None) -> str | None:
 
 
 def _upstream_error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:
+    if json_containers(content) > _ERROR_BODY_CONTAINERS:
+        return None, None, None
     try:
         error = json.loads(content).get("error")
     except (ValueError, AttributeError, RecursionError):

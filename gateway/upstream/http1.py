@@ -81,6 +81,11 @@ class Body:
     def at_eof(self) -> bool:
         return self._connection.complete and not self._connection._chunks
 
+    @property
+    def limited(self) -> bool:
+        """The body limit still applies (it is lifted for a stream served live)."""
+        return self._connection.body_limit is not None
+
     def lift_body_limit(self) -> None:
         """Stop counting body bytes: the rest is served live and bounded in time by the caller."""
         self._connection.body_limit = None

@@ -236,9 +236,12 @@ class Connection(asyncio.Protocol):
         self.closed = True
 
     def _fail(self, error: HttpError) -> None:
-        self._error = error
+        # The first failure is the cause: a limit crossed aborts the connection, and uvloop may report
+        # the connection lost before the reader has seen the limit.
+        if self._error is None:
+            self._error = error
         if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
+            self._head.set_exception(self._error)
             self._head.exception()  # marked retrieved: the waiter may already be gone (timeout)
         self._notify()
 

@@ -66,6 +66,7 @@ def test_embeddings_go_to_the_configured_tier(start_gateway: GatewayStarter, cli
 
 def test_prompt_tokens_are_counted_offline() -> None:
     counter = PromptTokenCounter()
+    assert counter.load()
     assert counter.count({"prompt": "hello world"}) == 2
     chat = counter.count({"messages": [{"role": "user", "content": "hello world"}]})
     parts = counter.count({"messages": [{"role": "user", "content": [{"type": "text", "text": "hello world"}]}]})

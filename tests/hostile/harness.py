@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import GatewayProcess, stop
 
@@ -33,6 +34,19 @@ SAMPLE_EVERY_S = 0.02
 REPORT_KEY = pytest.StashKey[str]()  # the table, for the terminal summary
 KEEP_BYTES = 256 * 1024  # of a response body: the first and the last this many bytes are kept
 READ_BYTES = 1024 * 1024  # the client reads a body in pieces of up to this size
+STALL_CPU_METRIC = "recserve_event_loop_stall_cpu_seconds"
+
+
+def longest_stall_cpu(before: dict[float, float], after: dict[float, float]) -> float:
+    """The bucket bound (s) holding the longest of the stalls counted between two readings; 0.0 when there
+    were none. A reading from a restarted gateway counts from zero."""
+    if not after:
+        return 0.0
+    if any(after.get(bound, 0.0) < count for bound, count in before.items()):
+        before = {}
+    new = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    total = new.get(float("inf"), 0.0)
+    return min((bound for bound, count in new.items() if count == total), default=0.0) if total else 0.0
 
 
 def self_signed_cert(workdir: Path) -> tuple[Path, Path]:
@@ -54,6 +68,7 @@ class HostileTierProcess:
         self.log_path = workdir / "hostile-tier.log"
         self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
+        self._control: httpx.Client | None = None
         self.port = 0
         self.tls_port = 0
 
@@ -80,8 +95,9 @@ class HostileTierProcess:
 
     def state(self, clear: bool = False) -> tuple[int, list[dict[str, Any]]]:
         """(cases still running, records)."""
-        with httpx.Client(base_url=self.url, timeout=5) as control:
-            response = control.post("/_hostile/clear") if clear else control.get("/_hostile/records")
+        if self._control is None:  # one client, kept: building one costs ~40 ms, and this runs twice a case
+            self._control = httpx.Client(base_url=self.url, timeout=5)
+        response = self._control.post("/_hostile/clear") if clear else self._control.get("/_hostile/records")
         data = response.json()
         return int(data["running"]), list(data["records"])
 
@@ -95,6 +111,9 @@ class HostileTierProcess:
         return True
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         process, self._process = self._process, None
         if process is None:
             return
@@ -127,6 +146,7 @@ class MeasuredGateway(GatewayProcess):
         self.restarts = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self._scraper = httpx.Client(timeout=10)  # kept: read twice a case
 
     @property
     def pid(self) -> int:
@@ -161,6 +181,7 @@ class MeasuredGateway(GatewayProcess):
         self._stop.set()
         if self._watch is not None:
             self._watch.join(5)
+        self._scraper.close()
         self.stop()
 
     def begin_case(self) -> None:
@@ -171,6 +192,16 @@ class MeasuredGateway(GatewayProcess):
             self._hwm_resettable = True
         except OSError:
             self._hwm_resettable = False
+
+    def loop_stalls(self) -> dict[float, float]:
+        """The gateway's own count of event-loop stalls by the CPU its loop spent in each (cumulative per
+        bucket bound, from recserve_event_loop_stall_cpu_seconds); empty when it cannot be read."""
+        try:
+            text = self._scraper.get(f"http://127.0.0.1:{self.port}/metrics").text
+        except httpx.HTTPError:
+            return {}
+        return {float(sample.labels["le"]): sample.value for family in text_string_to_metric_families(text)
+                if family.name == STALL_CPU_METRIC for sample in family.samples if sample.name.endswith("_bucket")}
 
     def case_peak_mb(self) -> float:
         peak = self._peak_kb

@@ -288,6 +288,16 @@ async def huge_logprobs(ex: Exchange, payloads: p.Payloads) -> bool:
     return False
 
 
+@behaviour
+async def tiny_objects(ex: Exchange, payloads: p.Payloads) -> bool:
+    """490,000 empty arrays as logprobs, just under the default max_json_containers: one answer, or a
+    complete stream of chunks holding 20,000 each. The most objects a tier can make the gateway parse
+    and keep (1.5 MB)."""
+    body = payloads.tiny_objects_sse if ex.stream else payloads.tiny_objects_json
+    await ex.whole(200, SSE if ex.stream else JSON, body)
+    return True
+
+
 async def _bomb(ex: Exchange, body: bytes, encoding: str) -> bool:
     await ex.whole(200, SSE if ex.stream else JSON, body, [("content-encoding", encoding)], close=True)
     return False

@@ -17,6 +17,9 @@ MIB = 1024 * 1024
 DONE = b"data: [DONE]\n\n"
 BOMB_MIB = 1024  # 1 GiB once inflated
 LOGPROBS_BYTES = 65 * 1000 * 1000
+# Just under the tier's default max_json_containers (500,000), so the gateway parses and keeps them all.
+TINY_OBJECTS = 490_000
+TINY_OBJECTS_PER_EVENT = 20_000
 
 
 def dumps(value: Any) -> bytes:
@@ -121,6 +124,24 @@ def huge_logprobs_event(entries: int = 1000) -> bytes:
     return event(chunk({"content": "a"}, {"content": [entry("a", -0.1)] * entries}))
 
 
+def _empty_arrays(count: int) -> bytes:
+    return b"[" + b"[]," * (count - 1) + b"[]]"
+
+
+def tiny_objects_json(count: int = TINY_OBJECTS) -> bytes:
+    """A chat.completion whose logprobs content is `count` empty arrays: as many objects as bytes allow."""
+    body = answer()
+    body["choices"][0]["logprobs"]["content"] = "@"
+    return dumps(body).replace(b'"@"', _empty_arrays(count))
+
+
+def tiny_objects_events(count: int = TINY_OBJECTS, per_event: int = TINY_OBJECTS_PER_EVENT) -> bytes:
+    """A complete stream whose chunks carry `per_event` empty arrays each as logprobs, `count` in all."""
+    one = event(chunk({"content": "a"}, {"content": "@"})).replace(b'"@"', _empty_arrays(per_event))
+    return b"".join([event(chunk({"role": "assistant", "content": ""})), one * (count // per_event),
+                     event(usage_chunk()), DONE])
+
+
 @dataclass(frozen=True, slots=True)
 class Payloads:
     gzip_json: bytes
@@ -129,6 +150,8 @@ class Payloads:
     deflate_sse: bytes
     logprobs_json: bytes
     logprobs_event: bytes
+    tiny_objects_json: bytes
+    tiny_objects_sse: bytes
 
     @classmethod
     def build(cls) -> Payloads:
@@ -139,4 +162,6 @@ class Payloads:
             deflate_sse=compressed(SSE_OPEN, SSE_CLOSE, gzip=False),
             logprobs_json=huge_logprobs_body(),
             logprobs_event=huge_logprobs_event(),
+            tiny_objects_json=tiny_objects_json(),
+            tiny_objects_sse=tiny_objects_events(),
         )

@@ -7,7 +7,9 @@ client calls `recserve/healthy` in a loop. Every case, in every mode, must end:
   - never 500, and as its kind expects (a fault escalates / is a 502 / ends a stream with an error event);
   - within its bound: the tier's timeout + 1 s (a served stream: request_timeout_s + 1 s);
   - with the gateway's peak RSS (VmHWM per case, from /proc) under 300 MB;
-  - with the healthy client's worst latency at most MAX_HEALTHY_S (0.5 s on a fast machine, 2.5x that on a slow one);
+  - with the healthy client's worst latency at most MAX_HEALTHY_S (0.5 s on a fast machine, 2.5x that on a slow one),
+    and the gateway's event loop never held for more than MAX_LOOP_CPU_S of CPU at once (its own metric;
+    scaled for a slower CPU);
   - with no tier secret and no SMUGGLED text in any response, and no hostile header text in the client's headers.
 The table of the last run is printed at the end of the session and kept in tests/artifacts/hostile.md.
 """
@@ -37,6 +39,7 @@ from tests.hostile.harness import (
     MeasuredGateway,
     Observation,
     call,
+    longest_stall_cpu,
     self_signed_cert,
 )
 from tests.hostile.misbehaviours import SMUGGLED
@@ -59,6 +62,7 @@ class Row:
     rss_mb: float = 0.0
     healthy_worst_s: float = 0.0
     healthy_calls: int = 0
+    loop_cpu_s: float = 0.0  # the longest stall of the gateway's event loop (CPU), as a bucket bound
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -67,6 +71,7 @@ class Row:
         notes = f" ({'; '.join(self.notes)})" if self.notes else ""
         return (f"| {self.case} | {self.mode} | {self.outcome} | {self.elapsed_s:.2f} / {self.bound_s:.0f} | "
                 f"{self.rss_mb:.0f} | {self.healthy_worst_s * 1000:.0f} ({self.healthy_calls}) | "
+                f"{f'≤ {self.loop_cpu_s * 1000:.0f}' if self.loop_cpu_s else '-'} | "
                 f"{verdict}{notes} |".replace("\n", " "))
 
 
@@ -82,6 +87,8 @@ class Suite:
         self.secret = secret
         self.rows: list[Row] = []
         self.sdk = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+        self._stalls: dict[float, float] = {}
+        self.max_loop_cpu_s = c.loop_cpu_bound(c.cpu_slowness())
 
     @property
     def needles(self) -> list[str]:
@@ -94,11 +101,16 @@ class Suite:
         if not self.hostile.settle(5.0):
             row.notes.append("hostile tier still busy with the previous case")
         self.gateway.begin_case()
+        self._stalls = self.gateway.loop_stalls()
         self.load.begin_case()
 
     def end(self, row: Row) -> None:
         self.load.wait_for_calls(MIN_HEALTHY_CALLS, 3.0)
         row.healthy_worst_s, row.healthy_calls, failures = self.load.end_case()
+        row.loop_cpu_s = longest_stall_cpu(self._stalls, self.gateway.loop_stalls())
+        if row.loop_cpu_s > self.max_loop_cpu_s:
+            row.problems.append(f"the gateway's event loop was held for up to {row.loop_cpu_s:g} s of CPU "
+                                f"> {self.max_loop_cpu_s:g} s")
         row.rss_mb = self.gateway.case_peak_mb()
         if row.rss_mb >= c.MAX_RSS_MB:
             row.problems.append(f"gateway peak RSS {row.rss_mb:.0f} MB ≥ {c.MAX_RSS_MB:.0f}")
@@ -184,13 +196,16 @@ def gateway_config(hostile: HostileTierProcess, healthy: ThreadedTier) -> dict[s
     }
 
 
-def write_report(rows: list[Row], path: Path) -> str:
+def write_report(rows: list[Row], path: Path, max_loop_cpu_s: float) -> str:
     lines = ["# Hostile tiers", "",
              f"Bounds: time ≤ tier timeout ({c.TIER_TIMEOUT_S:.0f} s) + 1 s, a served stream ≤ request_timeout_s "
              f"({c.REQUEST_TIMEOUT_S:.0f} s) + 1 s; peak RSS < {c.MAX_RSS_MB:.0f} MB; "
-             f"healthy client worst ≤ {c.MAX_HEALTHY_S * 1000:.0f} ms.", "",
-             "| case | mode | outcome | time s / bound | peak RSS MB | healthy worst ms (calls) | result |",
-             "|---|---|---|---|---|---|---|", *(row.markdown() for row in rows), ""]
+             f"healthy client worst ≤ {c.MAX_HEALTHY_S * 1000:.0f} ms; the gateway's event loop held ≤ "
+             f"{max_loop_cpu_s * 1000:.0f} ms of CPU at once (stalls over 50 ms, by histogram bucket; "
+             f"{c.MAX_LOOP_CPU_S * 1000:.0f} ms on the reference machine).", "",
+             "| case | mode | outcome | time s / bound | peak RSS MB | healthy worst ms (calls) | loop held ms CPU "
+             "| result |",
+             "|---|---|---|---|---|---|---|---|", *(row.markdown() for row in rows), ""]
     failed = sum(bool(row.problems) for row in rows)
     lines.append(f"{len(rows) - failed} of {len(rows)} passed.")
     lines += ["", "Cases (the hostile tier's behaviour):", "",
@@ -219,7 +234,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         load.wait_for_calls(MIN_HEALTHY_CALLS, 60.0)
         suite = Suite(gateway, hostile, healthy, load, secret)
         yield suite
-        request.config.stash[REPORT_KEY] = write_report(suite.rows, ARTIFACT)
+        request.config.stash[REPORT_KEY] = write_report(suite.rows, ARTIFACT, suite.max_loop_cpu_s)
     finally:
         if load is not None:
             load.stop()

@@ -854,6 +854,26 @@ async def test_body_over_the_limit_is_refused_without_keeping_it(framing: str) -
         await server.closed(0)
 
 
+async def test_a_stream_over_the_limit_ends_in_the_limit_not_in_the_lost_connection() -> None:
+    """Crossing the limit aborts the connection; a reader still draining what came before must get the
+    limit (a fault `limit`), not the connection lost that followed."""
+    event = b"data: " + b"x" * 1000 + b"\n\n"
+
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.write(head(200, "transfer-encoding: chunked"))
+        await _send_forever(peer, chunk(event * 60))
+
+    async with serve(script) as server, pool_for(server, limits=SMALL) as pool:
+        body = await pool.open("POST", ROUTE, b"{}", {})
+        await asyncio.sleep(0.2)  # the reader is late: the limit is crossed, the connection lost
+        try:
+            with pytest.raises(http1.LimitExceeded):
+                _ = [line async for line in body.lines(1.0)]
+        finally:
+            body.release()
+
+
 async def test_body_under_the_limit_is_whole() -> None:
     body = b"y" * (SMALL.body_bytes - 1)
 
