@@ -69,10 +69,10 @@ def render(compared: Mapping[str, Any]) -> list[str]:
              "|---|---|---:|---:|" + "---:|" * len(_categories(compared)) + "---:|---:|"]
     for tier, entry in compared.items():
         for form, summary in entry["forms"].items():
-            cells = [_pct(summary["by_category"].get(c)) for c in _categories(compared)]
+            cells = [pct(summary["by_category"].get(c)) for c in _categories(compared)]
             auroc = "—" if summary["auroc"] is None else f"{summary['auroc']:.3f}"
-            lines.append(f"| {tier} | `{form}` | {entry['n']} | {_pct(summary['accuracy'])} | " + " | ".join(cells)
-                         + f" | {_pct(summary['calls'])} | {auroc} |")
+            lines.append(f"| {tier} | `{form}` | {entry['n']} | {pct(summary['accuracy'])} | " + " | ".join(cells)
+                         + f" | {pct(summary['calls'])} | {auroc} |")
     return [*lines, ""]
 
 
@@ -84,5 +84,6 @@ def _categories(compared: Mapping[str, Any]) -> list[str]:
     return list(seen)
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A share as the BFCL tables print it; — for none."""
     return "—" if x is None else f"{x * 100:.1f}%"

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.evaluation import bfcl_forms
 from gateway.evaluation.bfcl import Item
+from gateway.evaluation.bfcl_forms import pct
 from gateway.evaluation.bfcl_record import rows_by_item
 from gateway.evaluation.bfcl_replay import (
     ALL_TIERS,
@@ -31,10 +32,6 @@ from gateway.evaluation.bfcl_replay import (
 from gateway.evaluation.replay import Request
 
 MIN_BELOW_TOP = 0.5  # the saving asked for: at least half the requests never reach the top tier
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x * 100:.1f}%"
 
 
 def _per_seed(runs: Sequence[Mapping[str, Any]], cloud: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -83,7 +80,7 @@ def evaluate(folder: Path, items: Mapping[str, Item]) -> dict[str, Any]:
 def _tier_lines(results: Mapping[str, Any]) -> list[str]:
     lines = ["| category | n | " + " | ".join(ALL_TIERS) + " |", "|---|---:|" + "---:|" * len(ALL_TIERS)]
     for category, row in results["tiers"].items():
-        lines.append(f"| {category} | {row['n']} | " + " | ".join(_pct(row[t]) for t in ALL_TIERS) + " |")
+        lines.append(f"| {category} | {row['n']} | " + " | ".join(pct(row[t]) for t in ALL_TIERS) + " |")
     return lines
 
 
@@ -106,8 +103,8 @@ def _policy_lines(lineup: Mapping[str, Any]) -> list[str]:
                   "| ≥95% at every seed | ≥50% at every seed |", "|---|---:|---:|---:|---|---|"]
         for policy, entry in stream["policies"].items():
             mark = " **(a priori)**" if policy == chosen else ""
-            lines.append(f"| {policy}{mark} | {_pct(entry['median_accuracy'])} | {_pct(entry['ratio_min'])} | "
-                         f"{_pct(entry['below_top_min'])} | {'yes' if entry['holds'] else 'no'} | "
+            lines.append(f"| {policy}{mark} | {pct(entry['median_accuracy'])} | {pct(entry['ratio_min'])} | "
+                         f"{pct(entry['below_top_min'])} | {'yes' if entry['holds'] else 'no'} | "
                          f"{'yes' if entry['saves'] else 'no'} |")
         cascading = [entry["invalid_served_max"] for policy, entry in stream["policies"].items()
                      if policy.split()[0] in CASCADING]
@@ -115,8 +112,8 @@ def _policy_lines(lineup: Mapping[str, Any]) -> list[str]:
         if chosen in stream["policies"]:
             entry = stream["policies"][chosen]
             lines += ["", f"`{chosen}` per seed 0-{len(SEEDS) - 1}: of cloud-only "
-                      + ", ".join(_pct(x) for x in entry["ratio"]) + "; never reached top "
-                      + ", ".join(_pct(x) for x in entry["below_top"]) + "."]
+                      + ", ".join(pct(x) for x in entry["ratio"]) + "; never reached top "
+                      + ", ".join(pct(x) for x in entry["below_top"]) + "."]
         lines.append("")
     return lines
 
