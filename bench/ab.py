@@ -4,7 +4,9 @@ All gateways serve the same fake tier on loopback; wrk drives them in alternatin
 this, base, this, …; with several bases each round visits every one) so that whatever else runs on
 the machine weighs on all alike. Reports each side's median over rounds of the tier-direct p50, the
 gateway p50 and p99, the added p50 and p99 (gateway minus the direct measurement taken just before
-it, pinned tier and 3-tier cascade), and the ratio this/side of the added p50. Never asserts timings.
+it, pinned tier and 3-tier cascade), the gateway's CPU time per request (its own cost, the figure
+least moved by a noisy neighbour), and the ratios this/side (for CPU, the median of each round's
+ratio). Never asserts timings.
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ def interleaved_rounds(sides: dict[str, Server], tier_port: int, targets: list[s
             url = sides[side].url + "/v1/chat/completions"
             for target in targets:
                 direct = run_wrk(chat, DIRECT_BODY, connections=connections, seconds=seconds)
+                cpu_before = sides[side].cpu_seconds()
                 result = run_wrk(url, {"model": TARGETS[target], "messages": PROMPT},
                                  connections=connections, seconds=seconds)
+                # CPU per request is the gateway's own cost, which a busy neighbour slows but does not add to.
+                cpu_us = (sides[side].cpu_seconds() - cpu_before) / max(result.requests, 1) * 1e6
                 for key, value in ((f"{target} p50", result.p50_ms), (f"{target} p99", result.p99_ms),
                                    (f"{target} added", result.p50_ms - direct.p50_ms),
                                    (f"{target} added p99", result.p99_ms - direct.p99_ms),
-                                   (f"{target} requests", float(result.requests)),
+                                   (f"{target} requests", float(result.requests)), (f"{target} cpu", cpu_us),
                                    ("direct p50", direct.p50_ms)):
                     samples.setdefault(f"{side} {key}", []).append(value)
     return samples
@@ -136,15 +141,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.connections} connection(s); medians over rounds (ms); {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}")
     print()
-    print("| target | side | p50 | p99 | added p50 | added p99 | this / side, added p50 |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| target | side | p50 | p99 | added p50 | added p99 | this / side, added p50 | CPU µs / request "
+          "| this / side, CPU (median of rounds) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for target in args.targets:
-        this_added = median[f"this {target} added"]
+        this_added, this_cpu = median[f"this {target} added"], samples[f"this {target} cpu"]
         for side in names:
-            added = median[f"{side} {target} added"]
+            added, cpu = median[f"{side} {target} added"], median[f"{side} {target} cpu"]
+            # Paired by round: the two measurements of a round saw the same neighbours.
+            cpu_ratio = statistics.median(t / s for t, s in zip(this_cpu, samples[f"{side} {target} cpu"], strict=True))
             print(f"| gateway, {target} | {side} | {median[f'{side} {target} p50']:.3f} | "
                   f"{median[f'{side} {target} p99']:.3f} | {added:.3f} | {median[f'{side} {target} added p99']:.3f} | "
-                  f"{this_added / added:.2f} |")
+                  f"{this_added / added:.2f} | {cpu:.0f} | {cpu_ratio:.2f} |")
     for side in names:
         print(f"| tier direct | {side} | {median[f'{side} direct p50']:.3f} | | | | |")
     return 0

@@ -26,7 +26,8 @@ QUESTION = "What is the weather in Paris right now? Use celsius."
 
 @pytest.fixture(scope="module")
 def tools_gateway(real_tier_list: list[RunningTier], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_gateway(real_tier_list, tmp_path_factory.mktemp("tools-gateway"), tool_mode="constrained") as base:
+    with serve_gateway(real_tier_list, tmp_path_factory.mktemp("tools-gateway"), tool_mode="constrained",
+                       tool_call_form="call_or_list") as base:
         yield base
 
 
@@ -47,7 +48,8 @@ def test_anthropic_clients_get_a_real_tool_use_streamed(tools_gateway: str) -> N
     tool = {"name": "get_weather", "description": WEATHER["function"]["description"],
             "input_schema": WEATHER["function"]["parameters"]}
     with (anthropic.Anthropic(base_url=tools_gateway, api_key="unused", max_retries=0, timeout=300) as sdk,
-          sdk.messages.stream(model="recserve/edge", max_tokens=96, tools=[tool], tool_choice={"type": "any"},
+          sdk.messages.stream(model="recserve/edge", max_tokens=256, temperature=0, tools=[tool],
+                              tool_choice={"type": "any"},
                               messages=[{"role": "user", "content": QUESTION}]) as stream):
         message = stream.get_final_message()
     uses = [block for block in message.content if block.type == "tool_use"]

@@ -107,7 +107,8 @@ def test_a_reload_reaches_every_replica_and_config_shows_their_versions(
             return bool(shown["version"] == version and shown["config"]["tiers"][2]["model"] == "cloud-model-v2")
 
         assert eventually(b_runs_it), b.log()[-3000:]
-        answer, _ = ask(b.sdk(), "hi", model="recserve/cloud")
+        with b.sdk() as sdk:
+            answer, _ = ask(sdk, "hi", model="recserve/cloud")
         assert answer.model == "cloud-model-v2"
         # The reload cleared the β override everywhere: the file's value is back.
         assert device_beta(b) == 0.3
@@ -135,7 +136,8 @@ def test_a_replica_that_missed_the_announcement_catches_up_on_its_next_request(
         client.hset(control, "overrides", json.dumps({"recserve": {"beta": {"device": 0.25}},
                                                       "casserve": {"thresholds": {}}}))
     time.sleep(0.5)  # past the per-replica check interval
-    ask(b.sdk(), "[device:0.9]", max_tokens=16)
+    with b.sdk() as sdk:
+        ask(sdk, "[device:0.9]", max_tokens=16)
     with admin(b) as http:
         assert http.get("/admin/config").json()["version"] == version
     assert device_beta(b) == 0.25
@@ -156,7 +158,8 @@ def test_an_invalid_reload_leaves_every_replica_on_its_config(
         time.sleep(0.3)
         with admin(b) as http:
             assert http.get("/admin/config").json()["version"] == before
-        _, headers = ask(a.sdk(), "[device:0.9]", max_tokens=16)
+        with a.sdk() as sdk:
+            _, headers = ask(sdk, "[device:0.9]", max_tokens=16)
         assert headers["x-recserve-tier"] == "device"
     finally:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -164,7 +167,8 @@ def test_an_invalid_reload_leaves_every_replica_on_its_config(
 
 def test_replicas_log_json_access_lines(replicas: list[GatewayProcess]) -> None:
     a, _ = replicas
-    ask(a.sdk(), "[device:0.9]", max_tokens=16, extra_headers={"x-request-id": "replica-log-1"})
+    with a.sdk() as sdk:
+        ask(sdk, "[device:0.9]", max_tokens=16, extra_headers={"x-request-id": "replica-log-1"})
     lines = [json.loads(line) for line in a.log().splitlines() if line.startswith("{")]
     (line,) = [entry for entry in lines if entry.get("request_id") == "replica-log-1"]
     assert line["tier_path"] == "device" and line["status"] == 200
