@@ -84,6 +84,12 @@ class CascadeRequest:
     def task(self) -> Task:
         return self.scope.task
 
+    def confidence(self, answer: Mapping[str, Any]) -> float | None:
+        """A tier answer's confidence for this request: over the tokens that carry the decision when a
+        structure was asked (policies.confidence), else by the task's estimator."""
+        return response_confidence(self.task, answer.get("choices"), self.labels,
+                                   structured=self.expectation is not None)
+
 
 class Attempt(Protocol):
     """One tier call as a watch sees it: the headers to send (the request's, plus e.g. a trace context),
@@ -236,8 +242,7 @@ async def _climb(request: CascadeRequest, tiers: Sequence[Tier], policy: Thresho
             journey.record(Hop(name, "invalid", reason=invalid, upstream_path=upstream,
                                completion_tokens=reported_tokens(reply.body, "completion_tokens")), reply)
             continue
-        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels,
-                                         structured=request.expectation is not None)
+        confidence = request.confidence(reply.body)
         if final:
             journey.record(Hop(name, "served", confidence, upstream_path=upstream), reply)
             return _result(reply, tier, journey, confidence, None, served_invalid=invalid)

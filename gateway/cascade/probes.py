@@ -31,7 +31,6 @@ from gateway.upstream.backends import TierFault, TierRejected, TierReply
 from policies.agreement import expects_json, json_answers_agree, tool_calls_agree
 from policies.base import Scope
 from policies.code_similarity import CODE_AGREEMENT, code_similarity, is_code_answer
-from policies.confidence import response_confidence
 from policies.quality import QualityPolicy
 
 log = logging.getLogger("recserve.probes")
@@ -251,8 +250,7 @@ class Prober:
         if reply is None:
             self._count(tier, request.task, "failed")
             return
-        confidence = response_confidence(request.task, reply.body.get("choices"), request.labels,
-                                         structured=request.expectation is not None)
+        confidence = request.confidence(reply.body)
         # An answer without confidence could never be kept: it counts as a miss at confidence 0.
         self._record(request, tier, request.scope.whole(), confidence if confidence is not None else 0.0, reply.body,
                      top)

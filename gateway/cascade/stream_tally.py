@@ -79,8 +79,8 @@ class ChunkAccumulator:
             choices.append({"index": MAX_CHOICES, "logprobs": None, "message": None})
         return {"choices": choices, "usage": self.usage}
 
-    def confidence(self, task: Task, labels: Any) -> float | None:
-        return response_confidence(task, self.body()["choices"], labels)
+    def confidence(self, task: Task, labels: Any, structured: bool = False) -> float | None:
+        return response_confidence(task, self.body()["choices"], labels, structured)
 
 
 @dataclass(slots=True)
@@ -107,10 +107,12 @@ class _ChoiceTally:
                 self.logprob_sum += min(token.logprob, 0.0)  # the order and rule of generation_confidence
             self.tokens += 1
 
-    def confidence(self, task: Task, labels: Sequence[str] | None) -> float | None:
+    def confidence(self, task: Task, labels: Sequence[str] | None, structured: bool = False) -> float | None:
         if self.malformed or not self.seen_logprobs:
             return None
-        if task == "classification":
+        if structured:  # answer_probability, the structured estimator: exp(sum of logprobs)
+            value = math.exp(self.logprob_sum) if self.tokens and not self.unusable_logprob else None
+        elif task == "classification":
             value = classification_confidence([self.first_visible], labels) if self.first_visible else None
         elif self.unusable_logprob:
             return None
@@ -185,12 +187,12 @@ class StreamTally:
         content = message.get("content")
         return content if isinstance(content, str) else ""
 
-    def confidence(self, task: Task, labels: Any) -> float | None:
+    def confidence(self, task: Task, labels: Any, structured: bool = False) -> float | None:
         if not self._choices or self._too_many_choices:
             return None
         lowest: float | None = None
         for index in sorted(self._choices):
-            value = self._choices[index].confidence(task, labels)
+            value = self._choices[index].confidence(task, labels, structured)
             if value is None:
                 return None
             lowest = value if lowest is None else min(lowest, value)

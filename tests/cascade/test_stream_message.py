@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gateway.cascade.stream_message import MessageBuilder
@@ -100,3 +101,17 @@ def test_a_tally_that_keeps_nothing_costs_nothing() -> None:
     tally = StreamTally(max_text_chars=0)
     tally.add(chunk({"content": "hi"}))
     assert tally.message() is None and tally.text is None
+
+
+def test_the_live_tally_judges_a_structured_answer_as_the_whole_answer_is_judged() -> None:
+    """A pinned tool stream reports the confidence a buffered one would: the answer's probability."""
+    accumulator, tally = ChunkAccumulator(), StreamTally(max_text_chars=0)
+    for delta in CALL_STREAM:
+        accumulator.add(chunk(delta))
+        tally.add(chunk(delta))
+    structured = tally.confidence("generation", None, structured=True)
+    assert structured == accumulator.confidence("generation", None, structured=True)
+    assert structured is not None and abs(structured - math.exp(-0.1 * len(CALL_STREAM))) < 1e-12
+    # Judged as text, the same tokens score their mean: a different (higher) number.
+    assert tally.confidence("generation", None) == accumulator.confidence("generation", None)
+    assert abs(tally.confidence("generation", None) - math.exp(-0.1)) < 1e-12  # type: ignore[operator]

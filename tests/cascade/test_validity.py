@@ -201,3 +201,19 @@ def test_a_schema_the_validator_refuses_is_not_checked_and_not_an_error(client: 
     assert headers["x-recserve-path"] == "device"  # its arguments cannot be checked against that schema
     _, headers = ask(client, "q [device:call=get_weather:nope][edge:call=get_weather:{}]", tools=[lookaround])
     assert headers["x-recserve-path"] == "device(invalid_tool_call)>edge"  # still a JSON object, still offered
+
+
+def test_a_pinned_streamed_call_reports_the_confidence_a_whole_answer_gets(client: openai.OpenAI) -> None:
+    """A stream passed on live (pinned tier) is judged in the end by its tally, with the structured
+    estimator, as a whole answer is: the same number in its summary as in the header of the same answer
+    asked whole."""
+    prompt = f"q [device:{GOOD_CALL}]"
+    _, headers = ask(client, prompt, model="recserve/device", tools=[WEATHER])
+    chunks, _ = streamed(client, prompt, model="recserve/device", tools=[WEATHER])
+    whole = float(headers["x-recserve-confidence"])
+    assert calls_of(chunks) == [("call_device_0_0", "get_weather", '{"city":"Oslo"}')]
+    assert summary_of(chunks)["confidence"] == pytest.approx(whole, abs=1e-6)
+    # Asked without tools, the same answer is judged as text (the mean of its token logprobs): a different
+    # number, which the stream's summary reported before it knew the request was structured.
+    _, as_text = ask(client, prompt, model="recserve/device")
+    assert whole < float(as_text["x-recserve-confidence"])

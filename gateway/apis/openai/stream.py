@@ -86,7 +86,7 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
             "total_tokens": prompt + tally.tokens}})
     summary = dict(plan.summary)
     if plan.result.confidence is None and plan.result.reply.tail is not None:
-        summary["confidence"] = tally.confidence(plan.task, plan.labels)
+        summary["confidence"] = tally.confidence(plan.task, plan.labels, structured=plan.expectation is not None)
     yield sse.encode({**_envelope(last, model), "choices": [], "recserve": summary})
     yield sse.DONE
 
