@@ -55,7 +55,8 @@ def _lineup(table: Mapping[str, Any], order: Sequence[str], tiers: Sequence[str]
                                          "mixed": reqs}
     runs = {name: by_seed(stream, tiers) if stream else {} for name, stream in streams.items()}
     chosen = choose(runs["tuning"], top) if runs["tuning"] else None
-    result: dict[str, Any] = {"tiers": list(tiers), "chosen": chosen, "streams": {}}
+    result: dict[str, Any] = {"tiers": list(tiers), "chosen": chosen, "streams": {},
+                              "tier_accuracy": tier_table(reqs, tiers)}
     for name, stream in streams.items():
         if not stream:
             continue
@@ -77,11 +78,20 @@ def evaluate(folder: Path, items: Mapping[str, Item]) -> dict[str, Any]:
             "forms": bfcl_forms.compare(folder / "forms", items, ALL_TIERS)}
 
 
-def _tier_lines(results: Mapping[str, Any]) -> list[str]:
-    lines = ["| category | n | " + " | ".join(ALL_TIERS) + " |", "|---|---:|" + "---:|" * len(ALL_TIERS)]
-    for category, row in results["tiers"].items():
-        lines.append(f"| {category} | {row['n']} | " + " | ".join(pct(row[t]) for t in ALL_TIERS) + " |")
+def _tier_lines(table: Mapping[str, Any], tiers: Sequence[str]) -> list[str]:
+    lines = ["| category | n | " + " | ".join(tiers) + " |", "|---|---:|" + "---:|" * len(tiers)]
+    for category, row in table.items():
+        lines.append(f"| {category} | {row['n']} | " + " | ".join(pct(row[t]) for t in tiers) + " |")
     return lines
+
+
+def _lineup_tier_lines(results: Mapping[str, Any], lineup: Mapping[str, Any]) -> list[str]:
+    """The line-up's tiers alone on its own items, where those are more than the items of every tier."""
+    own = lineup["tier_accuracy"]
+    if own.get("all", {}).get("n", 0) == results["n"]:
+        return []
+    return [f"Each tier of this line-up alone, on the {own['all']['n']} items all of them answered:", "",
+            *_tier_lines(own, lineup["tiers"]), ""]
 
 
 def _auroc_lines(results: Mapping[str, Any]) -> list[str]:
@@ -124,7 +134,7 @@ def render(results: Mapping[str, Any]) -> str:
              + ", ".join(f"{tier} {n}" for tier, n in results["n_recorded"].items())
              + "), graded by BFCL's own AST checker. How they are made and how to reproduce them: "
              "`docs/evaluation.md`, section *Function calling (BFCL)*.", "",
-             "## Tier accuracy by category", "", *_tier_lines(results), "",
+             "## Tier accuracy by category", "", *_tier_lines(results["tiers"], ALL_TIERS), "",
              "## Confidence estimators: AUROC of right vs wrong answers", "",
              "Over the answers the validity gate lets through; `calls` leaves out irrelevance (right = no call).",
              "", *_auroc_lines(results), "", *bfcl_forms.render(results.get("forms", {}))]
@@ -135,7 +145,8 @@ def render(results: Mapping[str, Any]) -> str:
         lines += [f"## Line-up: {name}", "",
                   f"A-priori setting, chosen on {' and '.join(TUNING)} only: **`{lineup['chosen']}`** — of the "
                   f"settings holding {FLOOR:.0%} of cloud-only accuracy at every seed there, the one keeping the "
-                  "most requests below the top tier at its worst seed.", "", *_policy_lines(lineup)]
+                  "most requests below the top tier at its worst seed.", "", *_lineup_tier_lines(results, lineup),
+                  *_policy_lines(lineup)]
     return "\n".join(lines) + "\n"
 
 

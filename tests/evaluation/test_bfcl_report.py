@@ -89,6 +89,7 @@ def test_the_report_replays_every_line_up_and_chooses_on_the_tuning_categories(i
     text = written[0].read_text(encoding="utf-8")
     assert f"**`{chosen}`**" in text and "| simple_python |" in text and "structured_joint (default)" in text
     assert "Invalid lower-tier answers served, most in any cascading setting and seed: 0." in text
+    assert "items all of them answered" not in text  # every line-up replays the items of every tier
     assert written[2].stat().st_size > 10_000  # the plot
     assert json.loads(written[1].read_text(encoding="utf-8"))["lineups"]["three tiers"]["chosen"] == chosen
 
@@ -114,3 +115,22 @@ def test_the_forms_are_compared_on_the_items_every_form_answered(items: dict[str
     lines = render(compared)
     assert "| edge | `list` | 5 | 60.0% |" in "\n".join(lines)
     assert render({}) == []
+
+
+def test_a_line_up_recorded_further_than_every_tier_shows_its_tiers_on_its_own_items(
+        items: dict[str, bfcl.Item], tmp_path: Path) -> None:
+    chosen = list(items.values())
+    rows = [_row(item, tier, tier == "cloud" or k % 2 == 0, 0.9) for k, item in enumerate(chosen)
+            for tier in ("edge", "cloud")]
+    rows += [_row(item, "device", False, 0.3) for item in chosen[:6]]  # the device answered only six
+    _write(tmp_path, rows)
+    results = evaluate(tmp_path, items)
+    assert results["n"] == 6 and results["tiers"]["all"]["n"] == 6
+    pair = results["lineups"]["edge → cloud"]
+    assert pair["streams"]["mixed"]["n"] == len(chosen)
+    assert pair["tier_accuracy"]["all"] == {"n": len(chosen), "edge": 0.5, "cloud": 1.0,
+                                            "errors": {"edge": 0, "cloud": 0}}
+    text = write_report(tmp_path, tmp_path / "out", items)[0].read_text(encoding="utf-8")
+    assert text.count("items all of them answered") == 1  # the edge → cloud line-up's, not the three tiers'
+    assert f"on the {len(chosen)} items all of them answered" in text
+    assert f"| all | {len(chosen)} | 50.0% | 100.0% |" in text
