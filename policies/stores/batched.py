@@ -36,7 +36,6 @@ step that timed out: its values are not sent twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -172,6 +171,7 @@ class BatchedWindowStore(OutageHealth):
         self.values_sent = 0
         self.clamped = 0  # quantiles answered from beyond the reach (a burst or an outage): approximate
         self.values_returned = 0  # scores the flushes read back (the cost that does not grow with replicas)
+        self._closing = False
 
     async def step(self, key: WindowKey, confidence: float, size: int, beta: float) -> WindowStep:
         if not math.isfinite(confidence):
@@ -311,7 +311,8 @@ class BatchedWindowStore(OutageHealth):
         return len(near) + len(oldest)
 
     async def _flush_forever(self) -> None:
-        while True:
+        # Stops at `aclose` even if a layer below turned the cancellation into another error.
+        while not self._closing:
             await asyncio.sleep(self._flush_s)
             try:
                 await self.flush()
@@ -323,10 +324,15 @@ class BatchedWindowStore(OutageHealth):
     async def aclose(self) -> None:
         """Stop the background flusher and send what is pending (bounded by the call timeout)."""
         flusher, self._flusher = self._flusher, None
+        self._closing = True
         if flusher is not None:
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await flusher
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our caller's own cancellation, not the flusher's
         await self.flush()
 
 

@@ -245,3 +245,26 @@ def test_a_batched_gateway_reports_its_flushes(tiers: dict[str, ThreadedTier], r
     assert 1 <= counters["recserve_window_flush_calls_total"] <= counters["recserve_window_flush_windows_total"]
     assert counters["recserve_window_flushes_total"] >= 1
     assert counters["recserve_window_steps_beyond_reach_total"] == 0
+
+
+async def test_closing_stops_the_flusher_even_when_a_layer_below_swallows_its_cancellation(
+        connection: RedisConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancellation turned into another error inside a flush (a client library may do that) must
+    not keep the background flusher alive: `aclose` returns."""
+    store = BatchedWindowStore(connection.client, "closing", flush_s=0.001)
+    inside = asyncio.Event()
+
+    async def flush(**_: object) -> None:
+        inside.set()
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise ConnectionError("the connection was torn down") from None
+
+    await store.step(KEY, 0.5, 50, 0.3)  # starts the background flusher
+    flushers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    monkeypatch.setattr(store, "flush", flush)
+    await asyncio.wait_for(inside.wait(), 10)
+    async with asyncio.timeout(10):
+        await store.aclose()
+    assert flushers and all(task.done() for task in flushers)
