@@ -48,8 +48,8 @@ def test_anthropic_clients_get_a_real_tool_use_streamed(tools_gateway: str) -> N
     tool = {"name": "get_weather", "description": WEATHER["function"]["description"],
             "input_schema": WEATHER["function"]["parameters"]}
     with (anthropic.Anthropic(base_url=tools_gateway, api_key="unused", max_retries=0, timeout=300) as sdk,
-          sdk.messages.stream(model="recserve/edge", max_tokens=256, temperature=0, tools=[tool],
-                              tool_choice={"type": "any"},
+          sdk.messages.stream(model="recserve/edge", max_tokens=256, tools=[tool], tool_choice={"type": "any"},
+                              extra_body={"temperature": 0},
                               messages=[{"role": "user", "content": QUESTION}]) as stream):
         message = stream.get_final_message()
     uses = [block for block in message.content if block.type == "tool_use"]
