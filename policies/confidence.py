@@ -83,24 +83,32 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _usable(logprob: float) -> float | None:
+def usable_logprob(logprob: float) -> float | None:
     """A logprob as a probability's log in [-inf, 0], or None when it is NaN or clearly positive."""
     if math.isnan(logprob) or logprob > _POSITIVE_NOISE:
         return None
     return min(logprob, 0.0)
 
 
+def mean_probability(logprob_sum: float, count: int) -> float | None:
+    """exp(mean logprob) from the sum and count of usable logprobs (None for no tokens)."""
+    return math.exp(logprob_sum / count) if count else None
+
+
+def joint_probability(logprob_sum: float, count: int) -> float | None:
+    """exp(sum of logprobs) from the sum and count of usable logprobs (None for no tokens)."""
+    return math.exp(logprob_sum) if count else None
+
+
 def generation_confidence(tokens: Sequence[TokenLogprob], labels: Sequence[str] | None = None) -> float | None:
     """exp(mean token logprob): the inverse of the answer's normalised perplexity."""
-    if not tokens:
-        return None
     total = 0.0
     for token in tokens:
-        logprob = _usable(token.logprob)
+        logprob = usable_logprob(token.logprob)
         if logprob is None:
             return None
         total += logprob
-    return math.exp(total / len(tokens))
+    return mean_probability(total, len(tokens))
 
 
 def classification_confidence(
@@ -116,7 +124,7 @@ def classification_confidence(
         return None
     alternatives = first.top or ((first.token, first.logprob),)
     if not labels:
-        best = max((lp for lp in (_usable(v) for _, v in alternatives) if lp is not None), default=None)
+        best = max((lp for lp in (usable_logprob(v) for _, v in alternatives) if lp is not None), default=None)
         return math.exp(best) if best is not None else None
     mass = _label_mass(alternatives, labels)
     total = sum(mass.values())
@@ -135,7 +143,7 @@ def _label_mass(alternatives: Sequence[tuple[str, float]], labels: Sequence[str]
     folded = [label.strip().casefold() for label in labels]
     mass = dict.fromkeys(folded, 0.0)
     for text, raw in alternatives:
-        logprob = _usable(raw)
+        logprob = usable_logprob(raw)
         key = text.strip().casefold()
         if logprob is None or not key:
             continue
@@ -191,7 +199,7 @@ def answer_probability(tokens: Sequence[TokenLogprob], labels: Sequence[str] | N
     logprobs = _token_logprobs(tokens)
     if not logprobs:
         return None
-    return math.exp(sum(logprobs))
+    return joint_probability(sum(logprobs), len(logprobs))
 
 
 # Estimators for structured (JSON) answers, by name; the cascade judges structured answers with the
@@ -204,6 +212,13 @@ STRUCTURED_ESTIMATORS: Mapping[str, Estimator] = MappingProxyType({
 })
 STRUCTURED_ESTIMATOR = "structured_joint"
 
+# The estimators a live stream can fold in O(1) memory: they need only the sum and count of the
+# logprobs (gateway.cascade.stream_tally). The others read the JSON spans of the whole answer.
+SUM_FOLDS: Mapping[str, Callable[[float, int], float | None]] = MappingProxyType({
+    "generation": mean_probability,
+    "structured_joint": joint_probability,
+})
+
 
 def _token_logprobs(tokens: Sequence[TokenLogprob]) -> list[float] | None:
     """Each token's usable logprob; None when any token is malformed or its logprob unusable (tokens come
@@ -211,7 +226,7 @@ def _token_logprobs(tokens: Sequence[TokenLogprob]) -> list[float] | None:
     logprobs: list[float] = []
     for token in tokens:
         text, raw = getattr(token, "token", None), _number(getattr(token, "logprob", None))
-        logprob = _usable(raw) if isinstance(text, str) and raw is not None else None
+        logprob = usable_logprob(raw) if isinstance(text, str) and raw is not None else None
         if logprob is None:
             return None
         logprobs.append(logprob)

@@ -16,8 +16,21 @@ from typing import Any
 
 from gateway.cascade.stream_message import MessageBuilder
 from policies.base import Task, TokenLogprob
-from policies.confidence import classification_confidence, parse_logprobs, response_confidence
+from policies.confidence import (
+    STRUCTURED_ESTIMATOR,
+    SUM_FOLDS,
+    classification_confidence,
+    parse_logprobs,
+    response_confidence,
+    usable_logprob,
+)
 from policies.structure import Expectation, InvalidReason, problem
+
+# A live stream keeps a sum of logprobs, not its tokens: the structured estimator must be one of the
+# folds (changing STRUCTURED_ESTIMATOR to one that reads JSON spans needs the tokens kept here too).
+if STRUCTURED_ESTIMATOR not in SUM_FOLDS:
+    raise ImportError(f"the structured estimator {STRUCTURED_ESTIMATOR!r} cannot be folded over a live stream")
+_GENERATION_FOLD, _STRUCTURED_FOLD = SUM_FOLDS["generation"], SUM_FOLDS[STRUCTURED_ESTIMATOR]
 
 # More distinct choice indices than any client may ask for (OpenAI's n is at most 128).
 MAX_CHOICES = 128
@@ -101,23 +114,23 @@ class _ChoiceTally:
         for token in tokens:
             if self.first_visible is None and token.token.strip():
                 self.first_visible = token
-            if math.isnan(token.logprob) or token.logprob > 1e-6:
+            logprob = usable_logprob(token.logprob)
+            if logprob is None:
                 self.unusable_logprob = True
             else:
-                self.logprob_sum += min(token.logprob, 0.0)  # the order and rule of generation_confidence
+                self.logprob_sum += logprob  # in the order of generation_confidence: the same float sum
             self.tokens += 1
 
     def confidence(self, task: Task, labels: Sequence[str] | None, structured: bool = False) -> float | None:
         if self.malformed or not self.seen_logprobs:
             return None
-        if structured:  # answer_probability, the structured estimator: exp(sum of logprobs)
-            value = math.exp(self.logprob_sum) if self.tokens and not self.unusable_logprob else None
-        elif task == "classification":
+        if task == "classification" and not structured:
             value = classification_confidence([self.first_visible], labels) if self.first_visible else None
         elif self.unusable_logprob:
             return None
         else:
-            value = math.exp(self.logprob_sum / self.tokens) if self.tokens else None
+            fold = _STRUCTURED_FOLD if structured else _GENERATION_FOLD
+            value = fold(self.logprob_sum, self.tokens)
         if value is None or math.isnan(value):
             return None
         return min(max(value, 0.0), 1.0)
