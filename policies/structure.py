@@ -208,6 +208,8 @@ def problem(expectation: Expectation, choices: Any) -> InvalidReason | None:
         if not isinstance(message, Mapping):  # no message to read (or a stream's, cut at its bound)
             return "invalid_tool_call" if expectation.tools or expectation.wants_call else "invalid_json"
         reason = message_problem(expectation, message)
+        if reason is None and choice.get("finish_reason") == "length" and tool_calls_of(message):
+            reason = "invalid_tool_call"  # the token limit cut the calls: the last may lack arguments or more calls
         if reason is not None:
             return reason
     return None

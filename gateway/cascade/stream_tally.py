@@ -46,6 +46,7 @@ class ChunkAccumulator:
     tokens: int = 0  # tokens of choice 0 seen so far
     usage: dict[str, Any] | None = None
     messages: dict[int, MessageBuilder] = field(default_factory=dict)
+    finish_reasons: dict[int, Any] = field(default_factory=dict)
     too_many_choices: bool = False
 
     @property
@@ -67,6 +68,8 @@ class ChunkAccumulator:
                 self.messages[index] = MessageBuilder(MAX_BUFFERED_MESSAGE_CHARS)
             counted = self._merge(merged, choice.get("logprobs"))
             _fold_message(self.messages[index], choice)
+            if choice.get("finish_reason") is not None:
+                self.finish_reasons[index] = choice["finish_reason"]
             if index == 0:
                 self.tokens += counted if counted else int(bool(choice_text(choice)))
 
@@ -86,8 +89,8 @@ class ChunkAccumulator:
     def body(self) -> dict[str, Any]:
         """A response-shaped body for the confidence estimators and the validity check (a message
         cut at its bound is None: no answer to judge valid)."""
-        choices = [{"index": i, "logprobs": self.logprobs[i] or None, "message": self.messages[i].message()}
-                   for i in sorted(self.logprobs)]
+        choices = [{"index": i, "logprobs": self.logprobs[i] or None, "message": self.messages[i].message(),
+                    "finish_reason": self.finish_reasons.get(i)} for i in sorted(self.logprobs)]
         if self.too_many_choices:
             choices.append({"index": MAX_CHOICES, "logprobs": None, "message": None})
         return {"choices": choices, "usage": self.usage}

@@ -68,7 +68,8 @@ def validity(items: Mapping[str, Item]) -> Valid:
         if item is None or "error" in row:
             return False
         expectation = expectation_of({"tools": tools(item)})
-        return expectation is None or problem(expectation, [{"message": row.get("message") or {}}]) is None
+        choice = {"message": row.get("message") or {}, "finish_reason": row.get("finish_reason")}
+        return expectation is None or problem(expectation, [choice]) is None
 
     return valid
 

@@ -19,6 +19,7 @@ half-written call cannot be converted) while its logprobs and usage pass on as t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
@@ -141,15 +142,16 @@ def _calls(answer: Any) -> list[dict[str, Any]] | None:
     return calls or None
 
 
-def message_fields(content: Any) -> dict[str, Any] | None:
+def message_fields(content: Any, finish_reason: Any = None) -> dict[str, Any] | None:
     """The message fields a constrained answer's `content` stands for: `tool_calls` (content null) or
-    the plain answer's `content`; None when the content is no constrained answer (passed on as is)."""
+    the plain answer's `content`; None when the content is no constrained answer (passed on as is).
+    An answer the token limit cut (`finish_reason` "length") is read as far as it goes."""
     if not isinstance(content, str):
         return None
     try:
         answer = json.loads(content)
-    except (ValueError, RecursionError):
-        return None  # cut off by max_tokens, or the tier ignored the schema
+    except (ValueError, RecursionError):  # the tier ignored the schema, or the token limit cut it
+        return _cut_fields(content) if finish_reason == "length" else None
     calls = _calls(answer)
     if calls is not None:
         return {"content": None, "tool_calls": calls}
@@ -158,11 +160,64 @@ def message_fields(content: Any) -> dict[str, Any] | None:
     return None
 
 
+# The heads of the constrained forms, as llama-server's grammar lets a model space them.
+_STRING = r'"((?:[^"\\]|\\.)*)'  # a JSON string's body so far (its closing quote optional)
+_TEXT_HEAD = re.compile(r'\s*\{\s*"text"\s*:\s*' + _STRING)
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*' + _STRING + r'"?(?:\s*,\s*"arguments"\s*:\s*)?')
+_LIST_HEAD = re.compile(r"\s*\[\s*")
+_BETWEEN_ITEMS = re.compile(r"\s*,?\s*")
+
+
+def _string_so_far(body: str) -> str:
+    """A cut JSON string's body decoded as far as it is whole (a half-written escape is dropped)."""
+    for end in range(len(body), max(len(body) - 6, -1), -1):
+        try:
+            return str(json.loads(f'"{body[:end]}"', strict=False))
+        except ValueError:
+            continue
+    return ""
+
+
+def _opens_a_form(content: str) -> bool:
+    compact = re.sub(r"\s+", "", content)
+    return any(form.startswith(compact) for form in ('[{"name":', '{"name":', '{"text":'))
+
+
+def _cut_fields(content: str) -> dict[str, Any] | None:
+    """The message fields of a constrained answer the token limit cut, as an OpenAI tier's own cut
+    answer has them: the text so far, or the calls so far with the last one's `arguments` as far as
+    they were written (not JSON, so never taken for a whole call). None when it is neither form."""
+    text = _TEXT_HEAD.match(content)
+    if text is not None:
+        return {"content": _string_so_far(text[1])}
+    listed = _LIST_HEAD.match(content)
+    position, items = (listed.end(), []) if listed else (0, [])
+    decoder = json.JSONDecoder()
+    while listed:
+        try:
+            item, end = decoder.raw_decode(content, position)
+        except (ValueError, RecursionError):
+            break
+        items.append(item)
+        position = _BETWEEN_ITEMS.match(content, end).end()  # type: ignore[union-attr]  # matches empty
+    whole = _calls(items) if items else []
+    if whole is None:
+        return None
+    head = _CALL_HEAD.match(content, position)
+    if head is None and whole:
+        return {"content": None, "tool_calls": whole}
+    if head is None:  # cut before its form could be read: no text and no call yet
+        return {"content": ""} if _opens_a_form(content) else None
+    cut = {"id": f"call_{len(whole)}", "type": "function",
+           "function": {"name": _string_so_far(head[1]), "arguments": content[head.end():]}}
+    return {"content": None, "tool_calls": [*whole, cut]}
+
+
 def _convert_choice(choice: Any) -> None:
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
         return
-    fields = message_fields(message.get("content"))
+    fields = message_fields(message.get("content"), choice.get("finish_reason"))
     if fields is None:
         return
     message.update(fields)
@@ -180,7 +235,7 @@ def converted_answer(body: dict[str, Any]) -> dict[str, Any]:
 
 def _finish(index: int, held: str, finish_reason: Any) -> dict[str, Any]:
     """The delta that replaces a held answer, and its finish reason."""
-    fields = message_fields(held)
+    fields = message_fields(held, finish_reason)
     if fields is None:
         return {"index": index, "delta": {"content": held}, "finish_reason": finish_reason}
     if "tool_calls" in fields:

@@ -92,6 +92,15 @@ def test_tool_choice_required_named_and_none() -> None:
     assert problem(single, calls(call("get_time", "{}"), call("get_time", "{}"))) == "invalid_tool_call"
 
 
+def test_calls_the_token_limit_cut_are_not_whole_calls() -> None:
+    expectation = expect(tools=[WEATHER, CLOCK])
+    cut = [{**calls(call("get_time", ""))[0], "finish_reason": "length"}]  # cut before its arguments
+    assert problem(expectation, cut) == "invalid_tool_call"
+    assert problem(expectation, [{**cut[0], "finish_reason": "tool_calls"}]) is None
+    long_text = [{**text("It is sunny and")[0], "finish_reason": "length"}]
+    assert problem(expectation, long_text) is None  # text cut by the limit is an answer, as from any tier
+
+
 def test_a_call_where_no_tools_were_offered_is_unexpected() -> None:
     assert problem(expect(response_format={"type": "json_object"}), calls(call("f", "{}"))) == "unexpected_tool_call"
 

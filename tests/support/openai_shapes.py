@@ -110,7 +110,7 @@ def chat_body(reply: Reply) -> dict[str, Any]:
                 "logprobs": {"content": [chat_entry(t, top_k) for t in tokens], "refusal": None}
                 if wanted
                 else None,
-                "finish_reason": "tool_calls" if reply.script.tool or reply.script.calls else "stop",
+                "finish_reason": finish_reason(reply),
             }
         )
     body = {
@@ -123,6 +123,12 @@ def chat_body(reply: Reply) -> dict[str, Any]:
     if verbose is not None:
         body["__verbose"] = verbose
     return body
+
+
+def finish_reason(reply: Reply) -> str:
+    if reply.script.length:
+        return "length"
+    return "tool_calls" if reply.script.tool or reply.script.calls else "stop"
 
 
 def completion_body(reply: Reply) -> dict[str, Any]:
@@ -171,7 +177,7 @@ def chat_chunks(reply: Reply) -> Chunks:
             first_token = len(chunks) if first_token is None else first_token
             chunks += [chunk(index, {"tool_calls": [fragment]}, [token])
                        for fragment, token in call_fragments(reply, index)]
-            chunks.append(chunk(index, {}, [], "tool_calls"))
+            chunks.append(chunk(index, {}, [], finish_reason(reply)))
             continue
         if reply.script.tool:
             first_token = len(chunks) if first_token is None else first_token
@@ -180,7 +186,7 @@ def chat_chunks(reply: Reply) -> Chunks:
         for token in [] if reply.script.tool else tokens:
             first_token = len(chunks) if first_token is None else first_token
             chunks.append(chunk(index, {"content": token.text}, [token]))
-        chunks.append(chunk(index, {}, [], "tool_calls" if reply.script.tool else "stop"))
+        chunks.append(chunk(index, {}, [], finish_reason(reply)))
         verbose = reply.verbose() if index == 0 else None
         if verbose is not None:  # llama-server: on the chunk that finishes the answer
             chunks[-1]["__verbose"] = verbose

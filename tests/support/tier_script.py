@@ -15,6 +15,7 @@ Without directives the answer is `"<tier> answer"`: tokens "<tier>", " answer", 
                           (streamed as one `delta.tool_calls` fragment each), each at p 0.9 (or `0.42`)
     status=N | sleep=S | stall=S | header=NAME:VALUE (VALUE percent-decoded)
     reset garbage nologprobs nan empty tool llamacpp cut
+    length                finish_reason "length": the answer ends at the token limit
 Bodies cannot contain brackets; an unknown directive is a 400 so a typo cannot pass silently.
 """
 
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 DIRECTIVE = re.compile(r"\[([A-Za-z0-9_.\-]+|\*):([^\[\]]*)\]")
 DEFAULT_P = 0.9
 ZERO_LOGPROB = -9999.0  # ln(0) is -inf, which JSON cannot carry
-FLAGS = frozenset({"reset", "garbage", "nologprobs", "nan", "empty", "tool", "llamacpp", "cut"})
+FLAGS = frozenset({"reset", "garbage", "nologprobs", "nan", "empty", "tool", "llamacpp", "cut", "length"})
 
 
 class ScriptError(ValueError):
@@ -61,6 +62,7 @@ class Script:
     tool: bool = False
     llamacpp: bool = False
     cut: bool = False
+    length: bool = False
     calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments text)
 
 

@@ -102,6 +102,21 @@ def test_answers_become_calls_or_text_and_anything_else_stays_as_it_came() -> No
         assert message_fields(unchanged) is None
 
 
+def test_an_answer_the_token_limit_cut_reads_as_an_openai_tier_cut_one() -> None:
+    assert message_fields('{"text": "It is sun', "length") == {"content": "It is sun"}
+    assert message_fields('{\n  "text": "caf\\u00', "length") == {"content": "caf"}  # a half escape dropped
+    cut = message_fields('{"name": "get_weather", "arguments": {"city": "Par', "length")
+    assert cut == {"content": None, "tool_calls": [{"id": "call_0", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Par'}}]}
+    listed = message_fields(f'[{CALL}, {{"name": "get_ti', "length")
+    assert listed is not None and [(c["function"]["name"], c["function"]["arguments"])
+                                   for c in listed["tool_calls"]] == [("get_weather", '{"city": "Paris"}'),
+                                                                      ("get_ti", "")]
+    assert message_fields("[\n  {", "length") == {"content": ""}  # nothing readable yet: no text, no call
+    assert message_fields("plain prose that ran long", "length") is None  # not the schema's: as it came
+    assert message_fields('{"name": "get_weather", "argu', "stop") is None  # not cut: as it came
+
+
 def test_a_streamed_answer_is_held_until_its_end_and_logprobs_pass_on() -> None:
     pieces = ['{"name": "get_', 'weather", "arguments": ', '{"city": "Paris"}}']
 
@@ -160,6 +175,35 @@ def test_a_constrained_tier_answers_openai_clients_with_tool_calls(start_gateway
         assert plain.choices[0].message.content == "Hi there" and not plain.choices[0].message.tool_calls
         untouched, _ = ask(sdk, "no tools [device:0.9]", model="recserve/device")
         assert "response_format" not in tiers["device"].requests[-1].json and untouched.choices[0].message.content
+
+
+def test_a_call_the_token_limit_cut_escalates_and_is_served_as_cut_only_from_the_top(
+        start_gateway: GatewayStarter, tiers: dict[str, ThreadedTier]) -> None:
+    gateway = _constrained_device(start_gateway, tiers)
+    cut = '{"name": "get_weather", "arguments": {"city": "Par'
+    with gateway.sdk() as sdk:
+        for stream in (False, True):
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="recserve", tools=[WEATHER], stream=stream, logprobs=True,
+                messages=[{"role": "user", "content": f"weather? [device:answer={cut}][device:0.99][device:length]"}])
+            assert raw.headers["x-recserve-path"].startswith("device(invalid_tool_call)>"), raw.headers
+            assert raw.headers["x-recserve-tier"] != "device"
+            answer = raw.parse()
+            if stream:
+                texts = [c.choices[0].delta.content or "" for c in answer if c.choices]
+                assert not any("get_weather" in text for text in texts)  # no delta of the replaced answer
+            else:
+                assert answer.choices[0].message.tool_calls is None and "get_weather" not in str(answer)
+
+        # Pinned to the cut tier, the client gets what an OpenAI tier cut there sends: the call so far.
+        answer, _ = ask(sdk, f"weather? [device:answer={cut}][device:length]", model="recserve/device",
+                              tools=[WEATHER])
+        assert answer.choices[0].finish_reason == "length" and answer.choices[0].message.content is None
+        call = answer.choices[0].message.tool_calls[0]
+        assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Par')
+        text, _ = ask(sdk, 'hi [device:answer={"text": "Hello the][device:length]', model="recserve/device",
+                      tools=[WEATHER])
+        assert text.choices[0].message.content == "Hello the" and text.choices[0].finish_reason == "length"
 
 
 def test_a_constrained_tier_answers_anthropic_clients_with_tool_use(start_gateway: GatewayStarter,
