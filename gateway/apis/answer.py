@@ -150,6 +150,8 @@ class AnswerStream:
                 delta = self._read(chunk)
                 if delta is not None:
                     yield delta
+        if self._usage is None:  # the tier reported none: counted now, off the loop if large, read by answer()
+            await self._served.cascade_request.prompt_tokens.count()
         self._ended = True
 
     def _read(self, chunk: Mapping[str, Any]) -> Delta | None:
@@ -209,7 +211,7 @@ class AnswerStream:
             tool_calls=[self._calls[i] for i in sorted(self._calls)],
             logprobs=self._logprobs,
             finish_reason=self._finish,
-            input_tokens=prompt if prompt is not None else self._served.cascade_request.count_prompt_tokens(),
+            input_tokens=prompt if prompt is not None else self._served.cascade_request.prompt_tokens(),
             output_tokens=completion if completion is not None else self._tokens,
             stopped_on=self._stopped_on,
         )

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from gateway.config.schema import TierConfig
 from gateway.protocol import Route
+from gateway.telemetry.tokens import PromptTokens
 from gateway.upstream.backends import Backend, FaultKind, TierFault, TierRejected, TierReply
 from gateway.upstream.vetting import upstream_path, upstream_uplink_tokens
 from policies.base import DecisionReason, Scope, Task, ThresholdPolicy
@@ -67,7 +68,7 @@ class CascadeRequest:
     labels: Sequence[str] | None
     deadline: float  # time.monotonic() by which the whole cascade must be done
     forward_headers: Mapping[str, str]
-    count_prompt_tokens: Callable[[], int]
+    prompt_tokens: PromptTokens  # our count, for tiers that report no usage
     # The request's workload, for what it is booked under (savings), whether or not its windows are
     # kept per workload (`scope.workload` is empty under `policy.key: task`).
     workload: str = ""
@@ -309,7 +310,7 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
         reply = await call(tier, request, max(timeout_s, 0.001), final)
     except TierFault as fault:
         if tier.level > 0:
-            journey.uplink_tokens += request.count_prompt_tokens()
+            journey.uplink_tokens += await request.prompt_tokens.count()
         journey.record(Hop(name, "failed" if final else "fault", reason=fault.kind))
         journey.last_fault = f"tier '{name}' failed: {fault.message}"
         journey.timed_out = fault.kind == "timeout" and timeout_s >= remaining
@@ -321,7 +322,7 @@ async def _call(request: CascadeRequest, tier: Tier, final: bool, remaining: flo
     finally:
         tier.gate.release()
     if tier.level > 0:
-        journey.uplink_tokens += prompt_tokens_of(reply.body, request.count_prompt_tokens)
+        journey.uplink_tokens += await prompt_tokens_of(reply.body, request.prompt_tokens)
     journey.uplink_tokens += upstream_uplink_tokens(reply.headers, tier.config.recserve_gateway)
     return reply
 
@@ -336,10 +337,10 @@ def reported_tokens(body: Mapping[str, Any] | None, key: str) -> int | None:
     return None
 
 
-def prompt_tokens_of(body: Mapping[str, Any], count: Callable[[], int]) -> int:
+async def prompt_tokens_of(body: Mapping[str, Any], counted: PromptTokens) -> int:
     """The tier's own usage.prompt_tokens, else our tiktoken count."""
     tokens = reported_tokens(body, "prompt_tokens")
-    return count() if tokens is None else tokens
+    return await counted.count() if tokens is None else tokens
 
 
 def _invalid(request: CascadeRequest, reply: TierReply) -> InvalidReason | None:

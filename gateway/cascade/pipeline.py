@@ -25,6 +25,7 @@ from gateway.cascade.climb import (
     CascadeResult,
     TierCall,
     render_path,
+    reported_tokens,
     run_cascade,
     send_call,
 )
@@ -43,6 +44,7 @@ from gateway.protocol import (
     CascadeAsk,
     Route,
 )
+from gateway.telemetry.tokens import PromptTokens
 from gateway.telemetry.tracing import request_trace
 from gateway.upstream.backends import LOOP_STATUS, TierRejected
 from policies.base import Task
@@ -93,6 +95,8 @@ async def serve(request: Request, runtime: Runtime, admission: Admission, route:
     cascade_request = _cascade_request(request, runtime, admission, route, forwarded, task, labels, workload,
                                        prefix_tokens, expectation, watch)
     result = await _climb(request, runtime, binding, cascade_request, call)
+    if not ask.stream and reported_tokens(result.reply.body, "prompt_tokens") is None:
+        await cascade_request.prompt_tokens.count()  # the observer and the API's usage read it next
     return _report(request, runtime, binding, admission, cascade_request, result, labels, ask.stream)
 
 
@@ -139,7 +143,7 @@ def _cascade_request(request: Request, runtime: Runtime, admission: Admission, r
         route=route, body=body, scope=runtime.scope(task, workload, prefix_tokens), labels=labels,
         deadline=admission.started + runtime.config.server.request_timeout_s,
         forward_headers=forward_headers,
-        count_prompt_tokens=lambda: runtime.tokens.count(body),
+        prompt_tokens=PromptTokens(runtime.tokens.count, body),
         workload=workload.name,
         tenant=admission.tenant,
         expectation=expectation,
@@ -154,8 +158,10 @@ async def _climb(request: Request, runtime: Runtime, binding: ModelBinding, casc
     try:
         return await run_cascade(cascade_request, binding.tiers, binding.policy, call)
     except CascadeFailed as failed:
+        await cascade_request.prompt_tokens.count()  # no tier reported usage: the observer books our count
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, hops=failed.hops,
-                                      workload=cascade_request.workload, tenant=cascade_request.tenant)
+                                      workload=cascade_request.workload, tenant=cascade_request.tenant,
+                                      prompt_tokens=cascade_request.prompt_tokens)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -177,7 +183,7 @@ def _report(request: Request, runtime: Runtime, binding: ModelBinding, admission
     def observe(usage: Mapping[str, Any] | None = None, served_invalid: str | None = None) -> None:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, result, usage=usage,
                                       workload=cascade_request.workload, tenant=cascade_request.tenant,
-                                      served_invalid=served_invalid)
+                                      served_invalid=served_invalid, prompt_tokens=cascade_request.prompt_tokens)
 
     if not streamed:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte

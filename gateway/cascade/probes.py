@@ -195,7 +195,7 @@ class Prober:
             if attempt is not None:
                 attempt.end(failed, reply)
         body = reply.body if reply else {}
-        prompt = prompt_tokens_of(body, request.count_prompt_tokens)
+        prompt = await prompt_tokens_of(body, request.prompt_tokens)
         if tier.level > 0:  # the prompt went up whether or not an answer came back, as in the cascade
             self._metrics.probe_sent(tier.config.name, prompt)
         if self._rates is not None:

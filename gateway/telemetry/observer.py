@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway import jsonio
-from gateway.cascade.climb import CascadeResult, Hop, prompt_tokens_of, render_path
+from gateway.cascade.climb import CascadeResult, Hop, render_path, reported_tokens
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.savings import SavingsRates, completion_tokens_of, prompt_shipped
 from gateway.telemetry.tokens import PromptTokenCounter
@@ -93,11 +93,12 @@ class RequestObserver:
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
                      result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
                      usage: Mapping[str, Any] | None = None, *, workload: str | None = None,
-                     tenant: str, served_invalid: str | None = None) -> None:
+                     tenant: str, served_invalid: str | None = None,
+                     prompt_tokens: Callable[[], int] | None = None) -> None:
         """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
         passes the `usage` its last chunk reported (its result's body has none) and, judged at its
         end, the served answer's structure problem. Savings are kept per `tenant` and `workload` (default: the
-        task).
+        task). `prompt_tokens`: the request's own count (`PromptTokens`), used when no tier reported usage.
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -106,7 +107,9 @@ class RequestObserver:
         # One number per request on both sides of the "saved" ratio; the served tier's own usage
         # spares tokenizing every prompt on the hot path.
         reported = {"usage": usage} if usage is not None else result.reply.body if result is not None else {}
-        prompt_tokens = prompt_tokens_of(reported, lambda: self._tokens.count(body))
+        reported_prompt = reported_tokens(reported, "prompt_tokens")
+        counted = prompt_tokens or (lambda: self._tokens.count(body))  # the request's own count, taken once
+        prompt_count = reported_prompt if reported_prompt is not None else counted()
         prompt_bytes = len(jsonio.dumps(body))
         for hop in journey:
             if hop.confidence is not None:
@@ -117,13 +120,13 @@ class RequestObserver:
             if reason is not None:
                 m.escalations_at(hop.tier, reason).inc()
             if self._levels.get(hop.tier, 0) > 0 and prompt_shipped(hop):
-                m.uplink_tokens_at(hop.tier).inc(prompt_tokens)
+                m.uplink_tokens_at(hop.tier).inc(prompt_count)
                 m.uplink_bytes_at(hop.tier).inc(prompt_bytes)
-                m.traffic.uplink_tokens += prompt_tokens
+                m.traffic.uplink_tokens += prompt_count
                 m.traffic.uplink_bytes += prompt_bytes
-        m.cloud_only_tokens.inc(prompt_tokens)
+        m.cloud_only_tokens.inc(prompt_count)
         m.cloud_only_bytes.inc(prompt_bytes)
-        m.traffic.cloud_only_tokens += prompt_tokens
+        m.traffic.cloud_only_tokens += prompt_count
         m.traffic.cloud_only_bytes += prompt_bytes
         m.traffic.count_request(result.tier.name if result is not None else None)
         if result is not None:
@@ -133,7 +136,7 @@ class RequestObserver:
         if self.rates is not None:
             served = result.tier.name if result is not None else None
             completion = completion_tokens_of(reported, self._tokens.count_text) if result is not None else 0
-            cost = self.rates.request(journey, served, prompt_tokens, completion)
+            cost = self.rates.request(journey, served, prompt_count, completion)
             m.savings.request(tenant, workload or task, cost, served, self.rates.max_workloads)
         prompt = (body.get("messages", body.get("prompt"))) if self._include_prompts else None
         setattr(request.state, SUMMARY_STATE, CascadeSummary(

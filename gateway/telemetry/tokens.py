@@ -8,6 +8,10 @@ built in Rust that holds the GIL), and a download has no timeout at all. Countin
 loop, so loading never is: the gateway loads the encoding in a worker thread at startup
 (`load_in_background`), and until it is there (or if it cannot be loaded) a count is an estimate of
 UTF-8 bytes / 4.
+
+Counting itself costs about 0.2 s per MB of text, and tiktoken releases the GIL while it encodes: a
+request's count (`PromptTokens`) is taken once, and a large prompt's in a worker thread, so that one
+client's big prompt does not hold every other client's request.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,9 @@ log = logging.getLogger("recserve.tokens")
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
 _BYTES_PER_TOKEN = 4  # the usual ratio for English text, for the estimate
+# Prompts with more characters than this are counted in a worker thread (~10 ms of encoding: the
+# thread hop costs less than the loop would be held).
+OFF_LOOP_CHARS = 1 << 16
 
 
 def _litellm_tokenizer_dir() -> str | None:
@@ -91,6 +98,37 @@ class PromptTokenCounter:
                     total += sum(self.count_text(text) for text in _texts(message.get("content")))
             return total
         return sum(self.count_text(text) for text in _texts(body.get("prompt")))
+
+
+class PromptTokens:
+    """One request's prompt tokens by our count (for tiers that report no usage): counted at most once,
+    in a worker thread when the prompt is large."""
+
+    def __init__(self, count: Callable[[Mapping[str, Any]], int], body: Mapping[str, Any]) -> None:
+        self._count = count  # PromptTokenCounter.count
+        self._body = body
+        self._value: int | None = None
+
+    def __call__(self) -> int:
+        """The count for code that cannot wait: the one already taken (`count`), else taken here."""
+        if self._value is None:
+            self._value = self._count(self._body)
+        return self._value
+
+    async def count(self) -> int:
+        if self._value is None:
+            if _chars(self._body) > OFF_LOOP_CHARS:
+                self._value = await asyncio.to_thread(self._count, self._body)
+            else:
+                self._value = self._count(self._body)
+        return self._value
+
+
+def _chars(body: Mapping[str, Any]) -> int:
+    messages = body.get("messages")
+    contents = [m.get("content") for m in messages if isinstance(m, Mapping)] if isinstance(messages, list) \
+        else [body.get("prompt")]
+    return sum(len(text) for content in contents for text in _texts(content))
 
 
 def _texts(content: Any) -> list[str]:

@@ -17,6 +17,7 @@ import pytest
 from gateway.cascade.climb import CascadeFailed, CascadeRequest, CascadeResult, Tier, TierCall, run_cascade
 from gateway.config.schema import TierConfig
 from gateway.protocol import Route
+from gateway.telemetry.tokens import PromptTokens
 from gateway.upstream.backends import TierFault, TierRejected, TierReply, TierStream
 from policies.base import Decision, DecisionReason, Scope, ThresholdPolicy, Verdict
 from policies.quality import ProbeWindows, QualityPolicy, QualitySettings
@@ -55,7 +56,7 @@ def make_tiers(**settings: dict[str, Any]) -> list[Tier]:
 def make_request(deadline_s: float = 30.0) -> CascadeRequest:
     return CascadeRequest(route="chat/completions", body={"messages": [{"role": "user", "content": "q"}]},
                           scope=Scope("generation"), labels=None, deadline=time.monotonic() + deadline_s,
-                          forward_headers={}, count_prompt_tokens=lambda: COUNTED_TOKENS)
+                          forward_headers={}, prompt_tokens=PromptTokens(lambda _: COUNTED_TOKENS, {}))
 
 
 def body(tier: str, confidence: float | None) -> dict[str, Any]:

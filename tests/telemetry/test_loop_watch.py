@@ -1,6 +1,7 @@
 """The event loop is never held by work that can wait: the loop watch sees a stall and tells the
 gateway's own work from a wait for a CPU; the startup heap is out of garbage collection while the app
-runs; big documents parse with the collector paused; the tokenizer is loaded before the first request."""
+runs; big documents parse with the collector paused; the tokenizer is loaded before the first request,
+and a large prompt is counted in a worker thread."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import asyncio
 import gc
 import json
 import math
+import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +23,7 @@ from gateway import jsonio
 from gateway.config.loading import parse_config
 from gateway.server.app import create_app
 from gateway.telemetry.loop_watch import LOOP_BUCKETS, watch_event_loop
+from gateway.telemetry.tokens import OFF_LOOP_CHARS, PromptTokens
 from tests.support.servers import UvicornThread
 
 HELD_S = 0.3
@@ -78,3 +83,21 @@ def test_while_the_app_runs_its_startup_heap_is_frozen_and_its_tokenizer_loaded(
     lag = families["recserve_event_loop_lag_seconds"]
     assert any(s.name.endswith("_count") and s.value > 0 for s in lag.samples)
     assert "recserve_event_loop_stall_cpu_seconds" in families
+
+
+async def test_a_large_prompt_is_counted_once_and_off_the_event_loop() -> None:
+    threads: list[threading.Thread] = []
+
+    def count(body: Mapping[str, Any]) -> int:
+        threads.append(threading.current_thread())
+        return 42
+
+    small = PromptTokens(count, {"messages": [{"role": "user", "content": "hello"}]})
+    assert await small.count() == 42 and small() == 42
+    assert threads == [threading.current_thread()]  # a few µs of counting: not worth a thread hop
+
+    threads.clear()
+    large = PromptTokens(count, {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x" * (OFF_LOOP_CHARS + 1)}]}]})
+    assert await large.count() == 42 and await large.count() == 42 and large() == 42
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()

@@ -47,5 +47,5 @@ async def create_message(request: Request, runtime: Runtime, admission: Admissio
         stream = AnswerStream(served, None)
         events = ClosingEvents(message_events(stream, model, stops), stream)
         return EventStreamResponse(events, headers={**served.headers, "cache-control": "no-cache"})
-    answer = whole_answer(served.result.reply.body, None, served.cascade_request.count_prompt_tokens)
+    answer = whole_answer(served.result.reply.body, None, served.cascade_request.prompt_tokens)
     return AnswerResponse(message(answer, model, served.summary(), stops), headers=served.headers)

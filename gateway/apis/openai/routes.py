@@ -60,5 +60,5 @@ async def _complete(request: Request, runtime: Runtime, admission: Admission, ro
 
 def _stream_plan(served: Served, route: Route, raw: dict[str, object]) -> StreamPlan:
     return StreamPlan(served.result, route, raw, served.task, served.labels, served.summary(),
-                      served.cascade_request.count_prompt_tokens, served.observe, served.probes,
+                      served.cascade_request.prompt_tokens, served.observe, served.probes,
                       expectation=served.cascade_request.expectation)

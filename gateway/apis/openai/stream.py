@@ -14,6 +14,7 @@ from gateway.apis.shaping import shape_choice, wanted_top_logprobs
 from gateway.cascade.climb import CascadeResult
 from gateway.cascade.stream_tally import StreamTally, answer_body, served_problem
 from gateway.protocol import Route
+from gateway.telemetry.tokens import PromptTokens
 from gateway.upstream.backends import TierFault, TierReply
 from policies.base import Task
 from policies.structure import Expectation, InvalidReason
@@ -29,7 +30,7 @@ class StreamPlan:
     task: Task
     labels: Any
     summary: dict[str, Any]  # the `recserve` extension of the final chunk, completed at the end
-    count_prompt_tokens: Callable[[], int]
+    prompt_tokens: PromptTokens  # our count, for a tier that reports no usage
     # Metrics and access log; gets the tier's usage and the served answer's structure problem, if any.
     observe: Callable[[Mapping[str, Any] | None, str | None], None]
     on_complete: Callable[[Mapping[str, Any]], None] | None = None  # gets the whole answer (quality probes)
@@ -68,6 +69,8 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
             if shaped is not None:
                 yield _encode(shaped)
         invalid = served_problem(plan.expectation, tally.message())
+        if tally.usage is None:  # counted now, off the loop if large: the observer and the usage chunk read it
+            await plan.prompt_tokens.count()
     except (TierFault, UnencodableChunk) as fault:
         code = "stream_timeout" if isinstance(fault, TierFault) and fault.kind == "timeout" else "stream_interrupted"
         yield sse.encode({"error": {"message": f"tier '{plan.result.tier.name}' failed mid-stream: {fault}",
@@ -80,7 +83,7 @@ async def client_events(plan: StreamPlan) -> AsyncIterator[bytes]:
     if plan.on_complete is not None and message is not None:
         plan.on_complete(answer_body(message))  # starts background work only: the client is not held
     if include_usage and tally.usage is None:
-        prompt = plan.count_prompt_tokens()
+        prompt = plan.prompt_tokens()
         yield sse.encode({**_envelope(last, model), "choices": [], "usage": {
             "prompt_tokens": prompt, "completion_tokens": tally.tokens,
             "total_tokens": prompt + tally.tokens}})

@@ -62,7 +62,7 @@ async def create_response(request: Request, runtime: Runtime, admission: Admissi
         stream = AnswerStream(served, wanted)
         events = ClosingEvents(response_events(stream, base, parsed.wants_logprobs, remember), stream)
         return EventStreamResponse(events, headers={**served.headers, "cache-control": "no-cache"})
-    answer = whole_answer(served.result.reply.body, wanted, served.cascade_request.count_prompt_tokens)
+    answer = whole_answer(served.result.reply.body, wanted, served.cascade_request.prompt_tokens)
     final = finish(base, answer, output_items(answer, parsed.wants_logprobs), served.summary())
     await remember(final, answer)
     return AnswerResponse(final, headers=served.headers)
