@@ -161,7 +161,7 @@ async def _climb(request: Request, runtime: Runtime, binding: ModelBinding, casc
         await cascade_request.prompt_tokens.count()  # no tier reported usage: the observer books our count
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, hops=failed.hops,
                                       workload=cascade_request.workload, tenant=cascade_request.tenant,
-                                      prompt_tokens=cascade_request.prompt_tokens)
+                                      count_prompt=cascade_request.prompt_tokens)
         error_type = UpstreamTimeout if failed.timed_out else UpstreamFailed
         raise error_type(str(failed), headers={"x-recserve-path": render_path(failed.hops),
                                                 "x-recserve-task": task}) from None
@@ -183,7 +183,7 @@ def _report(request: Request, runtime: Runtime, binding: ModelBinding, admission
     def observe(usage: Mapping[str, Any] | None = None, served_invalid: str | None = None) -> None:
         runtime.observer.request_done(request, binding.policy.name, task, cascade_request.body, result, usage=usage,
                                       workload=cascade_request.workload, tenant=cascade_request.tenant,
-                                      served_invalid=served_invalid, prompt_tokens=cascade_request.prompt_tokens)
+                                      served_invalid=served_invalid, count_prompt=cascade_request.prompt_tokens)
 
     if not streamed:
         observe()  # a stream is observed at its end, when its usage is known: no tokenizing before the first byte

@@ -93,12 +93,11 @@ class RequestObserver:
     def request_done(self, request: Request, policy: str, task: str, body: Mapping[str, Any],
                      result: CascadeResult | None = None, hops: Sequence[Hop] | None = None,
                      usage: Mapping[str, Any] | None = None, *, workload: str | None = None,
-                     tenant: str, served_invalid: str | None = None,
-                     prompt_tokens: Callable[[], int] | None = None) -> None:
+                     tenant: str, count_prompt: Callable[[], int], served_invalid: str | None = None) -> None:
         """Record one finished cascade: pass `result`, or the failed cascade's `hops`; a stream
         passes the `usage` its last chunk reported (its result's body has none) and, judged at its
         end, the served answer's structure problem. Savings are kept per `tenant` and `workload` (default: the
-        task). `prompt_tokens`: the request's own count (`PromptTokens`), used when no tier reported usage.
+        task). `count_prompt`: the request's own count (`PromptTokens`), used when no tier reported usage.
 
         Cheap and never raises into the request path's logic beyond programming errors.
         """
@@ -108,8 +107,7 @@ class RequestObserver:
         # spares tokenizing every prompt on the hot path.
         reported = {"usage": usage} if usage is not None else result.reply.body if result is not None else {}
         reported_prompt = reported_tokens(reported, "prompt_tokens")
-        counted = prompt_tokens or (lambda: self._tokens.count(body))  # the request's own count, taken once
-        prompt_count = reported_prompt if reported_prompt is not None else counted()
+        prompt_count = reported_prompt if reported_prompt is not None else count_prompt()
         prompt_bytes = len(jsonio.dumps(body))
         for hop in journey:
             if hop.confidence is not None:

@@ -89,15 +89,11 @@ class PromptTokenCounter:
         return len(encoding.encode(text, disallowed_special=()))
 
     def count(self, body: Mapping[str, Any]) -> int:
+        texts = sum(self.count_text(text) for text in _prompt_texts(body))
         messages = body.get("messages")
         if isinstance(messages, list):
-            total = _TOKENS_PER_REPLY
-            for message in messages:
-                total += _TOKENS_PER_MESSAGE
-                if isinstance(message, Mapping):
-                    total += sum(self.count_text(text) for text in _texts(message.get("content")))
-            return total
-        return sum(self.count_text(text) for text in _texts(body.get("prompt")))
+            return _TOKENS_PER_REPLY + _TOKENS_PER_MESSAGE * len(messages) + texts
+        return texts
 
 
 class PromptTokens:
@@ -117,18 +113,19 @@ class PromptTokens:
 
     async def count(self) -> int:
         if self._value is None:
-            if _chars(self._body) > OFF_LOOP_CHARS:
+            if sum(len(text) for text in _prompt_texts(self._body)) > OFF_LOOP_CHARS:
                 self._value = await asyncio.to_thread(self._count, self._body)
             else:
                 self._value = self._count(self._body)
         return self._value
 
 
-def _chars(body: Mapping[str, Any]) -> int:
+def _prompt_texts(body: Mapping[str, Any]) -> list[str]:
+    """The text pieces of a chat body's message contents, or of a completions body's prompt."""
     messages = body.get("messages")
-    contents = [m.get("content") for m in messages if isinstance(m, Mapping)] if isinstance(messages, list) \
-        else [body.get("prompt")]
-    return sum(len(text) for content in contents for text in _texts(content))
+    if isinstance(messages, list):
+        return [text for message in messages if isinstance(message, Mapping) for text in _texts(message.get("content"))]
+    return _texts(body.get("prompt"))
 
 
 def _texts(content: Any) -> list[str]:
